@@ -5,6 +5,7 @@ counterpart derives from it), integer labels, and a loader returning an RGB PIL 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -124,3 +125,364 @@ def choose_fraction(ds: ImageSet, fraction: float, seed: int) -> np.ndarray:
         n = max(1, int(round(fraction * len(members))))
         chosen.append(rng.choice(members, size=n, replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------- image files and ImageFolder trees
+IMAGE_FOLDER_LAYOUT = "<root>/<class>/<image>.jpg"
+
+
+class _FileLoader:
+    """loader(i) for file-backed sets; a class, not a lambda, so DataLoader workers can pickle it (spawn)."""
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+
+    def __call__(self, i: int) -> Image.Image:
+        return load_rgb(self.paths[i])
+
+
+class _ArrayLoader:
+    """loader(i) for in-memory (N, H, W, 3) uint8 arrays such as CIFAR-100."""
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+
+    def __call__(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i])
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image file as RGB. Grayscale, palette, RGBA (alpha dropped, as torchvision's loader) and CMYK."""
+    with Image.open(path) as im:
+        return im.convert("RGB")  # convert() decodes fully, so the file handle can close here
+
+
+def _is_image(name: str) -> bool:
+    # Hidden files (.DS_Store, ._x.jpg from macOS archives) are never images even with an image suffix.
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files below `folder`, recursively (as torchvision's ImageFolder), sorted by relative path."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # datasets are often symlinked
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skips .ipynb_checkpoints
+        found += [Path(dirpath) / f for f in filenames if _is_image(f)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _class_folder_names(root: Path) -> list[str]:
+    # Sorted like torchvision's ImageFolder (plain string order), hidden folders skipped.
+    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+
+
+def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int]]:
+    """(class folder names sorted, image paths, labels) of an ImageFolder tree; one-line errors."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"{who}: no directory at {root}; expected {IMAGE_FOLDER_LAYOUT}. "
+                                f"Pass the folder that holds one sub-folder per class")
+    classes = _class_folder_names(root)
+    if not classes:
+        raise ValueError(f"{who}: no class folders in {root}; expected {IMAGE_FOLDER_LAYOUT}. "
+                         f"Move the images into one sub-folder per class")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        images = _images_under(root / cls)
+        if not images:
+            raise ValueError(f"{who}: class folder {root / cls} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                             f"expected {IMAGE_FOLDER_LAYOUT}. Add images to it or remove it")
+        paths += images
+        labels += [label] * len(images)
+    return classes, paths, labels
+
+
+def image_folder(root: str | Path, name: str | None = None, dataset_type: str = "natural") -> ImageSet:
+    """An ImageFolder tree `root/<class>/<image>`: classes sorted by folder name, images sorted by path.
+
+    Ids are `<name>/<path relative to root>`, so they do not depend on where the tree lives on disk.
+    """
+    root = Path(root).expanduser()
+    name = name or Path(os.path.abspath(root)).name  # abspath, not resolve(): a symlink's target must not rename ids
+    classes, paths, labels = _scan_class_folders(root, f"image_folder {name!r}")
+    ids = [f"{name}/{p.relative_to(root).as_posix()}" for p in paths]
+    return ImageSet(name, classes, ids, labels, loader=_FileLoader([str(p) for p in paths]),
+                    paths=[str(p) for p in paths], dataset_type=dataset_type)
+
+
+# ---------------------------------------------------------------- the paper's datasets, from local roots
+# layout: what `paper_dataset(name, root=<dir>)` expects (<dir> = --data-root). tables: where the paper uses it.
+PAPER_DATASETS = {
+    "cifar100": dict(
+        layout="<dir>/cifar-100-python/{train,test,meta} (the python pickles of cifar-100-python.tar.gz)",
+        splits=("train", "test"), num_classes=100, image_size="32x32",
+        tables="Table 3 (PreActResNet-18)"),
+    "tiny-imagenet-200": dict(
+        layout="<dir>/train/<wnid>/images/*.JPEG, <dir>/val/images/*.JPEG and <dir>/val/val_annotations.txt "
+               "(tiny-imagenet-200.zip unpacked; val may be reorganised into <dir>/val/<wnid>/images/)",
+        splits=("train", "val"), num_classes=200, image_size="64x64",
+        tables="Table 3 (PreActResNet-18)"),
+    "imagenet-1k": dict(
+        layout="<dir>/train/<wnid>/*.JPEG and <dir>/val/<wnid>/*.JPEG (validation images sorted into class folders)",
+        splits=("train", "val"), num_classes=1000, image_size="variable, ~400x350 on average; trained at 224x224",
+        tables="Table 3 (ResNet-50)"),
+    "flowers102": dict(
+        layout="<dir>/flowers-102/{jpg/image_*.jpg, imagelabels.mat, setid.mat} (torchvision Flowers102 layout)",
+        splits=("train", "val", "test"), num_classes=102,
+        image_size="variable, shorter side 500 px; trained at 224x224",
+        tables="Table 2 (10 images/class = the official train split, PreActResNet-34), Table 5 (WRN-101)"),
+    "cub-200-2011": dict(
+        layout="<dir>/CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, "
+               "images/<class>/<file>.jpg}",
+        splits=("train", "test"), num_classes=200, image_size="variable, ~500x375; trained at 224x224",
+        tables="Table 4 (DenseNet-121), Table 5 (WRN-101), Figs. 4, 6, 7; Table 6 names no dataset"),
+    "stanford-cars": dict(
+        layout="<dir>/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
+               "cars_test_annos_withlabels.mat, cars_test/} (torchvision StanfordCars layout)",
+        splits=("train", "test"), num_classes=196, image_size="variable, ~700x480; trained at 224x224",
+        tables="Table 4 (DenseNet-121), Table 7 (ResNet-50 ablation)"),
+    "caltech101": dict(
+        layout="<dir>/caltech101/101_ObjectCategories/<class>/image_*.jpg (torchvision Caltech101 layout)",
+        splits=("train", "test"), num_classes=101, image_size="variable, ~300x200; trained at 224x224",
+        tables="Table 4 (DenseNet-121); no official split, see CALTECH101_TEST_FRACTION"),
+}
+# Caltech-101 has no official split. GuidedMixup's FGVC code (3neutronstar/GuidedMixup,
+# FGVC/DataLoad/data_load.py), which the paper follows for Table 4, uses sklearn's stratified
+# train_test_split(test_size=0.2, random_state=seed) over torchvision's Caltech101 order, seed default 1.
+CALTECH101_TEST_FRACTION = 0.2
+CALTECH101_SPLIT_SEED = 1
+
+
+def _no_data(name: str, path: Path, why: str = "") -> FileNotFoundError:
+    return FileNotFoundError(f"{name}: no data at {path}{why}; expected {PAPER_DATASETS[name]['layout']}. "
+                             f"Download it yourself and pass --data-root <dir>")
+
+
+def _require(name: str, *paths: Path) -> None:
+    """Cheap existence checks before any parsing, so a wrong root fails in milliseconds with one line."""
+    for p in paths:
+        if not p.exists():
+            raise _no_data(name, p)
+
+
+def _readable(class_name: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross', 'aquarium_fish' -> 'aquarium fish'."""
+    name = class_name.split(".", 1)[1] if class_name[:3].isdigit() and "." in class_name[:5] else class_name
+    return " ".join(name.replace("_", " ").split())
+
+
+def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list[Path], labels: list[int]) -> ImageSet:
+    """ImageSet whose ids are `<name>/<split>/<path relative to base>` (stable across machines)."""
+    ids = [f"{name}/{split}/{p.relative_to(base).as_posix()}" for p in paths]
+    return ImageSet(f"{name}-{split}", classes, ids, [int(v) for v in labels],
+                    loader=_FileLoader([str(p) for p in paths]), paths=[str(p) for p in paths])
+
+
+_MD5_FAILED = " (the files are there but fail torchvision's md5 check: truncated or not the official archive)"
+
+
+def _cifar100(root: Path, split: str) -> ImageSet:
+    base = root / "cifar-100-python"
+    _require("cifar100", base / "train", base / "test", base / "meta")  # torchvision md5-checks all three
+    from torchvision.datasets import CIFAR100
+
+    try:
+        ds = CIFAR100(str(root), train=split == "train", download=False)
+    except RuntimeError:  # torchvision's own message advises download=True, which this kit never does
+        raise _no_data("cifar100", base, _MD5_FAILED) from None
+    images = ds.data  # (N, 32, 32, 3) uint8
+    ids = [f"cifar100/{split}/{i:05d}" for i in range(len(images))]
+    return ImageSet(f"cifar100-{split}", [_readable(c) for c in ds.classes], ids, [int(t) for t in ds.targets],
+                    loader=_ArrayLoader(images))
+
+
+def _wnid_names(root: Path, wnids: list[str]) -> list[str]:
+    """First synonym per WordNet id from words.txt (Tiny-ImageNet) or LOC_synset_mapping.txt (ImageNet, Kaggle),
+    for prompts; the wnid itself when neither file exists. ImageNet has a few repeated first synonyms (crane)."""
+    for fname in ("words.txt", "LOC_synset_mapping.txt"):
+        if (root / fname).is_file():
+            words = {}
+            for line in (root / fname).read_text(encoding="utf-8").splitlines():
+                parts = line.split(None, 1)  # tab in words.txt, space in LOC_synset_mapping.txt
+                if len(parts) == 2:
+                    words[parts[0]] = parts[1].split(",")[0].strip()
+            return [words.get(w, w) for w in wnids]
+    return list(wnids)
+
+
+def _plain_name(name: str, source: Path) -> str:
+    # Names from an annotation file become path parts: refuse anything that could leave the dataset root.
+    if name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise ValueError(f"{source}: entry {name!r} is not a plain file or folder name; fix or replace that file")
+    return name
+
+
+def _tiny_annotations(ann: Path) -> list[tuple[str, str]]:
+    """(file, wnid) rows of val_annotations.txt (tab-separated: file, wnid, x0, y0, x1, y1)."""
+    rows = [line.split("\t") for line in ann.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [(_plain_name(r[0], ann), _plain_name(r[1], ann)) for r in rows]
+
+
+def _tiny_val_pairs(val: Path) -> tuple[list[tuple[str, str]], list[Path]]:
+    """(file, wnid) and the file's current path, for the original or the reorganised val layout."""
+    ann = val / "val_annotations.txt"
+    if ann.is_file():
+        pairs = _tiny_annotations(ann)
+        # Per-file lookup, so a half-reorganised folder (an interrupted reorganisation) still reads.
+        paths = [val / "images" / f if (val / "images" / f).is_file() else val / w / "images" / f for f, w in pairs]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise _no_data("tiny-imagenet-200", missing[0], f" (listed in {ann})")
+        return pairs, paths
+    if (val / "images").is_dir():  # original layout: the labels exist only in the annotations file
+        raise _no_data("tiny-imagenet-200", ann)
+    paths = [p for w in _class_folder_names(val) for p in _images_under(val / w)]
+    return [(p.name, p.relative_to(val).parts[0]) for p in paths], paths
+
+
+def _tiny_imagenet(root: Path, split: str) -> ImageSet:
+    name = "tiny-imagenet-200"
+    _require(name, root / "train", root / split)  # val labels index the train class folders
+    if split == "train":
+        wnids, paths, labels = _scan_class_folders(root / "train", name)
+        return _file_set(name, split, _wnid_names(root, wnids), root / "train", paths, labels)
+    wnids = _class_folder_names(root / "train")
+    pairs, paths = _tiny_val_pairs(root / "val")
+    unknown = sorted({w for _, w in pairs} - set(wnids))
+    if unknown:
+        raise ValueError(f"{name}: val classes {unknown[:5]} have no folder in {root / 'train'}; "
+                         f"expected {PAPER_DATASETS[name]['layout']}")
+    order = sorted(range(len(pairs)), key=lambda j: (pairs[j][1], pairs[j][0]))  # ImageFolder order, both layouts
+    label_of = {w: k for k, w in enumerate(wnids)}
+    # The id is the reorganised path in both layouts, so reorganising never changes an image's id (nor its seed).
+    ids = [f"{name}/val/{pairs[j][1]}/images/{pairs[j][0]}" for j in order]
+    files = [str(paths[j]) for j in order]
+    return ImageSet(f"{name}-val", _wnid_names(root, wnids), ids, [label_of[pairs[j][1]] for j in order],
+                    loader=_FileLoader(files), paths=files)
+
+
+def reorganize_tiny_imagenet_val(root: str | Path) -> int:
+    """Move `root/val/images/<file>` to `root/val/<wnid>/images/<file>` (ImageFolder layout); returns files moved.
+
+    Idempotent: files already in place are skipped, so an interrupted run can simply be re-run. Only renames
+    inside root/val (names are checked to be plain), keeps val_annotations.txt, and removes val/images once empty.
+    """
+    val = Path(root).expanduser() / "val"
+    ann = val / "val_annotations.txt"
+    _require("tiny-imagenet-200", val, ann)
+    moved = 0
+    for f, w in _tiny_annotations(ann):
+        src, dst = val / "images" / f, val / w / "images" / f
+        if dst.exists():
+            continue  # moved by an earlier run; a stray copy left at src is never overwritten onto it
+        if not src.is_file():
+            raise _no_data("tiny-imagenet-200", src, f" (listed in {ann})")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)  # a rename: atomic on one file system, so no half-moved file
+        moved += 1
+    try:
+        (val / "images").rmdir()  # only succeeds when empty
+    except OSError:
+        pass
+    return moved
+
+
+def _imagenet_1k(root: Path, split: str) -> ImageSet:
+    name = "imagenet-1k"
+    _require(name, root / split)
+    wnids, paths, labels = _scan_class_folders(root / split, name)
+    other = root / ("val" if split == "train" else "train")
+    if other.is_dir() and _class_folder_names(other) != wnids:  # labels must mean the same class in both splits
+        raise ValueError(f"{name}: class folders of {root / split} and {other} differ; "
+                         f"expected {PAPER_DATASETS[name]['layout']}")
+    return _file_set(name, split, _wnid_names(root, wnids), root / split, paths, labels)
+
+
+def _flowers102(root: Path, split: str) -> ImageSet:
+    base = root / "flowers-102"
+    _require("flowers102", base / "jpg", base / "imagelabels.mat", base / "setid.mat")
+    from torchvision.datasets import Flowers102
+
+    try:
+        ds = Flowers102(str(root), split=split, download=False)
+    except RuntimeError:
+        raise _no_data("flowers102", base, _MD5_FAILED) from None
+    # The 102 Oxford names as torchvision ships them (same order as imagelabels.mat, label 1 = "pink primrose").
+    classes = list(getattr(Flowers102, "classes", [])) or [f"flower class {i}" for i in range(102)]
+    # _image_files / _labels: private but unchanged since torchvision 0.12; pinned <= 0.29.1 in pyproject.
+    return _file_set("flowers102", split, classes, base / "jpg", list(ds._image_files), list(ds._labels))
+
+
+def _cub_table(path: Path) -> dict[int, str]:
+    """'<id> <value>' lines of a CUB metadata file -> {id: value}."""
+    rows = (line.split(None, 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {int(k): v.strip() for k, v in rows}
+
+
+def _cub_200_2011(root: Path, split: str) -> ImageSet:
+    base = root if (root / "images.txt").is_file() else root / "CUB_200_2011"  # root may be the folder itself
+    names = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
+    _require("cub-200-2011", *(base / n for n in names), base / "images")
+    images, labels, is_train, classes = (_cub_table(base / n) for n in names)
+    keep = sorted(i for i in images if is_train[i] == ("1" if split == "train" else "0"))  # 1 = train
+    class_names = [_readable(classes[k]) for k in sorted(classes)]  # '001.Black_footed_Albatross' -> words
+    paths = [base / "images" / images[i] for i in keep]
+    return _file_set("cub-200-2011", split, class_names, base / "images", paths, [int(labels[i]) - 1 for i in keep])
+
+
+def _stanford_cars(root: Path, split: str) -> ImageSet:
+    base = root / "stanford_cars"
+    annotations = (base / "devkit" / "cars_train_annos.mat" if split == "train"
+                   else base / "cars_test_annos_withlabels.mat")
+    _require("stanford-cars", base / "devkit" / "cars_meta.mat", annotations, base / f"cars_{split}")
+    from torchvision.datasets import StanfordCars
+
+    try:
+        ds = StanfordCars(str(root), split=split, download=False)
+    except RuntimeError:
+        raise _no_data("stanford-cars", base) from None
+    paths = [Path(p) for p, _ in ds._samples]  # private but unchanged since torchvision 0.13
+    return _file_set("stanford-cars", split, [str(c) for c in ds.classes], base / f"cars_{split}", paths,
+                     [t for _, t in ds._samples])
+
+
+def caltech101_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """GuidedMixup's Caltech-101 split: stratified 80/20, seed 1, over torchvision's Caltech101 order (sorted)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, test = train_test_split(idx, stratify=np.asarray(labels), test_size=CALTECH101_TEST_FRACTION,
+                                   train_size=1 - CALTECH101_TEST_FRACTION, random_state=CALTECH101_SPLIT_SEED)
+    return np.sort(train), np.sort(test)
+
+
+def _caltech101(root: Path, split: str) -> ImageSet:
+    folder = root / "caltech101" / "101_ObjectCategories"
+    _require("caltech101", folder)  # before torchvision, whose constructor would mkdir root/caltech101
+    from torchvision.datasets import Caltech101
+
+    try:
+        ds = Caltech101(str(root), download=False)  # drops BACKGROUND_Google: 101 classes
+    except RuntimeError:
+        raise _no_data("caltech101", folder) from None
+    train, test = caltech101_split(ds.y)
+    idx = train if split == "train" else test
+    paths = [folder / ds.categories[ds.y[i]] / f"image_{ds.index[i]:04d}.jpg" for i in idx]
+    return _file_set("caltech101", split, [_readable(c) for c in ds.categories], folder, paths,
+                     [ds.y[i] for i in idx])
+
+
+_READERS = {"cifar100": _cifar100, "tiny-imagenet-200": _tiny_imagenet, "imagenet-1k": _imagenet_1k,
+            "flowers102": _flowers102, "cub-200-2011": _cub_200_2011, "stanford-cars": _stanford_cars,
+            "caltech101": _caltech101}
+
+
+def paper_dataset(name: str, root: str | Path, split: str = "train") -> ImageSet:
+    """One split of a paper dataset, read from a local root (see PAPER_DATASETS for layouts). Never downloads."""
+    if name not in PAPER_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(PAPER_DATASETS)}")
+    splits = PAPER_DATASETS[name]["splits"]
+    if split not in splits:
+        raise ValueError(f"{name}: split={split!r}; expected one of {', '.join(splits)}")
+    root = Path(root).expanduser()
+    _require(name, root)
+    return _READERS[name](root, split)

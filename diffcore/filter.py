@@ -74,7 +74,9 @@ def load_clip(cfg: FilterConfig, device: torch.device) -> ClipEncoder:
     if pre is None:
         raise ValueError("clip_pretrained is not set: a CLIP with random weights would make the filter meaningless; "
                          "pass a local weights file (--clip-pretrained path/to/open_clip_model.safetensors)")
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=pre, device=device)
+    # require_pretrained: open_clip only warns when weights fail to load; a random CLIP must never filter silently
+    model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=pre, device=device,
+                                                                 require_pretrained=True)
     return ClipEncoder(model, preprocess, device, cfg.batch_size)
 
 

@@ -21,7 +21,7 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from .counterparts import kept_counterparts
-from .data import ImageSet
+from .data import ImageSet, choose_fraction
 from .mix import MixConfig, diffcore_mix
 from .runtime import derive_seed, provenance, resolve_device
 
@@ -47,6 +47,8 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0                  # DataLoader worker processes
     pretrained: str | None = None     # local weights file for fine-tuning (Table 5)
+    fraction: float = 1.0             # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
+    selection_seed: int = 0           # which images at fraction < 1 (same rule as generation: data.choose_fraction)
     mix: MixConfig = field(default_factory=MixConfig)
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class TrainConfig:
             raise ValueError(f"lr={self.lr}: expected > 0")
         if self.augment not in ("imagenet", "small", "digits"):
             raise ValueError(f"augment={self.augment!r}: expected 'imagenet', 'small' or 'digits'")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError(f"milestones={self.milestones}: expected fractions of the schedule in (0, 1)")
 
@@ -114,13 +118,19 @@ class EvalSet(Dataset):
         return self.transform(self.ds.load(n)), self.ds.labels[n]
 
 
-def load_counterparts(ds: ImageSet, generated: str | Path | None, method: str) -> dict[str, Path]:
+def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConfig) -> dict[str, Path]:
+    """source id -> generated file, for the `cfg.fraction` of images chosen as in generation.
+
+    Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
+    """
+    method = cfg.method
     if METHODS[method] is None:
         return {}
     if generated is None:
         raise ValueError(f"method={method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
     found = kept_counterparts(generated)
-    matched = {k: v for k, v in found.items() if k in set(ds.ids)}
+    chosen = {ds.ids[i] for i in choose_fraction(ds, cfg.fraction, cfg.selection_seed)}
+    matched = {k: v for k, v in found.items() if k in chosen}
     if not matched:
         raise ValueError(f"generated set {generated} has no counterpart for any image of {ds.name} "
                          f"(was it generated for another dataset or split?)")
@@ -166,7 +176,7 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
     from .models import build_model
 
     device = resolve_device(cfg.device)
-    counterparts = load_counterparts(train_ds, generated, cfg.method)
+    counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
     te = EvalSet(test_ds, transforms_for(cfg, False))
     t0 = time.perf_counter()

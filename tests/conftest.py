@@ -55,7 +55,7 @@ def tiny_sd_components(seed=0):
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
                                 norm_num_groups=8, attention_head_dim=4).eval()
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     return dict(unet=unet, vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed=seed), tokenizer=char_tokenizer(),
                 scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 

@@ -1,0 +1,235 @@
+"""`python -m diffcore {generate,train,run,table,info}`: the steps of the method from the command line.
+
+Every setting starts from a profile (`--profile embedded|paper`) and is overridden by flags. All configs are
+built and checked (paths, names, ranges) before any model is loaded, so bad input fails in a second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from . import data as D
+from .counterparts import CounterpartConfig
+from .filter import FilterConfig
+from .generate import GenerateConfig
+from .mix import MixConfig
+from .profiles import profile
+from .prompts import DATASET_TYPE_WORDS, PromptConfig
+from .train import METHODS, TrainConfig
+
+log = logging.getLogger("diffcore")
+
+
+# ---------------------------------------------------------------- datasets
+def open_dataset(name: str, root: str | None, split: str, few_shot: int | None = None, seed: int = 0) -> D.ImageSet:
+    """'digits' (bundled), a paper dataset name (needs --data-root), or 'folder' (an ImageFolder at --data-root)."""
+    if name == "digits":
+        ds = D.digits(split)
+    elif name == "folder":
+        if root is None:
+            raise ValueError("dataset=folder needs --data-root <dir with one sub-folder per class>")
+        ds = D.image_folder(Path(root) / split if (Path(root) / split).is_dir() else root)
+    else:
+        if name not in D.PAPER_DATASETS:
+            raise ValueError(f"dataset={name!r}: expected 'digits', 'folder' or one of {sorted(D.PAPER_DATASETS)}")
+        if root is None:
+            raise ValueError(f"dataset={name} needs --data-root <dir>; expected layout: "
+                             f"{D.PAPER_DATASETS[name]['layout']}")
+        ds = D.paper_dataset(name, root, split)
+    return D.few_shot(ds, few_shot, seed) if few_shot and split == "train" else ds
+
+
+# ---------------------------------------------------------------- configs from profile + flags
+def _pick(args, names: dict[str, str]) -> dict:
+    """{config field: value} for each flag the user actually gave."""
+    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag, None) is not None}
+
+
+def build_configs(args) -> dict:
+    p = profile(args.profile)
+    dataset = getattr(args, "dataset", None) or p["dataset"]
+    by_dataset = {"dataset_type": DATASET_TYPE_WORDS.get(dataset, "natural"),
+                  "negative_key": "digits" if dataset == "digits" else "natural"}
+    prompt = PromptConfig(**{**p["prompt"], **by_dataset, **_pick(args, {"template": "template", "negative_prompt": "negative_prompt",
+                                                            "dataset_type": "dataset_type"})})
+    gen = GenerateConfig(**{**p["generate"], **_pick(args, {
+        "model": "model", "config_dir": "config_dir", "vae": "vae", "steps": "steps", "guidance_scale": "guidance_scale",
+        "size": "size", "gen_batch_size": "batch_size", "dtype": "dtype", "seed": "run_seed"})})
+    filt = FilterConfig(**{**p["filter"], **_pick(args, {
+        "clip_model": "clip_model", "clip_pretrained": "clip_pretrained", "clip_config": "clip_config",
+        "z_pairs": "z_pairs", "max_attempts": "max_attempts"})})
+    cp = CounterpartConfig(**{**p["counterparts"], **_pick(args, {"fraction": "fraction"})})
+    train_over = _pick(args, {"method": "method", "arch": "model", "epochs": "epochs", "batch_size": "batch_size",
+                              "lr": "lr", "device": "device", "workers": "workers", "pretrained": "pretrained",
+                              "fraction": "fraction", "image_size": "image_size", "augment": "augment"})
+    mix = MixConfig(**_pick(args, {"mix_mode": "mode", "lam_alpha": "lam_alpha", "lam_beta": "lam_beta"}))
+    train = TrainConfig(**{**p["train"], **train_over, "mix": mix})
+    return {"profile": p, "prompt": prompt, "generate": gen, "filter": filt, "counterparts": cp, "train": train}
+
+
+# ---------------------------------------------------------------- commands
+def cmd_generate(args) -> int:
+    from .counterparts import make_counterparts
+    from .filter import load_clip
+    from .generate import _check_model_path, load_pipeline
+    from .runtime import resolve_device, resolve_dtype
+
+    c = build_configs(args)
+    ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train",
+                      args.few_shot or c["profile"]["few_shot"])
+    _check_model_path(c["generate"])
+    device = resolve_device(args.device or "auto")
+    dtype = resolve_dtype(c["generate"].dtype, device)
+    clip = load_clip(c["filter"], device)
+    pipe = load_pipeline(c["generate"], device, dtype)
+    info = make_counterparts(ds, pipe, clip, args.out, c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    s = info["summary"]
+    print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded), "
+          f"{s['no_counterpart']} sources without counterpart -> {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train
+
+    c = build_configs(args)
+    name = args.dataset or c["profile"]["dataset"]
+    few = args.few_shot or c["profile"]["few_shot"]
+    train_ds = open_dataset(name, args.data_root, "train", few)
+    test_ds = open_dataset(name, args.data_root, args.test_split)
+    cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
+    r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)
+    print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: generate counterparts once (100%), train vanilla and DiffCoRe-Mix-50/-100 over seeds, table."""
+    from .results import load_results, markdown, results_table
+
+    out = Path(args.out)
+    c = build_configs(args)
+    p = c["profile"]
+    gen_dir = out / "generated"
+    t0 = time.perf_counter()
+    cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}))
+    t_gen = time.perf_counter() - t0
+    runs = [("vanilla", 1.0)] + [("diffcore", f) for f in p["fractions"]]
+    for seed in args.seeds or p["seeds"]:
+        for method, fraction in runs:
+            tag = "vanilla" if method == "vanilla" else f"{method}-{round(100 * fraction)}"
+            res = out / "results" / f"{tag}-seed{seed}.json"
+            if res.is_file() and not args.force:
+                print(f"{res} exists, skipped (--force to redo)")
+                continue
+            cmd_train(argparse.Namespace(**{**vars(args), "method": method, "fraction": fraction, "seed": seed,
+                                            "generated": str(gen_dir), "out": str(res)}))
+    table = results_table(load_results(out / "results"))
+    md = markdown(table)
+    table.to_csv(out / "table.csv", index=False)
+    (out / "table.md").write_text(md + "\n")
+    print(f"\n{md}\n\ngeneration {t_gen:.0f} s; total {time.perf_counter() - t0:.0f} s; written to {out}/table.md")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .results import load_results, markdown, results_table
+
+    print(markdown(results_table(load_results(args.folder))))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .runtime import provenance
+
+    print(json.dumps({"profile": args.profile, "settings": profile(args.profile), "provenance": provenance()},
+                     indent=2, default=str))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="embedded", help="embedded (default, offline CPU) or paper")
+    p.add_argument("--dataset", help="digits | folder | cifar100 | tiny-imagenet-200 | imagenet-1k | flowers102 | "
+                                     "cub-200-2011 | stanford-cars | caltech101")
+    p.add_argument("--data-root", help="local dataset root (nothing is downloaded)")
+    p.add_argument("--few-shot", type=int, help="k training images per class (Table 2 uses 10)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, help="run seed (generation seeds and training seed derive from it)")
+    p.add_argument("--fraction", type=float, help="share of images with counterparts: 0.5 (-50) or 1.0 (-100)")
+    g = p.add_argument_group("generation (Eq. 4)")
+    g.add_argument("--model", help="diffusers folder, cached hub id, or single .safetensors (CosXL)")
+    g.add_argument("--config-dir", help="local SDXL diffusers folder for a single-file model")
+    g.add_argument("--vae", help="VAE folder, e.g. sdxl-vae-fp16-fix")
+    g.add_argument("--steps", type=int)
+    g.add_argument("--guidance-scale", type=float, help="w = 1 + gamma")
+    g.add_argument("--size", type=int)
+    g.add_argument("--gen-batch-size", type=int)
+    g.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
+    g.add_argument("--template", help="contextual prompt template with {label} and {dataset_type}")
+    g.add_argument("--dataset-type", help="word for {dataset_type} in the template")
+    g.add_argument("--negative-prompt", help="'' for none")
+    f = p.add_argument_group("filtration (Eq. 5)")
+    f.add_argument("--clip-model")
+    f.add_argument("--clip-pretrained", help="local open_clip weights file")
+    f.add_argument("--clip-config", help="open_clip model-config JSON to register")
+    f.add_argument("--z-pairs", type=int)
+    f.add_argument("--max-attempts", type=int)
+    t = p.add_argument_group("training")
+    t.add_argument("--method", choices=sorted(METHODS))
+    t.add_argument("--arch", help="classifier: digits-cnn | preactresnet18 | preactresnet34 | resnet50 | "
+                                  "densenet121 | wide_resnet101_2")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--image-size", type=int)
+    t.add_argument("--augment", choices=["imagenet", "small", "digits"])
+    t.add_argument("--workers", type=int)
+    t.add_argument("--pretrained", help="local weights file to fine-tune from (Table 5)")
+    t.add_argument("--mix-mode", choices=["both", "pixel", "patch", "none"])
+    t.add_argument("--lam-alpha", type=float)
+    t.add_argument("--lam-beta", type=float)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="diffcore", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate + filter counterparts into --out")
+    _common(g)
+    g.add_argument("--out", required=True)
+    t = sub.add_parser("train", help="train one classifier, write a result JSON")
+    _common(t)
+    t.add_argument("--generated", help="folder written by `diffcore generate`")
+    t.add_argument("--test-split", default="test")
+    t.add_argument("--out", required=True, help="result JSON path")
+    r = sub.add_parser("run", help="the main job: generate, train vanilla and DiffCoRe-Mix-50/-100, print a table")
+    _common(r)
+    r.add_argument("--out", default="runs/embedded")
+    r.add_argument("--seeds", type=int, nargs="+")
+    r.add_argument("--test-split", default="test")
+    r.add_argument("--force", action="store_true", help="retrain even where a result file exists")
+    tb = sub.add_parser("table", help="print the results table of a folder")
+    tb.add_argument("folder")
+    i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
+    i.add_argument("--profile", default="embedded")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return {"generate": cmd_generate, "train": cmd_train, "run": cmd_run, "table": cmd_table,
+                "info": cmd_info}[args.command](args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
+        print(f"diffcore: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The generate -> filter -> keep-or-retry loop and the generated set on disk."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import diffcore.counterparts as C
+from diffcore.data import ImageSet, digits
+from diffcore.filter import FilterConfig, load_clip
+from diffcore.generate import GenerateConfig, generate_images, load_pipeline
+from diffcore.prompts import PromptConfig
+from diffcore.runtime import derive_seed
+
+CPU = torch.device("cpu")
+PROMPT = PromptConfig(dataset_type="handwritten digit", negative_key="digits")
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_sd_dir, tiny_clip_files):
+    gen = GenerateConfig(model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=4,
+                         dtype="float32", run_seed=7)
+    filt = FilterConfig(clip_model="test-tiny-clip", clip_config=str(tiny_clip_files[0]),
+                        clip_pretrained=str(tiny_clip_files[1]), z_pairs=20, max_attempts=3)
+    ds = digits("train", size=16)
+    labels = np.asarray(ds.labels)
+    idx = np.concatenate([np.flatnonzero(labels == k)[:3] for k in (3, 7)])  # 3 threes, 3 sevens
+    small = ImageSet("digits-3-7", ["three", "seven"], [ds.ids[i] for i in idx], [0, 0, 0, 1, 1, 1],
+                     loader=lambda j: ds.load(int(idx[j])), dataset_type="digits")
+    return load_pipeline(gen, CPU, torch.float32), load_clip(filt, CPU), small, gen, filt
+
+
+def _run(parts, out, fraction=1.0, **kw):
+    pipe, clip, ds, gen, filt = parts
+    return C.make_counterparts(ds, pipe, clip, out, PROMPT, gen, filt, C.CounterpartConfig(fraction=fraction),
+                               progress=False, **kw)
+
+
+def _by_source(rows):
+    out = {}
+    for r in rows:
+        out.setdefault(r["source_id"], []).append(r)
+    return out
+
+
+def test_every_source_ends_kept_or_capped_with_per_attempt_seeds(parts, tmp_path):
+    pipe, clip, ds, gen, filt = parts
+    info = _run(parts, tmp_path)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    assert set(C.MANIFEST_FIELDS) == set(rows[0])
+    for sid, rs in _by_source(rows).items():
+        assert [int(r["attempt"]) for r in rs] == list(range(len(rs)))  # 0, 1, ... no gaps
+        assert [r["status"] for r in rs[:-1]] == ["rejected"] * (len(rs) - 1)
+        assert rs[-1]["status"] in ("kept", "rejected-final") and len(rs) <= filt.max_attempts
+        assert all(int(r["seed"]) == derive_seed(7, sid, int(r["attempt"])) for r in rs)
+        assert all((float(r["similarity"]) > float(r["tau"])) == (r["status"] == "kept") for r in rs)
+    assert len(_by_source(rows)) == len(ds)
+    kept = C.kept_counterparts(tmp_path)
+    assert info["summary"]["kept"] == len(kept)
+    for sid, path in kept.items():  # any kept image can be regenerated alone from its manifest row
+        row = next(r for r in rows if r["source_id"] == sid and r["status"] == "kept")
+        again = generate_images(pipe, [row["prompt"]], [row["negative_prompt"]], [int(row["seed"])], gen)[0]
+        assert np.abs(np.asarray(Image.open(path)).astype(int) - again.astype(int)).max() <= 1
+        assert path.parent.name in ("0000_three", "0001_seven")
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert set(saved["tau"]) == set(ds.classes) and saved["summary"]["attempts"] == len(rows)
+
+
+def test_rejected_image_is_regenerated_with_a_new_seed(parts, tmp_path, monkeypatch):
+    calls = []
+
+    def reject_first_batch(sims, tau):
+        calls.append(len(sims))
+        return torch.full_like(sims, len(calls) > 1, dtype=torch.bool)
+
+    monkeypatch.setattr(C, "accept", reject_first_batch)
+    _run(parts, tmp_path)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    first = rows[:4]  # the first batch of 4, all rejected
+    assert all(r["status"] == "rejected" and r["attempt"] == "0" for r in first)
+    assert [r["attempt"] for r in rows[4:8]] == ["1"] * 4  # retried first, inside the very next batch
+    assert [r["status"] for r in rows[8:]] == ["kept", "kept"]
+    for r in first:
+        retry = next(x for x in rows if x["source_id"] == r["source_id"] and x["attempt"] == "1")
+        assert retry["status"] == "kept" and retry["seed"] != r["seed"]
+        a = np.asarray(Image.open(tmp_path / r["file"]))
+        b = np.asarray(Image.open(tmp_path / retry["file"]))
+        assert not np.array_equal(a, b)
+
+
+def test_retry_cap_holds(parts, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "accept", lambda sims, tau: torch.zeros_like(sims, dtype=torch.bool))
+    info = _run(parts, tmp_path)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    assert len(rows) == 6 * 3  # every source tried exactly max_attempts times
+    assert sum(r["status"] == "rejected-final" for r in rows) == 6
+    assert len({r["seed"] for r in rows}) == 18
+    assert info["summary"]["no_counterpart"] == 6 and not (tmp_path / "images").exists()
+
+
+def test_interrupted_run_resumes_to_the_same_set(parts, tmp_path, monkeypatch):
+    _run(parts, tmp_path / "whole")
+    real_generate = C.generate_images
+    n = {"calls": 0}
+
+    def dies_on_second_call(*a, **k):
+        n["calls"] += 1
+        if n["calls"] == 2:
+            raise KeyboardInterrupt("simulated stop")
+        return real_generate(*a, **k)
+
+    monkeypatch.setattr(C, "generate_images", dies_on_second_call)
+    with pytest.raises(KeyboardInterrupt):
+        _run(parts, tmp_path / "resumed")
+    monkeypatch.setattr(C, "generate_images", real_generate)
+    _run(parts, tmp_path / "resumed")
+    key = lambda r: (r["source_id"], r["attempt"])
+    whole = sorted(C.read_manifest(tmp_path / "whole" / "manifest.csv"), key=key)
+    resumed = sorted(C.read_manifest(tmp_path / "resumed" / "manifest.csv"), key=key)
+    assert whole == resumed
+    assert C.kept_counterparts(tmp_path / "whole").keys() == C.kept_counterparts(tmp_path / "resumed").keys()
+
+
+def test_other_settings_in_the_same_folder_and_empty_class_are_refused(parts, tmp_path):
+    pipe, clip, ds, gen, filt = parts
+    _run(parts, tmp_path, fraction=0.5)
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        _run(parts, tmp_path, fraction=1.0)
+    bad = ImageSet("two-classes", ["a", "b"], ["x", "y"], [0, 0], loader=ds.load)
+    with pytest.raises(ValueError, match=r"class\(es\) \['b'\] have no images"):
+        C.make_counterparts(bad, pipe, clip, tmp_path / "bad", PROMPT, gen, filt, C.CounterpartConfig())
+
+
+def test_fraction_selects_that_share_of_each_class(parts, tmp_path):
+    _run(parts, tmp_path, fraction=0.5)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    per_class = {}
+    for r in rows:
+        per_class.setdefault(r["label"], set()).add(r["source_id"])
+    assert {k: len(v) for k, v in per_class.items()} == {"0": 2, "1": 2}  # round(0.5 * 3) = 2 per class

@@ -1,0 +1,64 @@
+"""Eq. (5) thresholds and the accept rule."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffcore.filter import (FilterConfig, accept, class_pairs, class_thresholds, cosine, expected_pairs,
+                             sample_pairs)
+
+
+@pytest.mark.parametrize("n,z", [(2, 5), (7, 21), (7, 10), (50, 300), (1300, 1000)])
+def test_sampled_pairs_are_distinct_and_never_self(n, z):
+    p = sample_pairs(n, z, np.random.default_rng(0))
+    assert len(p) == expected_pairs(n, z)
+    assert (p[:, 0] < p[:, 1]).all()  # never (i, i), one orientation only
+    assert p.min() >= 0 and p.max() < n
+    assert len({tuple(x) for x in p}) == len(p)
+
+
+def test_tau_equals_brute_force_mean_when_z_covers_all_pairs():
+    g = torch.Generator().manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    labels = [0] * 12 + [1] * 18
+    pairs = class_pairs(labels, 2, z=10_000, seed=0)
+    taus = class_thresholds(pairs, lambda idx: emb[torch.as_tensor(idx)])
+    for k, members in ((0, range(12)), (1, range(12, 30))):
+        members = list(members)
+        sims = [float(emb[i] @ emb[j]) for a, i in enumerate(members) for j in members[a + 1:]]
+        assert len(sims) == math.comb(len(members), 2)
+        assert taus[k] == pytest.approx(np.mean(sims), abs=1e-6)
+
+
+def test_sampled_tau_is_seeded_and_close_to_exact():
+    g = torch.Generator().manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(200, 4, generator=g) + 1.0, dim=-1)
+    labels = [0] * 200
+    exact = class_thresholds(class_pairs(labels, 1, z=10**6, seed=0), lambda i: emb[torch.as_tensor(i)])[0]
+    a = class_thresholds(class_pairs(labels, 1, z=2000, seed=3), lambda i: emb[torch.as_tensor(i)])[0]
+    b = class_thresholds(class_pairs(labels, 1, z=2000, seed=3), lambda i: emb[torch.as_tensor(i)])[0]
+    assert a == b
+    assert a == pytest.approx(exact, abs=0.02)
+
+
+def test_class_with_one_image_gets_the_mean_of_the_others_and_none_is_an_error():
+    emb = torch.nn.functional.normalize(torch.randn(7, 4, generator=torch.Generator().manual_seed(2)), dim=-1)
+    labels = [0, 0, 0, 1, 1, 1, 2]  # class 2 has a single image
+    taus = class_thresholds(class_pairs(labels, 3, z=100, seed=0), lambda i: emb[torch.as_tensor(i)])
+    assert taus[2] == pytest.approx((taus[0] + taus[1]) / 2)
+    with pytest.raises(ValueError, match="no class has two or more"):
+        class_thresholds(class_pairs([0, 1], 2, z=10, seed=0), lambda i: emb[torch.as_tensor(i)])
+
+
+def test_accept_is_strictly_greater_than_tau():
+    sims = cosine(torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    tau = torch.tensor([0.5, 0.0, math.sqrt(0.5)])
+    assert accept(sims, tau).tolist() == [True, False, False]  # sim == tau is rejected (S > tau)
+
+
+def test_filter_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="z_pairs=0"):
+        FilterConfig(z_pairs=0)
+    with pytest.raises(ValueError, match="max_attempts=0"):
+        FilterConfig(max_attempts=0)
