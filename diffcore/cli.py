@@ -75,13 +75,14 @@ def build_configs(args) -> dict:
 # ---------------------------------------------------------------- commands
 def cmd_generate(args) -> int:
     from .counterparts import make_counterparts
-    from .filter import load_clip
+    from .filter import check_clip_files, load_clip
     from .generate import _check_model_path, load_pipeline
     from .runtime import resolve_device, resolve_dtype
 
     c = build_configs(args)
     ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train",
                       args.few_shot or c["profile"]["few_shot"])
+    check_clip_files(c["filter"])
     _check_model_path(c["generate"])
     device = resolve_device(args.device or "auto")
     dtype = resolve_dtype(c["generate"].dtype, device)

@@ -57,26 +57,31 @@ class ClipEncoder:
         return torch.cat(out) if out else torch.zeros(0, dim)
 
 
+def check_clip_files(cfg: FilterConfig) -> None:
+    """Cheap checks of the CLIP settings, run before anything heavy is loaded."""
+    if cfg.clip_config is not None and not Path(cfg.clip_config).is_file():
+        raise FileNotFoundError(f"clip_config={cfg.clip_config}: no such model-config JSON")
+    pre = cfg.clip_pretrained
+    if pre is None:
+        raise ValueError("clip_pretrained is not set: a CLIP with random weights would make the filter meaningless; "
+                         "pass a local weights file (--clip-pretrained path/to/open_clip_model.safetensors)")
+    if ("/" in pre or Path(pre).suffix) and not Path(pre).is_file():
+        raise FileNotFoundError(f"clip_pretrained={pre}: no such file. Put the CLIP weights (e.g. "
+                                f"open_clip_model.safetensors of ViT-B-32/openai) there or pass another path")
+
+
 def load_clip(cfg: FilterConfig, device: torch.device) -> ClipEncoder:
     """Load an open_clip model from local files only (no hub access)."""
     import open_clip
 
+    check_clip_files(cfg)
     if cfg.clip_config is not None:
-        if not Path(cfg.clip_config).is_file():
-            raise FileNotFoundError(f"clip_config={cfg.clip_config}: no such model-config JSON")
         open_clip.add_model_config(cfg.clip_config)
     if cfg.clip_model not in open_clip.list_models():
         raise ValueError(f"clip_model={cfg.clip_model!r} is not an open_clip model name (see open_clip.list_models())")
-    pre = cfg.clip_pretrained
-    if pre is not None and ("/" in pre or Path(pre).suffix) and not Path(pre).is_file():
-        raise FileNotFoundError(f"clip_pretrained={pre}: no such file. Put the CLIP weights (e.g. "
-                                f"open_clip_model.safetensors of ViT-B-32/openai) there or pass another path")
-    if pre is None:
-        raise ValueError("clip_pretrained is not set: a CLIP with random weights would make the filter meaningless; "
-                         "pass a local weights file (--clip-pretrained path/to/open_clip_model.safetensors)")
     # require_pretrained: open_clip only warns when weights fail to load; a random CLIP must never filter silently
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=pre, device=device,
-                                                                 require_pretrained=True)
+    model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=cfg.clip_pretrained,
+                                                                 device=device, require_pretrained=True)
     return ClipEncoder(model, preprocess, device, cfg.batch_size)
 
 

@@ -1,0 +1,45 @@
+"""Prompts (P_c, P_n) and the command line's refusal of bad input before any heavy work."""
+import pytest
+
+from diffcore.cli import main
+from diffcore.prompts import (AUTHORS_NEGATIVE_PROMPT, PAPER_TEMPLATE, PromptConfig, contextual_prompt, label_words,
+                              negative_prompt)
+
+
+def test_default_prompt_is_the_papers_template_and_negative_is_the_authors():
+    cfg = PromptConfig(dataset_type="bird")
+    assert cfg.template == "Generate heavy snow to the {label}, a {dataset_type} object"
+    assert contextual_prompt("001.Black_footed_Albatross", cfg) == \
+        "Generate heavy snow to the Black footed Albatross, a bird object"
+    assert negative_prompt(cfg) == AUTHORS_NEGATIVE_PROMPT
+    assert AUTHORS_NEGATIVE_PROMPT.startswith("train, car, newspaper") and AUTHORS_NEGATIVE_PROMPT.endswith(
+        "road lines, traffic lights")
+    assert negative_prompt(PromptConfig(negative_prompt="")) == ""
+
+
+def test_templates_are_configurable_and_checked():
+    assert contextual_prompt("seven", PromptConfig(template="a photo of a {label}")) == "a photo of a seven"
+    assert label_words("n01443537") == "n01443537" and label_words("sea_anemone") == "sea anemone"
+    with pytest.raises(ValueError, match="no {label} placeholder"):
+        PromptConfig(template="a photo")
+    with pytest.raises(ValueError, match="only {label} and {dataset_type}"):
+        PromptConfig(template="{label} in {place}")
+    assert PAPER_TEMPLATE.format(label="x", dataset_type="y")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["generate", "--out", "X", "--fraction", "0"], "fraction=0.0: expected a value in (0, 1]"),
+    (["generate", "--out", "X", "--dataset", "mnist"], "dataset='mnist': expected 'digits', 'folder' or one of"),
+    (["generate", "--out", "X", "--dataset", "cifar100"], "dataset=cifar100 needs --data-root"),
+    (["generate", "--out", "X", "--model", "/no/such/model"], "model=/no/such/model: no such file or folder"),
+    (["generate", "--out", "X", "--clip-pretrained", "/no/clip.safetensors"], "clip_pretrained=/no/clip.safetensors"),
+    (["generate", "--out", "X", "--guidance-scale", "-1"], "guidance_scale=-1.0"),
+    (["train", "--out", "X", "--method", "diffcore"], "method='diffcore' needs a generated set"),
+    (["train", "--out", "X", "--epochs", "0"], "epochs=0"),
+    (["run", "--profile", "laptop"], "profile='laptop': expected one of"),
+])
+def test_bad_input_fails_in_one_line_before_heavy_work(argv, message, capsys, tmp_path):
+    argv = [a if a != "X" else str(tmp_path / "out") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("diffcore: error: ") and message in err and len(err.splitlines()) == 1
