@@ -167,7 +167,7 @@ def train_step(model, opt, batch, cfg: TrainConfig, mix_gen: torch.Generator, de
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: str | Path | None = None,

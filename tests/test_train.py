@@ -76,7 +76,7 @@ def test_train_vanilla_and_diffcore_seeded_with_provenance(tmp_path):
     assert d["counts"] == {"real": 60, "pairs": 15, "test": 60}
     assert len(d["history"]) == 2 and 0 <= d["metrics"]["top1"] <= d["metrics"]["top5"] <= 100
     saved = json.loads((tmp_path / "r" / "v.json").read_text())
-    assert saved["config"]["lr"] == 0.05 and saved["provenance"]["packages"]["torch"] == torch.__version__
+    assert saved["config"]["lr"] == 0.05 and torch.__version__.startswith(saved["provenance"]["packages"]["torch"])
     assert saved["config"]["mix"]["lam_alpha"] == 1.0  # the lambda distribution is recorded
     table = results_table(load_results(tmp_path / "r"))
     assert list(table.method) == ["DiffCoRe-Mix-50", "Vanilla"]
