@@ -104,7 +104,7 @@ class VaeTrainConfig:
 
 @dataclass(frozen=True)
 class T2ITrainConfig:
-    steps: int = 4000          # AdamW steps (~11 min on 2 CPU cores at batch 32)
+    steps: int = 3000          # AdamW steps (~10 min on 2 idle CPU cores at batch 32)
     batch_size: int = 32       # more updates beat bigger batches at this model size in the CPU budget
     lr: float = 1e-3           # UNet and text encoder; 100-step warmup, cosine to 0
     warmup: int = 100          # steps of linear warmup: Adam's moments are noisy at the start
@@ -290,7 +290,6 @@ def _to_pm1(gray: np.ndarray) -> torch.Tensor:
 def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS) -> dict:
     from diffusers import AutoencoderKL
 
-    torch.set_num_threads(2)  # the machine's 2 cores; set here, never at import
     gray, _ = digit_arrays("train")
     x = _to_pm1(gray)  # (N, 3, 32, 32)
     with seeded(cfg.seed):
@@ -358,7 +357,6 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.set_num_threads(2)
     vae_dir = out / TINY_T2I_DIR.name / "vae"
     if not (vae_dir / "config.json").is_file():
         raise FileNotFoundError(f"no VAE at {vae_dir}: run `python -m diffcore.tiny train-vae --out {out}` first")
@@ -452,7 +450,6 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS) -> dict:
     import open_clip
     from safetensors.torch import save_file
 
-    torch.set_num_threads(2)
     clip_dir = out / TINY_CLIP_CONFIG.parent.name
     clip_dir.mkdir(parents=True, exist_ok=True)
     config_path = clip_dir / TINY_CLIP_CONFIG.name
@@ -609,7 +606,6 @@ def check(cfg: CheckConfig, out: Path = ASSETS) -> dict:
     from diffusers import StableDiffusionPipeline
     from PIL import Image
 
-    torch.set_num_threads(2)
     t0 = time.time()
     net, real_acc = train_checker(cfg.classifier_epochs, cfg.seed)
     pipe = StableDiffusionPipeline.from_pretrained(out / TINY_T2I_DIR.name, local_files_only=True)
@@ -647,9 +643,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ASSETS, help="assets folder to read and write (default: the package's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimisation steps (train-*) or denoising steps (check)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
     p.add_argument("--guidance-scale", type=float, help="check only: w of Eq. (4), default %(default)s")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # these models never come from a hub
+    # Set here, never at import. 2 = the reference machine's cores; when other torch jobs share those cores, use 1:
+    # two 2-thread jobs on 2 cores ran 10-50x slower per step (OpenMP threads wait on descheduled peers; measured).
+    torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     over = {"seed": args.seed, **({"steps": args.steps} if args.steps is not None else {})}
     if args.step == "train-vae":

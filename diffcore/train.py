@@ -52,8 +52,14 @@ class TrainConfig:
     mix: MixConfig = field(default_factory=MixConfig)
 
     def __post_init__(self):
+        from .models import MODELS
+
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r}: expected one of {sorted(MODELS)}")
+        if self.pretrained is not None and not Path(self.pretrained).is_file():
+            raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: expected both >= 1")
         if self.lr <= 0:

@@ -37,9 +37,29 @@ def test_templates_are_configurable_and_checked():
     (["train", "--out", "X", "--method", "diffcore"], "method='diffcore' needs a generated set"),
     (["train", "--out", "X", "--epochs", "0"], "epochs=0"),
     (["run", "--profile", "laptop"], "profile='laptop': expected one of"),
+    (["run", "--out", "X", "--arch", "vgg16"], "model='vgg16': expected one of"),
+    (["run", "--out", "X", "--pretrained", "/no/w.pt"], "pretrained=/no/w.pt: no such weights file"),
 ])
 def test_bad_input_fails_in_one_line_before_heavy_work(argv, message, capsys, tmp_path):
     argv = [a if a != "X" else str(tmp_path / "out") for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("diffcore: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, tmp_path, capsys):
+    """The main job's whole path: generate, filter, train vanilla and -50/-100, table; re-run skips finished work."""
+    out = tmp_path / "run"
+    argv = ["run", "--out", str(out), "--model", str(tiny_sd_dir), "--size", "16", "--steps", "2",
+            "--clip-model", "test-tiny-clip", "--clip-config", str(tiny_clip_files[0]),
+            "--clip-pretrained", str(tiny_clip_files[1]), "--few-shot", "3", "--epochs", "1", "--seeds", "0"]
+    assert main(argv) == 0
+    table = (out / "table.md").read_text()
+    for label in ("Vanilla", "DiffCoRe-Mix-50", "DiffCoRe-Mix-100"):
+        assert f"| {label} |" in table
+    assert sorted(p.name for p in (out / "results").iterdir()) == [
+        "diffcore-100-seed0.json", "diffcore-50-seed0.json", "vanilla-seed0.json"]
+    assert (out / "generated" / "manifest.csv").is_file()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("exists, skipped") == 3
