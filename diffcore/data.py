@@ -266,8 +266,9 @@ def _require(name: str, *paths: Path) -> None:
 
 def _readable(class_name: str) -> str:
     """'001.Black_footed_Albatross' -> 'Black footed Albatross', 'aquarium_fish' -> 'aquarium fish'."""
-    name = class_name.split(".", 1)[1] if class_name[:3].isdigit() and "." in class_name[:5] else class_name
-    return " ".join(name.replace("_", " ").split())
+    from .prompts import label_words
+
+    return label_words(class_name)
 
 
 def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list[Path], labels: list[int]) -> ImageSet:

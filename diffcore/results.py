@@ -25,9 +25,12 @@ def load_results(folder: str | Path) -> list[dict]:
 
 
 def results_table(results: list[dict]) -> pd.DataFrame:
-    """One row per method label: top-1/top-5 mean and std over seeds, number of seeds, pairs used."""
+    """One row per method label (vanilla first): top-1/top-5 mean and population std over seeds, seeds, pairs."""
     if not results:
         raise ValueError("no diffcore result files found")
+    order = list(METHOD_LABELS)  # vanilla first, DiffCoRe-Mix last; within a method by fraction
+    results = sorted(results, key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order),
+                                             r["method"], r["config"].get("fraction", 1.0), r["config"]["seed"]))
     rows = [{"method": method_label(r), "seed": r["config"]["seed"], "top1": r["metrics"]["top1"],
              "top5": r["metrics"]["top5"], "pairs": r["counts"]["pairs"], "wall_s": r["wall_time_s"]}
             for r in results]

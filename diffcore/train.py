@@ -59,7 +59,9 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {sorted(MODELS)}")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
-            raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file")
+            from .models import _where_to_get
+
+            raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file; {_where_to_get(self.model)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: expected both >= 1")
         if self.lr <= 0:
@@ -188,7 +190,8 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # seeded init and transforms without touching the caller's RNG
         torch.manual_seed(derive_seed(cfg.seed, "init") % 2**31)
-        model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained).to(device)
+        model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained,
+                            image_size=cfg.image_size).to(device)
         history = _fit(model, tr, te, cfg, device, progress)
     result = {"kind": "diffcore-train-result", "method": cfg.method, "dataset": train_ds.name,
               "test_dataset": test_ds.name, "config": _jsonable(asdict(cfg)),
