@@ -296,19 +296,20 @@ def _to_pm1(gray: np.ndarray) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- step 1: VAE
-def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS) -> dict:
+def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS, device: str | torch.device = "cpu") -> dict:
     from diffusers import AutoencoderKL
 
     gray, _ = digit_arrays("train")
-    x = _to_pm1(gray)  # (N, 3, 32, 32)
+    x = _to_pm1(gray).to(device)  # (N, 3, 32, 32)
     with seeded(cfg.seed):
         vae = AutoencoderKL(**VAE_CONFIG)
+    vae.to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg.steps))
     g = torch.Generator().manual_seed(cfg.seed)
     t0, bar = time.time(), _progress(cfg.steps, "train-vae")
     for step in bar:
-        batch = x[torch.randint(len(x), (cfg.batch_size,), generator=g)]  # (B, 3, 32, 32)
+        batch = x[torch.randint(len(x), (cfg.batch_size,), generator=g).to(device)]  # (B, 3, 32, 32)
         post = vae.encode(batch).latent_dist
         rec = vae.decode(post.sample(generator=g)).sample  # (B, 3, 32, 32)
         rec_loss = F.l1_loss(rec, batch) + F.mse_loss(rec, batch)  # L1 keeps strokes crisp, MSE the grey levels
@@ -324,14 +325,14 @@ def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS) -> dict:
     with torch.no_grad():
         std = torch.cat([vae.encode(x[s:s + 256]).latent_dist.mean for s in range(0, len(x), 256)]).std().item()
         vae.register_to_config(scaling_factor=round(1.0 / std, 5))  # unit-variance latents for the UNet (as SD)
-        test = _to_pm1(digit_arrays("test")[0])
+        test = _to_pm1(digit_arrays("test")[0]).to(device)
         rec = torch.cat([vae.decode(vae.encode(test[s:s + 256]).latent_dist.mean).sample
                          for s in range(0, len(test), 256)])  # (N, 3, 32, 32)
         mse = F.mse_loss(rec.clamp(-1, 1) / 2 + 0.5, test / 2 + 0.5).item()
     path = out / TINY_T2I_DIR.name / "vae"
-    vae.save_pretrained(path, safe_serialization=True)
+    vae.to("cpu").save_pretrained(path, safe_serialization=True)
     _world_readable(path)
-    info = dict(config=asdict(cfg), model=VAE_CONFIG, wall_s=round(wall, 1), final_rec_loss=round(rec_loss.item(), 5),
+    info = dict(config=asdict(cfg), device=str(device), model=VAE_CONFIG, wall_s=round(wall, 1), final_rec_loss=round(rec_loss.item(), 5),
                 latent_std=round(std, 5), scaling_factor=vae.config.scaling_factor,
                 test_psnr_db=round(10 * np.log10(1.0 / mse), 2), saved=str(path))
     _record(out, "vae", info)
@@ -340,7 +341,7 @@ def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS) -> dict:
 
 # ---------------------------------------------------------------- step 2: UNet + text encoder
 def _encode_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every image, (N, 4, 8, 8) each: the VAE runs once, not every step."""
+    """Posterior mean and std of every image, (N, 4, 8, 8) each, on x's device: the VAE runs once, not every step."""
     with torch.no_grad():
         posts = [vae.encode(x[s:s + 256]).latent_dist for s in range(0, len(x), 256)]
     return torch.cat([p.mean for p in posts]), torch.cat([p.std for p in posts])
@@ -363,7 +364,7 @@ class Ema:
             p.copy_(s)
 
 
-def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
+def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS, device: str | torch.device = "cpu") -> dict:
     from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -371,17 +372,18 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
     vae_dir = out / TINY_T2I_DIR.name / "vae"
     if not (vae_dir / "config.json").is_file():
         raise FileNotFoundError(f"no VAE at {vae_dir}: run `python -m diffcore.tiny train-vae --out {out}` first")
-    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True).eval()
+    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True).eval().to(device)
     gray, labels = digit_arrays("train")
     styles = style_words(gray, labels)
     blur_styles = [with_blur(w) for w in styles]
-    mean, std = _encode_latents(vae, _to_pm1(np.concatenate([gray, blurred(gray)])))  # (2N, 4, 8, 8): sharp, blurred
+    mean, std = _encode_latents(vae, _to_pm1(np.concatenate([gray, blurred(gray)])).to(device))  # (2N, 4, 8, 8)
+    mean, std = mean.cpu(), std.cpu()  # rows: sharp, then blurred; noise is drawn on the CPU, as on every device
     sf = vae.config.scaling_factor
     tokenizer = clip_bpe_tokenizer()
     with seeded(cfg.seed):
         text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
         unet = UNet2DConditionModel(**UNET_CONFIG)
-    modules = torch.nn.ModuleList([unet, text_encoder])
+    modules = torch.nn.ModuleList([unet, text_encoder]).to(device)
     noise = DDPMScheduler(**NOISE_SCHEDULE)
     abar = noise.alphas_cumprod  # (1000,)
     opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=0.0)  # decay would shrink unseen tokens
@@ -401,9 +403,10 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
         eps = torch.randn(z0.shape, generator=g)
         t = torch.randint(0, noise.config.num_train_timesteps, (len(idx),), generator=g)  # (B,)
         zt = noise.add_noise(z0, eps, t)
-        pred = unet(zt, t, encoder_hidden_states=text_encoder(ids)[0]).sample  # (B, 4, 8, 8)
         snr = abar[t] / (1 - abar[t])
         w = snr.clamp(max=cfg.min_snr_gamma) / snr  # (B,) Min-SNR-gamma for eps-prediction
+        zt, t, ids, eps, w = (v.to(device) for v in (zt, t, ids, eps, w))
+        pred = unet(zt, t, encoder_hidden_states=text_encoder(ids)[0]).sample  # (B, 4, 8, 8)
         loss = (w * (pred - eps).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -415,6 +418,8 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
             bar.set_postfix(loss=f"{loss.item():.4f}")
     wall = time.time() - t0
     ema.copy_to(modules)
+    modules.to("cpu")
+    vae.to("cpu")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
                                    scheduler=DPMSolverMultistepScheduler(**SAMPLER), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -423,7 +428,7 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS) -> dict:
     write_bpe_files(path / "tokenizer")  # 1.4 MB, read by transformers 4.x and 5.x alike
     (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)  # 3.5 MB more of the same vocabulary
     _world_readable(path)
-    info = dict(config=asdict(cfg), unet=UNET_CONFIG, text_encoder=TEXT_CONFIG, noise_schedule=NOISE_SCHEDULE,
+    info = dict(config=asdict(cfg), device=str(device), unet=UNET_CONFIG, text_encoder=TEXT_CONFIG, noise_schedule=NOISE_SCHEDULE,
                 sampler=SAMPLER, templates=DIGITS_TEMPLATES, template_weights=TEMPLATE_WEIGHTS,
                 caption_dropout=CAPTION_DROPOUT, wall_s=round(wall, 1), final_loss=round(loss.item(), 5),
                 saved=str(path))
@@ -456,7 +461,7 @@ def _clip_normalize(x01: torch.Tensor) -> torch.Tensor:
     return (x01 - torch.tensor(OPENAI_MEAN)[:, None, None]) / torch.tensor(OPENAI_STD)[:, None, None]
 
 
-def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS) -> dict:
+def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS, device: str | torch.device = "cpu") -> dict:
     """Contrastive training with a supervised-contrastive target: every same-class pair in the batch counts
     as a positive (probability split evenly), so two "seven"s in one batch are not pushed apart."""
     import open_clip
@@ -469,6 +474,7 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS) -> dict:
     open_clip.add_model_config(config_path)
     with seeded(cfg.seed):
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+    model.to(device)
     tokenizer = open_clip.get_tokenizer(TINY_CLIP_NAME)
     gray, labels = digit_arrays("train")
     styles = style_words(gray, labels)
@@ -494,10 +500,10 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS) -> dict:
         img = _clip_normalize(random_affine(x[idx + blur.long() * len(y)], g))  # (B, 3, 32, 32)
         texts = [caption(names[labels[i]], blur_styles[i] if b else styles[i], rng, 0.0, templates, weights)
                  for i, b in zip(idx.tolist(), blur.tolist())]
-        fi = F.normalize(model.encode_image(img), dim=-1)  # (B, D)
-        ft = F.normalize(model.encode_text(tokenizer(texts)), dim=-1)  # (B, D)
+        fi = F.normalize(model.encode_image(img.to(device)), dim=-1)  # (B, D)
+        ft = F.normalize(model.encode_text(tokenizer(texts).to(device)), dim=-1)  # (B, D)
         logits = model.logit_scale.exp().clamp(max=100) * fi @ ft.T  # (B, B)
-        same = (y[idx][:, None] == y[idx][None, :]).float()  # (B, B) positives: same class
+        same = (y[idx][:, None] == y[idx][None, :]).float().to(device)  # (B, B) positives: same class
         target = same / same.sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
                       + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
@@ -508,11 +514,11 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS) -> dict:
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     wall = time.time() - t0
-    model.eval()
+    model.eval().to("cpu")
     weights_path = clip_dir / TINY_CLIP_WEIGHTS.name
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights_path))
     _world_readable(clip_dir)
-    info = dict(config=asdict(cfg), model=CLIP_MODEL_CONFIG, wall_s=round(wall, 1), final_loss=round(loss.item(), 4),
+    info = dict(config=asdict(cfg), device=str(device), model=CLIP_MODEL_CONFIG, wall_s=round(wall, 1), final_loss=round(loss.item(), 4),
                 logit_scale=round(model.logit_scale.exp().item(), 2), saved=str(weights_path))
     _record(out, "clip", info)
     return info
@@ -615,7 +621,7 @@ def asset_megabytes(root: Path = ASSETS) -> float:
     return sum(p.stat().st_size for p in Path(root).rglob("*.safetensors")) / 1e6
 
 
-def check(cfg: CheckConfig, out: Path = ASSETS) -> dict:
+def check(cfg: CheckConfig, out: Path = ASSETS, device: str | torch.device = "cpu") -> dict:
     """Measure the shipped models on held-out data and write <out>/tiny-quality.json (and tiny-samples.png)."""
     from dataclasses import replace
 
@@ -627,7 +633,7 @@ def check(cfg: CheckConfig, out: Path = ASSETS) -> dict:
     net, real_acc = train_checker(cfg.classifier_epochs, cfg.seed)
     gen = GenerateConfig(model=str(out / TINY_T2I_DIR.name), steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                          size=32, batch_size=cfg.per_class, dtype="float32")
-    pipe = load_pipeline(gen, torch.device("cpu"), torch.float32)
+    pipe = load_pipeline(gen, torch.device(device), torch.float32)  # image seeds stay on CPU generators
     run = dict(net=net, seed=cfg.seed, per_class=cfg.per_class)
     contextual, grid = generated_accuracy(pipe, gen, setting="contextual", template=PAPER_TEMPLATE,
                                           negative=DIGITS_NEGATIVE_PROMPT, **run)
@@ -642,7 +648,7 @@ def check(cfg: CheckConfig, out: Path = ASSETS) -> dict:
     report = {
         "command": "python -m diffcore.tiny " + " ".join(sys.argv[1:]),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
         "note": "tiny stand-in models trained by diffcore on the digits train split; not the paper's models",
         "config": asdict(cfg),
         "checker": {"model": "DigitsCNN: conv 32-64-128 (BN, ReLU, 2x2 max-pool each), global average pool, linear; "
@@ -670,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="optimisation steps (train-*) or denoising steps (check)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N: where the models train / draw")
     p.add_argument("--guidance-scale", type=float, help="check only: w of Eq. (4), default %(default)s")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # these models never come from a hub
@@ -679,15 +686,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     over = {"seed": args.seed, **({"steps": args.steps} if args.steps is not None else {})}
     if args.step == "train-vae":
-        info = train_vae(VaeTrainConfig(**over), args.out)
+        info = train_vae(VaeTrainConfig(**over), args.out, args.device)
     elif args.step == "train-t2i":
-        info = train_t2i(T2ITrainConfig(**over), args.out)
+        info = train_t2i(T2ITrainConfig(**over), args.out, args.device)
     elif args.step == "train-clip":
-        info = train_clip(ClipTrainConfig(**over), args.out)
+        info = train_clip(ClipTrainConfig(**over), args.out, args.device)
     else:
         if args.guidance_scale is not None:
             over["guidance_scale"] = args.guidance_scale
-        info = check(CheckConfig(**over), args.out)
+        info = check(CheckConfig(**over), args.out, args.device)
     print(json.dumps(info, indent=2))
     return 0
 

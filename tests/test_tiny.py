@@ -120,3 +120,33 @@ def test_style_words_are_relative_to_the_class():
     words = tiny.style_words(gray, np.zeros(9, np.int64))
     assert all("thin" in w for w in words[:3]) and all("bold" in w for w in words[6:])
     assert not any("thin" in w or "bold" in w for w in words[3:6])
+
+
+def test_recipe_trains_saves_and_reloads_through_the_libraries_in_a_few_steps(tmp_path):
+    """The whole recipe (VAE -> UNet + text encoder -> CLIP) at 2 steps each, into a scratch folder: the folders it
+    writes load with from_pretrained / open_clip and draw through diffcore.generate; same seed, same weights."""
+    from safetensors.torch import load_file
+
+    from diffcore.generate import GenerateConfig, generate_images, load_pipeline
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        tiny.train_vae(tiny.VaeTrainConfig(steps=2, batch_size=8), out, device="cpu")
+    vae_file = "tiny-t2i/vae/diffusion_pytorch_model.safetensors"
+    wa, wb = load_file(str(a / vae_file)), load_file(str(b / vae_file))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    tiny.train_t2i(tiny.T2ITrainConfig(steps=2, batch_size=4, warmup=1), a, device="cpu")
+    tiny.train_clip(tiny.ClipTrainConfig(steps=2, batch_size=8), a, device="cpu")
+    log = json.loads((a / "tiny-training.json").read_text())
+    assert sorted(log) == ["clip", "t2i", "vae"] and all(log[k]["device"] == "cpu" for k in log)
+
+    gen = GenerateConfig(model=str(a / "tiny-t2i"), steps=2, guidance_scale=4.0, size=32, batch_size=2,
+                         dtype="float32")
+    pipe = load_pipeline(gen, torch.device("cpu"), torch.float32)
+    images = generate_images(pipe, [PAPER_PROMPT] * 2, ["blurry"] * 2, [1, 2], gen)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+    model, preprocess, tokenizer = tiny.load_tiny_clip("cpu", a / "tiny-clip" / tiny.TINY_CLIP_CONFIG.name,
+                                                       a / "tiny-clip" / tiny.TINY_CLIP_WEIGHTS.name)
+    with torch.no_grad():
+        emb = model.encode_text(tokenizer(["a handwritten digit seven"]))
+    assert emb.shape == (1, 64) and torch.isfinite(emb).all()
