@@ -33,7 +33,13 @@ def open_dataset(name: str, root: str | None, split: str, few_shot: int | None =
     elif name == "folder":
         if root is None:
             raise ValueError("dataset=folder needs --data-root <dir with one sub-folder per class>")
-        ds = D.image_folder(Path(root) / split if (Path(root) / split).is_dir() else root)
+        if (Path(root) / split).is_dir():
+            ds = D.image_folder(Path(root) / split)
+        elif split == "train":
+            ds = D.image_folder(root)  # a flat class tree: all of it is the training set
+        else:  # never evaluate on the training images
+            raise ValueError(f"dataset=folder: no {Path(root) / split}; evaluation needs <root>/test (or <root>/val "
+                             f"with --test-split val) beside <root>/train, each with one sub-folder per class")
     else:
         if name not in D.PAPER_DATASETS:
             raise ValueError(f"dataset={name!r}: expected 'digits', 'folder' or one of {sorted(D.PAPER_DATASETS)}")
@@ -42,6 +48,17 @@ def open_dataset(name: str, root: str | None, split: str, few_shot: int | None =
                              f"{D.PAPER_DATASETS[name]['layout']}")
         ds = D.paper_dataset(name, root, split)
     return D.few_shot(ds, few_shot, seed) if few_shot and split == "train" else ds
+
+
+def eval_split(name: str, root: str | None, given: str | None = None) -> str:
+    """The split a dataset is evaluated on: --test-split if given, else 'test' where it exists, else 'val'."""
+    if given:
+        return given
+    if name in D.PAPER_DATASETS:
+        return "test" if "test" in D.PAPER_DATASETS[name]["splits"] else "val"
+    if name == "folder" and root is not None and not (Path(root) / "test").is_dir() and (Path(root) / "val").is_dir():
+        return "val"
+    return "test"
 
 
 # ---------------------------------------------------------------- configs from profile + flags
@@ -95,14 +112,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def open_train_test(args, c: dict) -> tuple[D.ImageSet, D.ImageSet]:
+    """The training set (few-shot if asked) and the evaluation set, checked to name the same classes."""
+    name = args.dataset or c["profile"]["dataset"]
+    train_ds = open_dataset(name, args.data_root, "train", args.few_shot or c["profile"]["few_shot"])
+    split = eval_split(name, args.data_root, args.test_split)
+    test_ds = open_dataset(name, args.data_root, split)
+    if test_ds.classes != train_ds.classes:
+        only = sorted(set(train_ds.classes) ^ set(test_ds.classes))[:5]
+        raise ValueError(f"dataset={name}: the {split} split's classes differ from train's "
+                         f"({len(test_ds.classes)} vs {len(train_ds.classes)}; e.g. {only}): labels would not match")
+    return train_ds, test_ds
+
+
 def cmd_train(args) -> int:
     from .train import train
 
     c = build_configs(args)
-    name = args.dataset or c["profile"]["dataset"]
-    few = args.few_shot or c["profile"]["few_shot"]
-    train_ds = open_dataset(name, args.data_root, "train", few)
-    test_ds = open_dataset(name, args.data_root, args.test_split)
+    train_ds, test_ds = open_train_test(args, c)
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
     r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)
     print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
@@ -116,6 +143,7 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     c = build_configs(args)
     p = c["profile"]
+    open_train_test(args, c)  # a missing or mismatched evaluation split fails now, not after hours of generation
     gen_dir = out / "generated"
     t0 = time.perf_counter()
     cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}))
@@ -206,13 +234,13 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one classifier, write a result JSON")
     _common(t)
     t.add_argument("--generated", help="folder written by `diffcore generate`")
-    t.add_argument("--test-split", default="test")
+    t.add_argument("--test-split", help="evaluation split (default: test, or val where there is no test)")
     t.add_argument("--out", required=True, help="result JSON path")
     r = sub.add_parser("run", help="the main job: generate, train vanilla and DiffCoRe-Mix-50/-100, print a table")
     _common(r)
     r.add_argument("--out", default="runs/embedded")
     r.add_argument("--seeds", type=int, nargs="+")
-    r.add_argument("--test-split", default="test")
+    r.add_argument("--test-split", help="evaluation split (default: test, or val where there is no test)")
     r.add_argument("--force", action="store_true", help="retrain even where a result file exists")
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")

@@ -63,3 +63,34 @@ def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, 
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("exists, skipped") == 3
+
+
+def _class_tree(root, classes, n=2):
+    from PIL import Image
+
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / c / f"{i}.png")
+
+
+def test_evaluation_split_is_checked_before_generation(tmp_path, capsys):
+    """A flat folder has nothing to evaluate on; a test split with other classes would mislabel: both fail at once,
+    before the (hours-long) generation, and write nothing."""
+    from diffcore.cli import eval_split
+
+    flat, split = tmp_path / "flat", tmp_path / "split"
+    _class_tree(flat, ["cat", "dog"])
+    _class_tree(split / "train", ["cat", "dog"])
+    _class_tree(split / "test", ["cat", "fox"])
+    out = tmp_path / "out"
+    assert main(["run", "--dataset", "folder", "--data-root", str(flat), "--out", str(out)]) == 2
+    assert "evaluation needs <root>/test" in capsys.readouterr().err
+    assert main(["run", "--dataset", "folder", "--data-root", str(split), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the test split's classes differ from train's" in err and "'dog'" in err and "'fox'" in err
+    assert not out.exists()
+    assert eval_split("tiny-imagenet-200", None) == "val" and eval_split("flowers102", None) == "test"
+    assert eval_split("cub-200-2011", None, "train") == "train"  # an explicit --test-split wins
+    (split / "test").rename(split / "val")
+    assert eval_split("folder", str(split)) == "val" and eval_split("digits", None) == "test"
