@@ -107,8 +107,15 @@ def cmd_generate(args) -> int:
     pipe = load_pipeline(c["generate"], device, dtype)
     info = make_counterparts(ds, pipe, clip, args.out, c["prompt"], c["generate"], c["filter"], c["counterparts"])
     s = info["summary"]
+    per_class = sorted(s["per_class"].items(), key=lambda kv: -kv[1]["discard_rate"])
+    print("discarded per class (highest first): " + ", ".join(
+        f"{name} {100 * v['discard_rate']:.0f}%" for name, v in per_class[:10]) + (" ..." if len(per_class) > 10 else ""))
     print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded), "
           f"{s['no_counterpart']} sources without counterpart -> {args.out}")
+    if s["kept"]:
+        from .preview import save_preview
+
+        print(f"preview (real | kept | rejected, per class): {save_preview(ds, args.out)}")
     return 0
 
 

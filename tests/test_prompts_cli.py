@@ -60,6 +60,10 @@ def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, 
     assert sorted(p.name for p in (out / "results").iterdir()) == [
         "diffcore-100-seed0.json", "diffcore-50-seed0.json", "vanilla-seed0.json"]
     assert (out / "generated" / "manifest.csv").is_file()
+    from PIL import Image
+
+    with Image.open(out / "generated" / "preview.png") as im:  # real | kept | rejected grid, from the manifest
+        assert im.format == "PNG" and im.width > 100
     capsys.readouterr()
     assert main(argv) == 0
     assert capsys.readouterr().out.count("exists, skipped") == 3
