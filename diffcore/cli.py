@@ -90,15 +90,17 @@ def build_configs(args) -> dict:
 
 
 # ---------------------------------------------------------------- commands
-def cmd_generate(args) -> int:
+def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
+    """ds: the training set when the caller has opened it already (`run`), else opened from the flags."""
     from .counterparts import make_counterparts
     from .filter import check_clip_files, load_clip
     from .generate import _check_model_path, load_pipeline
     from .runtime import resolve_device, resolve_dtype
 
     c = build_configs(args)
-    ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train",
-                      args.few_shot or c["profile"]["few_shot"])
+    if ds is None:
+        ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train",
+                          args.few_shot or c["profile"]["few_shot"])
     check_clip_files(c["filter"])
     _check_model_path(c["generate"])
     device = resolve_device(args.device or "auto")
@@ -132,11 +134,12 @@ def open_train_test(args, c: dict) -> tuple[D.ImageSet, D.ImageSet]:
     return train_ds, test_ds
 
 
-def cmd_train(args) -> int:
+def cmd_train(args, datasets: tuple[D.ImageSet, D.ImageSet] | None = None) -> int:
+    """datasets: (train, test) when the caller has opened them already (`run`), else opened from the flags."""
     from .train import train
 
     c = build_configs(args)
-    train_ds, test_ds = open_train_test(args, c)
+    train_ds, test_ds = datasets or open_train_test(args, c)
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
     r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)
     print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
@@ -150,10 +153,10 @@ def cmd_run(args) -> int:
     out = Path(args.out)
     c = build_configs(args)
     p = c["profile"]
-    open_train_test(args, c)  # a missing or mismatched evaluation split fails now, not after hours of generation
+    datasets = open_train_test(args, c)  # opened once; a bad evaluation split fails now, not after generation
     gen_dir = out / "generated"
     t0 = time.perf_counter()
-    cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}))
+    cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}), datasets[0])
     t_gen = time.perf_counter() - t0
     runs = [("vanilla", 1.0)] + [("diffcore", f) for f in p["fractions"]]
     for seed in args.seeds or p["seeds"]:
@@ -164,7 +167,7 @@ def cmd_run(args) -> int:
                 print(f"{res} exists, skipped (--force to redo)")
                 continue
             cmd_train(argparse.Namespace(**{**vars(args), "method": method, "fraction": fraction, "seed": seed,
-                                            "generated": str(gen_dir), "out": str(res)}))
+                                            "generated": str(gen_dir), "out": str(res)}), datasets)
     table = results_table(load_results(out / "results"))
     md = markdown(table)
     table.to_csv(out / "table.csv", index=False)

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from .prompts import label_words
+
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIGITS_SPLIT_SEED = 0        # fixed: the shipped tiny models were trained on this train split only
 DIGITS_TRAIN_FRACTION = 0.5  # 1797 images -> 898 train / 899 test, stratified by class
@@ -264,13 +266,6 @@ def _require(name: str, *paths: Path) -> None:
             raise _no_data(name, p)
 
 
-def _readable(class_name: str) -> str:
-    """'001.Black_footed_Albatross' -> 'Black footed Albatross', 'aquarium_fish' -> 'aquarium fish'."""
-    from .prompts import label_words
-
-    return label_words(class_name)
-
-
 def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list[Path], labels: list[int]) -> ImageSet:
     """ImageSet whose ids are `<name>/<split>/<path relative to base>` (stable across machines)."""
     ids = [f"{name}/{split}/{p.relative_to(base).as_posix()}" for p in paths]
@@ -292,7 +287,7 @@ def _cifar100(root: Path, split: str) -> ImageSet:
         raise _no_data("cifar100", base, _MD5_FAILED) from None
     images = ds.data  # (N, 32, 32, 3) uint8
     ids = [f"cifar100/{split}/{i:05d}" for i in range(len(images))]
-    return ImageSet(f"cifar100-{split}", [_readable(c) for c in ds.classes], ids, [int(t) for t in ds.targets],
+    return ImageSet(f"cifar100-{split}", [label_words(c) for c in ds.classes], ids, [int(t) for t in ds.targets],
                     loader=_ArrayLoader(images))
 
 
@@ -425,7 +420,7 @@ def _cub_200_2011(root: Path, split: str) -> ImageSet:
     _require("cub-200-2011", *(base / n for n in names), base / "images")
     images, labels, is_train, classes = (_cub_table(base / n) for n in names)
     keep = sorted(i for i in images if is_train[i] == ("1" if split == "train" else "0"))  # 1 = train
-    class_names = [_readable(classes[k]) for k in sorted(classes)]  # '001.Black_footed_Albatross' -> words
+    class_names = [label_words(classes[k]) for k in sorted(classes)]  # '001.Black_footed_Albatross' -> words
     paths = [base / "images" / images[i] for i in keep]
     return _file_set("cub-200-2011", split, class_names, base / "images", paths, [int(labels[i]) - 1 for i in keep])
 
@@ -468,7 +463,7 @@ def _caltech101(root: Path, split: str) -> ImageSet:
     train, test = caltech101_split(ds.y)
     idx = train if split == "train" else test
     paths = [folder / ds.categories[ds.y[i]] / f"image_{ds.index[i]:04d}.jpg" for i in idx]
-    return _file_set("caltech101", split, [_readable(c) for c in ds.categories], folder, paths,
+    return _file_set("caltech101", split, [label_words(c) for c in ds.categories], folder, paths,
                      [ds.y[i] for i in idx])
 
 
