@@ -85,8 +85,24 @@ def build_configs(args) -> dict:
                               "lr": "lr", "device": "device", "workers": "workers", "pretrained": "pretrained",
                               "fraction": "fraction", "image_size": "image_size", "augment": "augment"})
     mix = MixConfig(**_pick(args, {"mix_mode": "mode", "lam_alpha": "lam_alpha", "lam_beta": "lam_beta"}))
+    if getattr(args, "method_arg", None):
+        train_over["method_args"] = _method_args(args.method_arg)
     train = TrainConfig(**{**p["train"], **train_over, "mix": mix})
     return {"profile": p, "prompt": prompt, "generate": gen, "filter": filt, "counterparts": cp, "train": train}
+
+
+def _method_args(items: list[str]) -> dict:
+    """['alpha=0.2', 'prob=1'] -> {'alpha': 0.2, 'prob': 1}; values parsed as JSON, else kept as strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--method-arg {item!r}: expected KEY=VALUE, e.g. --method-arg alpha=0.2")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 # ---------------------------------------------------------------- commands
@@ -221,6 +237,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     f.add_argument("--max-attempts", type=int)
     t = p.add_argument_group("training")
     t.add_argument("--method", choices=sorted(METHODS))
+    t.add_argument("--method-arg", action="append", metavar="KEY=VALUE",
+                   help="a hyperparameter of the method (repeatable), e.g. alpha=0.2 for mixup")
     t.add_argument("--arch", help="classifier: digits-cnn | preactresnet18 | preactresnet34 | resnet50 | "
                                   "densenet121 | wide_resnet101_2")
     t.add_argument("--epochs", type=int)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +22,18 @@ from tqdm.auto import tqdm
 
 from .counterparts import kept_counterparts
 from .data import ImageSet, choose_fraction
-from .mix import MixConfig, diffcore_mix
+from .methods import REGISTRY, Batch, Method, build_method, mixed_loss
+from .mix import MixConfig
 from .runtime import derive_seed, provenance, resolve_device
 
-# method -> how pairs are used. vanilla: no pairs at all.
-METHODS = {"vanilla": None, "genaug": "none", "pixel": "pixel", "patch": "patch", "diffcore": "both"}
+# every trainable method, by name (diffcore.methods registers them)
+METHODS = REGISTRY
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     method: str = "diffcore"          # one of METHODS
+    method_args: dict = field(default_factory=dict)  # the method's hyperparameters; defaults: its paper's
     model: str = "resnet50"           # diffcore.models name
     epochs: int = 300                 # paper Sec. 4
     batch_size: int = 16              # paper Sec. 4
@@ -56,6 +58,7 @@ class TrainConfig:
 
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
+        method_for(self)  # bad hyperparameters fail here, before any data is read
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {sorted(MODELS)}")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
@@ -132,7 +135,7 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
     """
     method = cfg.method
-    if METHODS[method] is None:
+    if METHODS[method].uses != "counterparts":
         return {}
     if generated is None:
         raise ValueError(f"method={method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
@@ -167,11 +170,20 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
 
 
-def train_step(model, opt, batch, cfg: TrainConfig, mix_gen: torch.Generator, device) -> float:
+def method_for(cfg: TrainConfig) -> Method:
+    """The configured method; DiffCoRe-Mix's variants take their mixing draws from `cfg.mix`."""
+    hp = dict(cfg.method_args)
+    if "mix_config" in getattr(METHODS[cfg.method], "__dataclass_fields__", {}):
+        hp.setdefault("mix_config", cfg.mix)
+    return build_method(cfg.method, **hp)
+
+
+def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes: int,
+               mix_gen: torch.Generator, device) -> float:
     real, gen, y, is_pair = (t.to(device, non_blocking=True) for t in batch)
-    mode = METHODS[cfg.method]
-    x = real if mode is None else diffcore_mix(real, gen, replace(cfg.mix, mode=mode), mix_gen, is_pair).images
-    loss = F.cross_entropy(model(x), y)  # label unchanged: I_i and G_i share the class
+    mean, std = _MEAN.get(cfg.augment, IMAGENET_MEAN), _STD.get(cfg.augment, IMAGENET_STD)
+    logits, target = method.forward(model, Batch(real, y, num_classes, mean, std, gen, is_pair), mix_gen)
+    loss = mixed_loss(logits, target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -215,13 +227,14 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool) -> dict:
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
     mix_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "mix") % 2**63)
+    method, num_classes = method_for(cfg), len(tr.ds.classes)
     epochs = []
     bar = tqdm(range(cfg.epochs), desc=f"train {cfg.method}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
         t0, losses = time.perf_counter(), []
         for batch in loader:
-            losses.append(train_step(model, opt, batch, cfg, mix_gen, device))
+            losses.append(train_step(model, opt, batch, cfg, method, num_classes, mix_gen, device))
         sched.step()
         epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
                        "time_s": time.perf_counter() - t0})
