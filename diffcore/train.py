@@ -135,7 +135,7 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
     """
     method = cfg.method
-    if METHODS[method].uses != "counterparts":
+    if METHODS[method].uses is None:  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
         return {}
     if generated is None:
         raise ValueError(f"method={method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
