@@ -64,6 +64,11 @@ class Method:
         x, target = self.mix(batch, generator, model if self.needs_model else None)
         return model(x), target
 
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The training loss of `forward`'s output; cross-entropy with hard or soft targets unless a method adds a
+        term of its own (AugMix's Jensen-Shannon consistency)."""
+        return mixed_loss(logits, target)
+
 
 def mixed_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with hard (B,) or soft (B, K) targets; hard targets take F.cross_entropy's exact path."""
