@@ -20,6 +20,7 @@ from .generate import GenerateConfig
 from .mix import MixConfig
 from .profiles import profile
 from .prompts import DATASET_TYPE_WORDS, PromptConfig
+from .runtime import check_device_name
 from .train import METHODS, TrainConfig
 
 log = logging.getLogger("diffcore")
@@ -28,6 +29,8 @@ log = logging.getLogger("diffcore")
 # ---------------------------------------------------------------- datasets
 def open_dataset(name: str, root: str | None, split: str, few_shot: int | None = None, seed: int = 0) -> D.ImageSet:
     """'digits' (bundled), a paper dataset name (needs --data-root), or 'folder' (an ImageFolder at --data-root)."""
+    if few_shot is not None and few_shot < 1:
+        raise ValueError(f"few_shot={few_shot}: expected an integer >= 1 (training images per class)")
     if name == "digits":
         ds = D.digits(split)
     elif name == "folder":
@@ -47,7 +50,15 @@ def open_dataset(name: str, root: str | None, split: str, few_shot: int | None =
             raise ValueError(f"dataset={name} needs --data-root <dir>; expected layout: "
                              f"{D.PAPER_DATASETS[name]['layout']}")
         ds = D.paper_dataset(name, root, split)
-    return D.few_shot(ds, few_shot, seed) if few_shot and split == "train" else ds
+    ds = D.verify_images(ds)  # a truncated or non-image file is skipped now (one line each), not met hours in
+    if ds.skipped:
+        log.warning("%s: %d files or folders skipped (%s); they are listed in run.json / the result file",
+                    ds.name, len(ds.skipped), D.skipped_summary(ds)["by_reason"])
+    return D.few_shot(ds, few_shot, seed) if few_shot is not None and split == "train" else ds
+
+
+def _few_shot(args, c: dict) -> int | None:
+    return args.few_shot if args.few_shot is not None else c["profile"]["few_shot"]
 
 
 def eval_split(name: str, root: str | None, given: str | None = None) -> str:
@@ -88,7 +99,22 @@ def build_configs(args) -> dict:
     if getattr(args, "method_arg", None):
         train_over["method_args"] = _method_args(args.method_arg)
     train = TrainConfig(**{**p["train"], **train_over, "mix": mix})
+    if getattr(args, "device", None) is not None:
+        check_device_name(args.device)
     return {"profile": p, "prompt": prompt, "generate": gen, "filter": filt, "counterparts": cp, "train": train}
+
+
+def check_generation(args, c: dict) -> None:
+    """Every cheap check of the generation settings, before any dataset is read or model loaded."""
+    from .filter import check_clip_files
+    from .generate import _check_model_path, check_guidance
+    from .prompts import negative_prompt
+    from .runtime import resolve_device, resolve_dtype
+
+    check_guidance(negative_prompt(c["prompt"]), c["generate"])
+    check_clip_files(c["filter"])
+    _check_model_path(c["generate"])
+    resolve_dtype(c["generate"].dtype, resolve_device(args.device or "auto"))
 
 
 def _method_args(items: list[str]) -> dict:
@@ -97,7 +123,7 @@ def _method_args(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--method-arg {item!r}: expected KEY=VALUE, e.g. --method-arg alpha=0.2")
+            raise ValueError(f"--method-arg {item!r}: expected KEY=VALUE, e.g. --method-arg alpha=0.2")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -108,28 +134,29 @@ def _method_args(items: list[str]) -> dict:
 # ---------------------------------------------------------------- commands
 def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
     """ds: the training set when the caller has opened it already (`run`), else opened from the flags."""
-    from .counterparts import make_counterparts
-    from .filter import check_clip_files, load_clip
-    from .generate import _check_model_path, load_pipeline
+    from .counterparts import check_out_dir, make_counterparts
+    from .filter import load_clip
+    from .generate import load_pipeline
     from .runtime import resolve_device, resolve_dtype
 
     c = build_configs(args)
+    check_generation(args, c)
     if ds is None:
-        ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train",
-                          args.few_shot or c["profile"]["few_shot"])
-    check_clip_files(c["filter"])
-    _check_model_path(c["generate"])
+        ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train", _few_shot(args, c))
+    cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    check_out_dir(ds, args.out, *cfgs)  # a resume with other settings fails before any model is loaded
     device = resolve_device(args.device or "auto")
     dtype = resolve_dtype(c["generate"].dtype, device)
     clip = load_clip(c["filter"], device)
     pipe = load_pipeline(c["generate"], device, dtype)
-    info = make_counterparts(ds, pipe, clip, args.out, c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    info = make_counterparts(ds, pipe, clip, args.out, *cfgs)
     s = info["summary"]
     per_class = sorted(s["per_class"].items(), key=lambda kv: -kv[1]["discard_rate"])
     print("discarded per class (highest first): " + ", ".join(
         f"{name} {100 * v['discard_rate']:.0f}%" for name, v in per_class[:10]) + (" ..." if len(per_class) > 10 else ""))
-    print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded), "
-          f"{s['no_counterpart']} sources without counterpart -> {args.out}")
+    print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded, "
+          f"{s['invalid']} invalid), {s['no_counterpart']} sources without counterpart"
+          f"{f' ({n} unreadable)' if (n := s['unreadable']) else ''} -> {args.out}")
     if s["kept"]:
         from .preview import save_preview
 
@@ -140,7 +167,7 @@ def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
 def open_train_test(args, c: dict) -> tuple[D.ImageSet, D.ImageSet]:
     """The training set (few-shot if asked) and the evaluation set, checked to name the same classes."""
     name = args.dataset or c["profile"]["dataset"]
-    train_ds = open_dataset(name, args.data_root, "train", args.few_shot or c["profile"]["few_shot"])
+    train_ds = open_dataset(name, args.data_root, "train", _few_shot(args, c))
     split = eval_split(name, args.data_root, args.test_split)
     test_ds = open_dataset(name, args.data_root, split)
     if test_ds.classes != train_ds.classes:
@@ -151,12 +178,17 @@ def open_train_test(args, c: dict) -> tuple[D.ImageSet, D.ImageSet]:
 
 
 def cmd_train(args, datasets: tuple[D.ImageSet, D.ImageSet] | None = None) -> int:
-    """datasets: (train, test) when the caller has opened them already (`run`), else opened from the flags."""
-    from .train import train
+    """datasets: (train, test) when the caller has opened them already (`run`), else opened from the flags.
+
+    A killed training resumes from the checkpoint beside --out (see diffcore.checkpoint)."""
+    from .runtime import resolve_device
+    from .train import check_train_out, train
 
     c = build_configs(args)
-    train_ds, test_ds = datasets or open_train_test(args, c)
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
+    check_train_out(args.out)
+    resolve_device(cfg.device)  # cuda asked for on a machine without: fail now, not after reading the data
+    train_ds, test_ds = datasets or open_train_test(args, c)
     r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)
     print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
     return 0
@@ -166,9 +198,13 @@ def cmd_run(args) -> int:
     """The main job: generate counterparts once (100%), train vanilla and DiffCoRe-Mix-50/-100 over seeds, table."""
     from .results import load_results, markdown, results_table
 
+    from .runtime import resolve_device
+
     out = Path(args.out)
     c = build_configs(args)
     p = c["profile"]
+    check_generation(args, c)
+    resolve_device(c["train"].device)
     datasets = open_train_test(args, c)  # opened once; a bad evaluation split fails now, not after generation
     gen_dir = out / "generated"
     t0 = time.perf_counter()
@@ -208,6 +244,15 @@ def cmd_info(args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (`diffcore: error: argument --steps: invalid int value: 'x'`), not
+    the usage block: the same shape as every other refusal."""
+
+    def error(self, message: str):
+        print(f"diffcore: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="embedded", help="embedded (default, offline CPU) or paper")
     p.add_argument("--dataset", help="digits | folder | cifar100 | tiny-imagenet-200 | imagenet-1k | flowers102 | "
@@ -254,7 +299,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="diffcore", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="diffcore", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate + filter counterparts into --out")
     _common(g)
@@ -278,7 +323,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # a bad flag (one line, printed by _Parser) or --help
+        return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return {"generate": cmd_generate, "train": cmd_train, "run": cmd_run, "table": cmd_table,

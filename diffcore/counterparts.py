@@ -6,20 +6,27 @@ On disk (`out_dir`):
     manifest.csv                               one row per attempt, kept or rejected, with its provenance
     run.json                                   config, tau per class, discard counts, provenance
 
-Seeds depend only on (run seed, image id, attempt), so any image can be regenerated alone, and a run that was
-stopped resumes from the manifest: finished sources are skipped, unfinished ones continue at their next attempt.
+Seeds depend only on (run seed, image id, attempt), so any image can be regenerated alone.
+
+Surviving a kill (SIGKILL, preemption, power): each batch is committed in this order: its images are written
+atomically (temporary name, fsync, rename), their folders fsynced, then its manifest rows appended and fsynced.
+A manifest row therefore never names a missing or half-written file. On restart the manifest is replayed through
+the loop's own bookkeeping (`replay_queue`): whole batches are kept, a batch cut by the kill is dropped and redone,
+files no committed row references are deleted, and the loop continues with the very batches an uninterrupted run
+would form, so the final set and manifest are byte for byte those of an uninterrupted run (on the same machine)
+and no committed image is generated twice.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-import os
+import logging
 import re
-from collections import deque
+from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,15 +34,27 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import prompts as P
-from .data import ImageSet, choose_fraction
+from .data import ImageSet, choose_fraction, skipped_summary
 from .filter import ClipEncoder, FilterConfig, accept, class_pairs, class_thresholds, cosine, pairs_needed
-from .generate import GenerateConfig, generate_images
+from .generate import GenerateConfig, check_guidance, draw_images
 from .runtime import derive_seed, provenance
+from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, fsync_dir, inside
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FIELDS = ["source_id", "source_path", "label", "class_name", "prompt", "negative_prompt", "seed",
                    "attempt", "similarity", "tau", "status", "file", "model", "steps", "guidance_scale",
                    "height", "width"]
-STATUSES = ("kept", "rejected", "rejected-final")  # rejected-final: the retry cap was reached, no counterpart
+# kept: S > tau. rejected: S <= tau, tried again. invalid: NaN, black or constant image (a failed decode such as
+# the fp16 SDXL VAE overflow), tried again. *-final: the retry cap was reached, no counterpart.
+# unreadable: the source image could not be decoded; it gets no counterpart.
+STATUSES = ("kept", "rejected", "rejected-final", "invalid", "invalid-final", "unreadable")
+RETRY_STATUSES = ("rejected", "invalid")
+NO_COUNTERPART = ("rejected-final", "invalid-final", "unreadable")
+# Stop when more than half of at least 32 attempts were invalid images: the model or dtype is broken (fp16 SDXL
+# VAE), and days of black images help nobody. Our choice; the paper has no such failure.
+INVALID_GUARD_MIN_ATTEMPTS = 32
+INVALID_GUARD_MAX_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,8 @@ class CounterpartConfig:
     def __post_init__(self):
         if not (0.0 < self.fraction <= 1.0):
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
+        if self.selection_seed < 0:
+            raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -60,42 +81,128 @@ def class_dir(label: int, name: str) -> str:
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
-    """Atomic write: a crash never leaves a half-written file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """Atomic write: a crash never leaves a half-written file under the final name (folder fsync: see _commit)."""
+    with atomic_open(path, "wb", sync_dir=False) as f:
         Image.fromarray(array).save(f, format="PNG")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the manifest: append-only, torn tails cut
+def _csv_text(rows: list[dict], header: bool = False) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS)
+    if header:
+        w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _complete(row: dict) -> bool:
+    """A row every field of which was written (a kill can cut the last one short)."""
+    return None not in row and None not in row.values() and row["status"] in STATUSES and row["attempt"].isdigit()
+
+
+def _parse_manifest(path: Path) -> tuple[list[dict], bool]:
+    """(the complete rows, whether a torn tail was left out). Rows end in \\r\\n (csv), so a cut line is the part
+    after the last one; a row with missing fields ends the complete part too."""
+    if not Path(path).is_file():
+        return [], False
+    raw = Path(path).read_bytes()
+    end = raw.rfind(b"\r\n") + 2 if b"\r\n" in raw else 0
+    torn, rows = end < len(raw), []
+    reader = csv.DictReader(io.StringIO(raw[:end].decode("utf-8", errors="replace"), newline=""))
+    if reader.fieldnames is not None and reader.fieldnames != MANIFEST_FIELDS:
+        raise ValueError(f"{path}: columns {reader.fieldnames[:4]}... are not a diffcore manifest's "
+                         f"({MANIFEST_FIELDS[:4]}...); use a new --out folder")
+    for row in reader:
+        if not _complete(row):
+            return rows, True
+        rows.append(row)
+    return rows, torn
 
 
 def read_manifest(path: Path) -> list[dict]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    """The manifest's committed rows; a tail torn by a kill is left out (the file itself is not changed)."""
+    return _parse_manifest(path)[0]
 
 
 def _append_rows(path: Path, rows: list[dict]) -> None:
-    new = not path.is_file()
-    with open(path, "a", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
+    if not path.is_file():
+        atomic_write_text(path, _csv_text([], header=True))
+    append_durable(path, _csv_text(rows))
+
+
+def _commit(manifest: Path, out_dir: Path, rows: list[dict]) -> None:
+    """Make a batch durable: its images' folder entries first, then its manifest rows (never the other way)."""
+    written = {(out_dir / r["file"]).parent for r in rows if r["file"]}
+    for folder in sorted(written | {f.parent for f in written}):
+        fsync_dir(folder)
+    _append_rows(manifest, rows)
+
+
+def replay_queue(rows: list[dict], ids: list[str], chosen, batch_size: int) -> tuple[int, deque] | None:
+    """Re-run the loop's bookkeeping over committed rows without generating anything.
+
+    Returns (rows that form whole batches, the queue of (index, attempt) after them): the state an uninterrupted
+    run was in after those batches. None when the rows do not follow the loop (a manifest of an older diffcore).
+    """
+    queue, n = deque((int(i), 0) for i in chosen), 0
+    while queue and n < len(rows):
+        batch = [queue[j] for j in range(min(batch_size, len(queue)))]
+        got = rows[n:n + len(batch)]
+        if any(r["source_id"] != ids[i] or int(r["attempt"]) != a for r, (i, a) in zip(got, batch)):
+            return None
+        if len(got) < len(batch):
+            break  # a batch cut by a kill: its rows are dropped and the batch is redone
+        for _ in batch:
+            queue.popleft()
+        queue.extendleft(reversed([(i, a + 1) for r, (i, a) in zip(got, batch) if r["status"] in RETRY_STATUSES]))
+        n += len(batch)
+    return None if n < len(rows) and not queue else (n, queue)
 
 
 def _resume_state(rows: list[dict]) -> tuple[set[str], dict[str, int]]:
-    """Sources already finished (kept or capped) and the next attempt of the others."""
+    """Sources already finished and the next attempt of the others (for manifests replay_queue cannot follow)."""
     done, next_attempt = set(), {}
     for r in rows:
-        if r["status"] in ("kept", "rejected-final"):
+        if r["status"] not in RETRY_STATUSES:
             done.add(r["source_id"])
         next_attempt[r["source_id"]] = max(next_attempt.get(r["source_id"], 0), int(r["attempt"]) + 1)
     return done, next_attempt
+
+
+def recover_manifest(manifest: Path, ids: list[str], chosen, batch_size: int) -> tuple[list[dict], deque]:
+    """The committed rows and the queue still to do. A torn tail (a cut line, the rows of an unfinished batch) is
+    removed from the file, atomically, so that what follows is appended to whole batches."""
+    rows, torn = _parse_manifest(manifest)
+    replayed = replay_queue(rows, ids, chosen, batch_size)
+    if replayed is None:
+        log.warning("%s: rows do not follow this version's batch order; resuming unfinished images in dataset "
+                    "order (they may differ by rounding from an uninterrupted run's)", manifest)
+        done, next_attempt = _resume_state(rows)
+        n, queue = len(rows), deque((int(i), next_attempt.get(ids[i], 0)) for i in chosen if ids[i] not in done)
+    else:
+        n, queue = replayed
+    if torn or n < len(rows):
+        atomic_write_text(manifest, _csv_text(rows[:n], header=True))
+        log.info("%s: cut the tail of a killed run (%d complete rows of an unfinished batch%s); redoing that batch",
+                 manifest.name, len(rows) - n, " and a cut line" if torn else "")
+    return rows[:n], queue
+
+
+def remove_orphans(out_dir: Path, rows: list[dict]) -> int:
+    """Delete what a kill can leave behind: temporary files, and images that no committed row references."""
+    referenced = {r["file"] for r in rows if r["file"]}
+    candidates = list(out_dir.glob("*" + TMP_SUFFIX))
+    for sub in ("images", "rejected"):
+        candidates += [p for p in (out_dir / sub).rglob("*") if p.is_file()]
+    removed = 0
+    for p in candidates:
+        if p.name.endswith(TMP_SUFFIX) or p.relative_to(out_dir).as_posix() not in referenced:
+            p.unlink()
+            removed += 1
+    if removed:
+        log.info("%s: removed %d unfinished or unreferenced files of a killed run", out_dir, removed)
+    return removed
 
 
 def _check_classes(ds: ImageSet) -> None:
@@ -110,15 +217,37 @@ def _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg) -> dict:
             "filter": asdict(filter_cfg), "counterparts": asdict(cp_cfg)}
 
 
-def _check_resume_settings(out_dir: Path, settings: dict) -> None:
+def _check_out_dir(out_dir: Path, settings: dict) -> None:
+    """`out_dir` must be new, empty, or a set made with the same settings (a resume)."""
     info = out_dir / "run.json"
-    if not info.is_file():
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out={out_dir}: is a file; expected a folder for the generated set")
+    if info.is_file():
+        old = json.loads(info.read_text(encoding="utf-8"))["settings"]
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
+                             f"use a new --out folder or the same settings to resume")
         return
-    old = json.loads(info.read_text())["settings"]
-    if old != settings:
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
-                         f"use a new --out folder or the same settings to resume")
+    others = [p.name for p in out_dir.iterdir() if not p.name.endswith(TMP_SUFFIX)] if out_dir.is_dir() else []
+    if others and "manifest.csv" not in others:  # resume deletes stray files: never in someone else's folder
+        raise ValueError(f"out={out_dir}: holds other files ({', '.join(sorted(others)[:3])}) and no generated set; "
+                         f"pass a new or empty folder")
+
+
+def check_out_dir(ds: ImageSet, out_dir: str | Path, prompt_cfg: P.PromptConfig, gen_cfg: GenerateConfig,
+                  filter_cfg: FilterConfig, cp_cfg: CounterpartConfig) -> None:
+    """make_counterparts' check of `out_dir`, for callers that want it before loading any model."""
+    _check_out_dir(Path(out_dir), _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg))
+
+
+def _open_out_dir(out_dir: Path, settings: dict) -> None:
+    """Check `out_dir`, then record the settings at once, so that a run killed before its end is still refused to a
+    resume with other settings."""
+    _check_out_dir(out_dir, settings)
+    if not (out_dir / "run.json").is_file():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "run.json", json.dumps({"settings": settings, "status": "running"}, indent=2))
 
 
 def thresholds(ds: ImageSet, clip: ClipEncoder, cfg: FilterConfig) -> dict[int, float]:
@@ -133,18 +262,22 @@ def thresholds(ds: ImageSet, clip: ClipEncoder, cfg: FilterConfig) -> dict[int, 
 def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path, prompt_cfg: P.PromptConfig,
                       gen_cfg: GenerateConfig, filter_cfg: FilterConfig, cp_cfg: CounterpartConfig,
                       model_name: str | None = None, progress: bool = True) -> dict:
-    """Generate, filter and write counterparts for `cp_cfg.fraction` of `ds`; returns the run summary."""
+    """Generate, filter and write counterparts for `cp_cfg.fraction` of `ds`; returns the run summary.
+
+    Resumes a killed run in `out_dir` (see the module docstring): the result equals an uninterrupted run's.
+    """
     _check_classes(ds)
+    neg = P.negative_prompt(prompt_cfg)
+    check_guidance(neg, gen_cfg)
     out_dir = Path(out_dir)
     settings = _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg)
-    _check_resume_settings(out_dir, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _open_out_dir(out_dir, settings)
     taus = thresholds(ds, clip, filter_cfg)
     chosen = choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed)
     manifest = out_dir / "manifest.csv"
-    done, next_attempt = _resume_state(read_manifest(manifest))
-    queue = deque((int(i), next_attempt.get(ds.ids[i], 0)) for i in chosen if ds.ids[i] not in done)
-    neg = P.negative_prompt(prompt_cfg)
+    rows, queue = recover_manifest(manifest, ds.ids, chosen, gen_cfg.batch_size)
+    remove_orphans(out_dir, rows)
+    statuses = Counter(r["status"] for r in rows)
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(queue), desc="counterparts", unit="img",
                disable=not progress)
     src_cache: dict[int, torch.Tensor] = {}
@@ -152,15 +285,47 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
         batch = [queue.popleft() for _ in range(min(gen_cfg.batch_size, len(queue)))]
         rows, retry = _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg, gen_cfg,
                                  filter_cfg, cp_cfg, model_name or gen_cfg.model)
-        _append_rows(manifest, rows)
+        _commit(manifest, out_dir, rows)
+        statuses.update(r["status"] for r in rows)
+        _check_invalid_share(statuses, gen_cfg)
         queue.extendleft(reversed(retry))  # rejected images are regenerated first, inside the next batch
         bar.update(len(batch) - len(retry))
     bar.close()
     summary = summarize(read_manifest(manifest), ds, taus, len(chosen))
-    info = {"settings": settings, "tau": {ds.classes[k]: t for k, t in taus.items()}, "summary": summary,
+    info = {"settings": settings, "status": "finished", "tau": {ds.classes[k]: t for k, t in taus.items()},
+            "summary": summary, "dataset_skipped": skipped_summary(ds),
             "provenance": provenance(getattr(pipe, "device", None))}
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2))
+    atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2))
     return info
+
+
+def _check_invalid_share(statuses: Counter, gen_cfg: GenerateConfig) -> None:
+    bad = statuses["invalid"] + statuses["invalid-final"]
+    attempts = sum(statuses.values()) - statuses["unreadable"]
+    if attempts >= INVALID_GUARD_MIN_ATTEMPTS and bad > INVALID_GUARD_MAX_SHARE * attempts:
+        raise ValueError(f"dtype={gen_cfg.dtype!r}, vae={gen_cfg.vae!r}: {bad} of {attempts} generated images are "
+                         f"NaN, black or constant; SDXL's VAE overflows in fp16: pass --vae <sdxl-vae-fp16-fix> or "
+                         f"--dtype bfloat16/float32 (and a new --out)")
+
+
+def _source_embedding(ds: ImageSet, i: int, clip: ClipEncoder, cache: dict) -> torch.Tensor | None:
+    """CLIP embedding (D,) of source image i, cached; None when the file cannot be decoded (logged once)."""
+    if i not in cache:
+        try:
+            image = ds.load(i)
+        except Exception as e:  # PIL raises OSError, SyntaxError, DecompressionBombError...: the source is skipped
+            log.warning("source %r unreadable, no counterpart: %s", ds.path(i) or ds.ids[i], str(e).splitlines()[0])
+            return None
+        cache[i] = clip.embed([image])[0]
+    return cache[i]
+
+
+def _status(kept: bool, invalid: bool, unreadable: bool, attempt: int, max_attempts: int) -> str:
+    if unreadable:
+        return "unreadable"
+    if kept:
+        return "kept"
+    return ("invalid" if invalid else "rejected") + ("-final" if attempt + 1 >= max_attempts else "")
 
 
 def _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg, gen_cfg, filter_cfg, cp_cfg,
@@ -169,27 +334,23 @@ def _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg,
     labels = [ds.labels[i] for i, _ in batch]
     texts = [P.contextual_prompt(ds.classes[k], prompt_cfg) for k in labels]
     seeds = [derive_seed(gen_cfg.run_seed, ds.ids[i], a) for i, a in batch]
-    images = generate_images(pipe, texts, [neg] * len(batch), seeds, gen_cfg)          # (b, H, W, 3) uint8
-    for i, _ in batch:
-        if i not in src_cache:
-            src_cache[i] = clip.embed([ds.load(i)])[0]
+    images, invalid = draw_images(pipe, texts, [neg] * len(batch), seeds, gen_cfg)     # (b, H, W, 3) uint8, (b,)
+    src = [_source_embedding(ds, i, clip, src_cache) for i, _ in batch]
     gen_emb = clip.embed([Image.fromarray(im) for im in images])                        # (b, D)
-    src_emb = torch.stack([src_cache[i] for i, _ in batch])                             # (b, D)
-    sims = cosine(src_emb, gen_emb)                                                     # (b,)
+    src_emb = torch.stack([torch.full_like(gen_emb[0], float("nan")) if e is None else e for e in src])  # (b, D)
+    sims = cosine(src_emb, gen_emb)                                                     # (b,); NaN: unreadable
+    sims[torch.from_numpy(invalid)] = float("nan")                                      # a failed decode has no S
     tau = torch.tensor([taus[k] for k in labels])
     keep = accept(sims, tau)
     rows, retry = [], []
     for j, (i, a) in enumerate(batch):
+        status = _status(bool(keep[j]), bool(invalid[j]), src[j] is None, a, filter_cfg.max_attempts)
         cdir, stem = class_dir(labels[j], ds.classes[labels[j]]), safe_name(ds.ids[i])
-        final = not keep[j] and a + 1 >= filter_cfg.max_attempts
-        status = "kept" if keep[j] else ("rejected-final" if final else "rejected")
         rel = ""
-        if keep[j] or cp_cfg.save_rejected:
-            rel = f"images/{cdir}/{stem}.png" if keep[j] else f"rejected/{cdir}/{stem}_a{a}.png"
-            _save_png(images[j], out_dir / rel)
-        if keep[j]:
-            src_cache.pop(i, None)
-        elif not final:
+        if status == "kept" or (status != "unreadable" and cp_cfg.save_rejected):
+            rel = f"images/{cdir}/{stem}.png" if status == "kept" else f"rejected/{cdir}/{stem}_a{a}.png"
+            _save_png(images[j], inside(out_dir, rel))
+        if status in RETRY_STATUSES:
             retry.append((i, a + 1))
         else:
             src_cache.pop(i, None)
@@ -202,27 +363,30 @@ def _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg,
     return rows, retry
 
 
-def summarize(rows: list[dict], ds: ImageSet, taus: dict[int, float], n_chosen: int) -> dict:
-    """Discard rate overall and per class (Fig. 7 reports ~10-11% on CUB)."""
-    per_class = {}
-    for k, name in enumerate(ds.classes):
-        r = [x for x in rows if int(x["label"]) == k]
-        kept = sum(x["status"] == "kept" for x in r)
-        per_class[name] = {"attempts": len(r), "kept": kept, "discarded": len(r) - kept,
-                           "no_counterpart": sum(x["status"] == "rejected-final" for x in r),
-                           "discard_rate": (len(r) - kept) / len(r) if r else 0.0, "tau": taus.get(k)}
-    attempts = len(rows)
-    kept = sum(x["status"] == "kept" for x in rows)
-    return {"sources": n_chosen, "attempts": attempts, "kept": kept, "discarded": attempts - kept,
+def _counts(rows: list[dict]) -> dict:
+    attempts = sum(r["status"] != "unreadable" for r in rows)  # an unreadable source's row is no attempt
+    kept = sum(r["status"] == "kept" for r in rows)
+    return {"attempts": attempts, "kept": kept, "discarded": attempts - kept,
             "discard_rate": (attempts - kept) / attempts if attempts else 0.0,
-            "no_counterpart": sum(x["status"] == "rejected-final" for x in rows), "per_class": per_class}
+            "invalid": sum(r["status"].startswith("invalid") for r in rows),
+            "unreadable": sum(r["status"] == "unreadable" for r in rows),
+            "no_counterpart": sum(r["status"] in NO_COUNTERPART for r in rows)}
+
+
+def summarize(rows: list[dict], ds: ImageSet, taus: dict[int, float], n_chosen: int) -> dict:
+    """Discard rate overall and per class (Fig. 7 reports ~10-11% on CUB); invalid images and unreadable sources."""
+    by_label = defaultdict(list)
+    for r in rows:
+        by_label[int(r["label"])].append(r)
+    per_class = {name: {**_counts(by_label[k]), "tau": taus.get(k)} for k, name in enumerate(ds.classes)}
+    return {"sources": n_chosen, **_counts(rows), "per_class": per_class}
 
 
 def kept_counterparts(out_dir: str | Path) -> dict[str, Path]:
-    """source id -> path of its kept generated image, read from the manifest (only files that exist)."""
+    """source id -> path of its kept generated image, read from the manifest (only files that exist inside out_dir)."""
     out_dir = Path(out_dir)
     rows = read_manifest(out_dir / "manifest.csv")
     if not rows:
         raise FileNotFoundError(f"{out_dir}/manifest.csv: no generated set here; run `diffcore generate` first")
-    return {r["source_id"]: out_dir / r["file"] for r in rows
-            if r["status"] == "kept" and (out_dir / r["file"]).is_file()}
+    found = {r["source_id"]: inside(out_dir, r["file"]) for r in rows if r["status"] == "kept"}
+    return {sid: path for sid, path in found.items() if path.is_file()}

@@ -5,7 +5,11 @@ counterpart derives from it), integer labels, and a loader returning an RGB PIL 
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,10 +19,15 @@ from PIL import Image
 
 from .prompts import label_words
 
+log = logging.getLogger(__name__)
+
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIGITS_SPLIT_SEED = 0        # fixed: the shipped tiny models were trained on this train split only
 DIGITS_TRAIN_FRACTION = 0.5  # 1797 images -> 898 train / 899 test, stratified by class
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+# Larger images are skipped, never decoded: PIL's own decompression-bomb limit (it only warns below twice this).
+# 89.5 Mpx is 3x the largest image of the paper's datasets' usual sources and ~270 MB decoded as RGB.
+MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass
@@ -32,6 +41,7 @@ class ImageSet:
     loader: Callable[[int], Image.Image] = field(repr=False)
     paths: list[str | None] | None = field(default=None, repr=False)
     dataset_type: str = "natural"  # selects the negative prompt, see prompts.NEGATIVE_PROMPTS
+    skipped: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (file or class folder, why)
 
     def __post_init__(self):
         if not (len(self.ids) == len(self.labels)):
@@ -53,7 +63,7 @@ class ImageSet:
         return ImageSet(name or self.name, self.classes, [self.ids[i] for i in idx], [self.labels[i] for i in idx],
                         loader=lambda j, _l=self.loader, _idx=idx: _l(_idx[j]),
                         paths=None if self.paths is None else [self.paths[i] for i in idx],
-                        dataset_type=self.dataset_type)
+                        dataset_type=self.dataset_type, skipped=list(self.skipped))
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(self.classes))
@@ -153,10 +163,100 @@ class _ArrayLoader:
         return Image.fromarray(self.images[i])
 
 
+def _open_checked(path: str | Path) -> Image.Image:
+    """Image.open, refusing images over MAX_IMAGE_PIXELS before anything is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        im = Image.open(path)
+    if im.width * im.height > MAX_IMAGE_PIXELS:
+        im.close()
+        raise ValueError(f"{im.width}x{im.height} pixels is over MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS}")
+    return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB from any mode. 16/32-bit grayscale is rescaled (PIL's convert would clip it to 255, i.e. white)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im, dtype=np.float64)                       # (H, W) in 0..65535 (16-bit PNG / TIFF)
+        im = Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
+    elif im.mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))        # (H, W) float TIFF: [0, 1] if it fits, else 0..255
+        im = Image.fromarray(np.clip(np.round(a * 255 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8))
+    return im.convert("RGB")  # gray, palette, RGBA (alpha dropped, as torchvision's loader), CMYK, LA, ...
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB. Grayscale, palette, RGBA (alpha dropped, as torchvision's loader) and CMYK."""
-    with Image.open(path) as im:
-        return im.convert("RGB")  # convert() decodes fully, so the file handle can close here
+    """Open an image file as 8-bit RGB. Gray, 16-bit, palette, RGBA, CMYK are converted; truncated files raise."""
+    with _open_checked(path) as im:
+        return _to_rgb(im)  # convert() decodes fully, so the file handle can close here
+
+
+def check_image_file(path: str | Path) -> str | None:
+    """None if the file decodes to an image, else why not (empty, not an image, too large, truncated/corrupt).
+
+    JPEGs are decoded at 1/8 scale (draft mode): the whole entropy-coded stream is still read, so truncation is
+    found, at a fraction of the cost of a full decode.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file"
+        with _open_checked(path) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            _to_rgb(im)
+        return None
+    except ValueError as e:
+        return f"too large ({e})" if "MAX_IMAGE_PIXELS" in str(e) else f"corrupt ({e})"
+    except Image.UnidentifiedImageError:
+        return "not an image"
+    except Exception as e:  # OSError (truncated), SyntaxError (broken headers), DecompressionBombError, ...
+        return f"truncated or corrupt ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+
+
+def verify_images(ds: ImageSet, workers: int | None = None) -> ImageSet:
+    """`ds` without the files that do not decode, each skipped with one logged line and recorded in `skipped`.
+
+    Run once when a dataset is opened, so that a bad file is found in the first minutes, not hours into a run.
+    Decoding releases the GIL, so threads check files in parallel. In-memory sets are returned unchanged.
+    """
+    if ds.paths is None:
+        return ds
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        why = list(pool.map(check_image_file, ds.paths))
+    bad = [(p, w) for p, w in zip(ds.paths, why) if w is not None]
+    for path, reason in bad:
+        log.warning("skipped %r: %s", path, reason)
+    if not bad:
+        return ds
+    out = ds.subset([i for i, w in enumerate(why) if w is None])
+    out.skipped += bad
+    return drop_empty_classes(out)
+
+
+def drop_empty_classes(ds: ImageSet) -> ImageSet:
+    """`ds` without classes that have no image left (relabelled in order), each skipped with one logged line."""
+    counts = ds.class_counts()
+    keep = [k for k in range(len(ds.classes)) if counts[k] > 0]
+    if len(keep) == len(ds.classes):
+        return ds
+    if not keep:
+        raise ValueError(f"{ds.name}: no class has a readable image ({len(ds.skipped)} files skipped)")
+    for k in range(len(ds.classes)):
+        if counts[k] == 0:
+            log.warning("skipped class %r: no readable image", ds.classes[k])
+    new = {k: n for n, k in enumerate(keep)}
+    return ImageSet(ds.name, [ds.classes[k] for k in keep], ds.ids, [new[k] for k in ds.labels], ds.loader,
+                    ds.paths, ds.dataset_type,
+                    ds.skipped + [(ds.classes[k], "class without a readable image") for k in range(len(ds.classes))
+                                  if counts[k] == 0])
+
+
+def skipped_summary(ds: ImageSet, examples: int = 20) -> dict:
+    """What `ds` left out, for run.json and result files: count, count per reason, the first few entries."""
+    reasons = Counter(why.split(" (")[0] for _, why in ds.skipped)
+    return {"count": len(ds.skipped), "by_reason": dict(sorted(reasons.items())),
+            "examples": [{"path": p, "reason": why} for p, why in ds.skipped[:examples]]}
 
 
 def _is_image(name: str) -> bool:
@@ -178,8 +278,8 @@ def _class_folder_names(root: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
 
 
-def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int]]:
-    """(class folder names sorted, image paths, labels) of an ImageFolder tree; one-line errors."""
+def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int], list[str]]:
+    """(class folder names sorted, image paths, labels, skipped empty class folders) of an ImageFolder tree."""
     if not root.is_dir():
         raise FileNotFoundError(f"{who}: no directory at {root}; expected {IMAGE_FOLDER_LAYOUT}. "
                                 f"Pass the folder that holds one sub-folder per class")
@@ -187,15 +287,19 @@ def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], li
     if not classes:
         raise ValueError(f"{who}: no class folders in {root}; expected {IMAGE_FOLDER_LAYOUT}. "
                          f"Move the images into one sub-folder per class")
+    found = {cls: _images_under(root / cls) for cls in classes}
+    empty = [cls for cls in classes if not found[cls]]
+    for cls in empty:
+        log.warning("%s: skipped class folder %r: no image files (%s)", who, cls, ", ".join(IMAGE_EXTENSIONS))
+    classes = [cls for cls in classes if found[cls]]
+    if not classes:
+        raise ValueError(f"{who}: no class folder in {root} holds images ({', '.join(IMAGE_EXTENSIONS)}); "
+                         f"expected {IMAGE_FOLDER_LAYOUT}. Add images to the class folders")
     paths, labels = [], []
     for label, cls in enumerate(classes):
-        images = _images_under(root / cls)
-        if not images:
-            raise ValueError(f"{who}: class folder {root / cls} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                             f"expected {IMAGE_FOLDER_LAYOUT}. Add images to it or remove it")
-        paths += images
-        labels += [label] * len(images)
-    return classes, paths, labels
+        paths += found[cls]
+        labels += [label] * len(found[cls])
+    return classes, paths, labels, empty
 
 
 def image_folder(root: str | Path, name: str | None = None, dataset_type: str = "natural") -> ImageSet:
@@ -205,10 +309,11 @@ def image_folder(root: str | Path, name: str | None = None, dataset_type: str = 
     """
     root = Path(root).expanduser()
     name = name or Path(os.path.abspath(root)).name  # abspath, not resolve(): a symlink's target must not rename ids
-    classes, paths, labels = _scan_class_folders(root, f"image_folder {name!r}")
+    classes, paths, labels, empty = _scan_class_folders(root, f"image_folder {name!r}")
     ids = [f"{name}/{p.relative_to(root).as_posix()}" for p in paths]
     return ImageSet(name, classes, ids, labels, loader=_FileLoader([str(p) for p in paths]),
-                    paths=[str(p) for p in paths], dataset_type=dataset_type)
+                    paths=[str(p) for p in paths], dataset_type=dataset_type,
+                    skipped=[(str(root / c), "class folder without image files") for c in empty])
 
 
 # ---------------------------------------------------------------- the paper's datasets, from local roots
@@ -312,6 +417,14 @@ def _plain_name(name: str, source: Path) -> str:
     return name
 
 
+def _plain_relpath(rel: str, source: Path) -> str:
+    # A relative path from an annotation file (CUB's images.txt): never absolute, never through `..`.
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise ValueError(f"{source}: entry {rel!r} is not a path inside the dataset root; fix or replace that file")
+    return rel
+
+
 def _tiny_annotations(ann: Path) -> list[tuple[str, str]]:
     """(file, wnid) rows of val_annotations.txt (tab-separated: file, wnid, x0, y0, x1, y1)."""
     rows = [line.split("\t") for line in ann.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -339,7 +452,7 @@ def _tiny_imagenet(root: Path, split: str) -> ImageSet:
     name = "tiny-imagenet-200"
     _require(name, root / "train", root / split)  # val labels index the train class folders
     if split == "train":
-        wnids, paths, labels = _scan_class_folders(root / "train", name)
+        wnids, paths, labels, _ = _scan_class_folders(root / "train", name)
         return _file_set(name, split, _wnid_names(root, wnids), root / "train", paths, labels)
     wnids = _class_folder_names(root / "train")
     pairs, paths = _tiny_val_pairs(root / "val")
@@ -385,7 +498,7 @@ def reorganize_tiny_imagenet_val(root: str | Path) -> int:
 def _imagenet_1k(root: Path, split: str) -> ImageSet:
     name = "imagenet-1k"
     _require(name, root / split)
-    wnids, paths, labels = _scan_class_folders(root / split, name)
+    wnids, paths, labels, _ = _scan_class_folders(root / split, name)
     other = root / ("val" if split == "train" else "train")
     if other.is_dir() and _class_folder_names(other) != wnids:  # labels must mean the same class in both splits
         raise ValueError(f"{name}: class folders of {root / split} and {other} differ; "
@@ -421,7 +534,7 @@ def _cub_200_2011(root: Path, split: str) -> ImageSet:
     images, labels, is_train, classes = (_cub_table(base / n) for n in names)
     keep = sorted(i for i in images if is_train[i] == ("1" if split == "train" else "0"))  # 1 = train
     class_names = [label_words(classes[k]) for k in sorted(classes)]  # '001.Black_footed_Albatross' -> words
-    paths = [base / "images" / images[i] for i in keep]
+    paths = [base / "images" / _plain_relpath(images[i], base / "images.txt") for i in keep]
     return _file_set("cub-200-2011", split, class_names, base / "images", paths, [int(labels[i]) - 1 for i in keep])
 
 

@@ -34,6 +34,10 @@ class FilterConfig:
             raise ValueError(f"z_pairs={self.z_pairs}: expected >= 1 pairs per class for Eq. (5)")
         if self.max_attempts < 1:
             raise ValueError(f"max_attempts={self.max_attempts}: expected >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"filter batch_size={self.batch_size}: expected >= 1 images per CLIP pass")
+        if self.tau_seed < 0:
+            raise ValueError(f"tau_seed={self.tau_seed}: expected an integer >= 0")
 
 
 class ClipEncoder:
@@ -68,20 +72,25 @@ def check_clip_files(cfg: FilterConfig) -> None:
     if ("/" in pre or Path(pre).suffix) and not Path(pre).is_file():
         raise FileNotFoundError(f"clip_pretrained={pre}: no such file. Put the CLIP weights (e.g. "
                                 f"open_clip_model.safetensors of ViT-B-32/openai) there or pass another path")
+    import open_clip  # the name check needs the registry: cheap, no weights are read
+
+    if cfg.clip_config is not None:
+        open_clip.add_model_config(cfg.clip_config)
+    if cfg.clip_model not in open_clip.list_models():
+        raise ValueError(f"clip_model={cfg.clip_model!r}: not an open_clip model name (see open_clip.list_models(); "
+                         f"a custom one needs --clip-config <model-config.json>)")
 
 
 def load_clip(cfg: FilterConfig, device: torch.device) -> ClipEncoder:
     """Load an open_clip model from local files only (no hub access)."""
     import open_clip
 
-    check_clip_files(cfg)
-    if cfg.clip_config is not None:
-        open_clip.add_model_config(cfg.clip_config)
-    if cfg.clip_model not in open_clip.list_models():
-        raise ValueError(f"clip_model={cfg.clip_model!r} is not an open_clip model name (see open_clip.list_models())")
-    # require_pretrained: open_clip only warns when weights fail to load; a random CLIP must never filter silently
+    check_clip_files(cfg)  # registers clip_config and checks the name
+    # require_pretrained: open_clip only warns when weights fail to load; a random CLIP must never filter silently.
+    # weights_only: a .bin/.pt CLIP file is unpickled without running code (safetensors needs no unpickling).
     model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=cfg.clip_pretrained,
-                                                                 device=device, require_pretrained=True)
+                                                                 device=device, require_pretrained=True,
+                                                                 weights_only=True)
     return ClipEncoder(model, preprocess, device, cfg.batch_size)
 
 

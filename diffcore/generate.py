@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .runtime import DTYPE_NAMES
+
 log = logging.getLogger(__name__)
 
 # The authors' CosXL scheduler (khawar-islam/DiffCoRe-Mix generation code), see REFERENCE.md.
@@ -45,6 +47,11 @@ class GenerateConfig:
             raise ValueError(f"batch_size={self.batch_size}: expected >= 1")
         if self.scheduler not in ("auto", "edm-euler-vpred"):
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'auto' or 'edm-euler-vpred'")
+        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype={self.dtype!r}: expected 'auto' or one of {sorted(DTYPE_NAMES)}")
+        if Path(self.model).suffix == ".ckpt":
+            raise ValueError(f"model={self.model}: a pickle checkpoint (.ckpt) is never loaded (it can carry code); "
+                             f"convert it to .safetensors on a trusted machine and pass that file")
 
     @property
     def gamma(self) -> float:
@@ -52,7 +59,14 @@ class GenerateConfig:
 
 
 def _is_single_file(model: str) -> bool:
-    return Path(model).suffix in (".safetensors", ".ckpt")
+    return Path(model).suffix == ".safetensors"  # .ckpt (pickle) is refused by GenerateConfig
+
+
+def check_guidance(negative_prompt: str, cfg: GenerateConfig) -> None:
+    """Eq. (4) needs w = 1 + gamma > 1 for a negative prompt to act: refuse before any model is loaded."""
+    if negative_prompt and cfg.guidance_scale <= 1.0:
+        raise ValueError(f"guidance_scale={cfg.guidance_scale} <= 1 turns guidance off, so the negative prompt would "
+                         f"be ignored (Eq. 4 needs w = 1 + gamma > 1; or pass --negative-prompt '')")
 
 
 def _check_model_path(cfg: GenerateConfig) -> None:
@@ -75,12 +89,13 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     from diffusers import AutoencoderKL, DiffusionPipeline, EDMEulerScheduler, StableDiffusionXLPipeline
 
     _check_model_path(cfg)
-    kw = dict(dtype=dtype, local_files_only=True)
+    # Weights from safetensors only (a pickle can carry code); never code shipped inside a model folder.
+    kw = dict(dtype=dtype, local_files_only=True, use_safetensors=True)
     try:
         if _is_single_file(cfg.model):  # CosXL ships as one file (REFERENCE: always pass a local config)
             pipe = StableDiffusionXLPipeline.from_single_file(cfg.model, config=cfg.config_dir, **kw)
         else:
-            pipe = DiffusionPipeline.from_pretrained(cfg.model, **kw)
+            pipe = DiffusionPipeline.from_pretrained(cfg.model, trust_remote_code=False, **kw)
     except OSError as e:
         raise FileNotFoundError(f"model={cfg.model}: could not load it from local files ({str(e).splitlines()[0]}). "
                                 f"Download it on a connected machine and pass the local folder") from None
@@ -94,27 +109,48 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     return pipe.to(device)
 
 
-@torch.no_grad()
-def generate_images(pipe, prompts: Sequence[str], negative_prompts: Sequence[str] | None, seeds: Sequence[int],
-                    cfg: GenerateConfig) -> np.ndarray:
-    """(N, H, W, 3) uint8 images, one torch.Generator per image.
+# An image whose pixels all round to one value is a failed decode (the fp16 SDXL VAE overflow gives NaN -> black),
+# never a usable counterpart: max - min < 1 level of 255.
+CONSTANT_SPREAD = 1.0 / 255
 
-    Generators live on the CPU so that a seed gives the same initial noise on any device and at any batch size;
-    the pipeline then moves the noise to its device.
+
+def invalid_images(images: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: True where a (N, C, H, W) decoded image holds NaN/inf or is constant (all black included)."""
+    flat = images.flatten(1).float()                              # (N, C*H*W)
+    finite = torch.isfinite(flat).all(1)
+    clean = flat.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    return ~finite | (clean.amax(1) - clean.amin(1) < CONSTANT_SPREAD)
+
+
+@torch.no_grad()
+def draw_images(pipe, prompts: Sequence[str], negative_prompts: Sequence[str] | None, seeds: Sequence[int],
+                cfg: GenerateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W, 3) uint8 images and an (N,) bool array marking invalid ones (NaN, black or constant).
+
+    One torch.Generator per image. Generators live on the CPU so that a seed gives the same initial noise on any
+    device and at any batch size; the pipeline then moves the noise to its device.
     """
     if not (len(prompts) == len(seeds)) or (negative_prompts is not None and len(negative_prompts) != len(prompts)):
         raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and "
                          f"{None if negative_prompts is None else len(negative_prompts)} negative prompts differ")
     neg = None if negative_prompts is None or all(n == "" for n in negative_prompts) else list(negative_prompts)
-    if neg is not None and cfg.guidance_scale <= 1.0:
-        raise ValueError(f"guidance_scale={cfg.guidance_scale} <= 1 turns guidance off, so the negative prompt would "
-                         f"be ignored (Eq. 4 needs w = 1 + gamma > 1)")
-    out = []
+    check_guidance("" if neg is None else "x", cfg)
+    out, bad = [], []
     for s in range(0, len(prompts), cfg.batch_size):
         sl = slice(s, s + cfg.batch_size)
         gens = [torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]]
         images = pipe(prompt=list(prompts[sl]), negative_prompt=None if neg is None else neg[sl],
                       num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                       height=cfg.size, width=cfg.size, generator=gens, output_type="pt").images  # (b, 3, H, W) in [0, 1]
-        out.append((images.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, cfg.size, cfg.size, 3), np.uint8)
+        bad.append(invalid_images(images).cpu().numpy())
+        images = images.float().nan_to_num(0.0).clamp(0, 1)
+        out.append((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # (b, H, W, 3)
+    if not out:
+        return np.zeros((0, cfg.size, cfg.size, 3), np.uint8), np.zeros(0, bool)
+    return np.concatenate(out), np.concatenate(bad)
+
+
+def generate_images(pipe, prompts: Sequence[str], negative_prompts: Sequence[str] | None, seeds: Sequence[int],
+                    cfg: GenerateConfig) -> np.ndarray:
+    """(N, H, W, 3) uint8 images, one torch.Generator per image (see draw_images)."""
+    return draw_images(pipe, prompts, negative_prompts, seeds, cfg)[0]

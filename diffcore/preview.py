@@ -9,6 +9,7 @@ import numpy as np
 
 from .counterparts import read_manifest
 from .data import ImageSet
+from .safety import atomic_open, inside
 
 
 def preview_rows(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_classes: int = 10) -> list[list[dict]]:
@@ -18,6 +19,8 @@ def preview_rows(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
     by_source: dict[str, dict] = defaultdict(lambda: {"kept": None, "rejected": None})
     for r in rows:
         slot = "kept" if r["status"] == "kept" else "rejected"
+        if r["status"].startswith("invalid"):  # a failed decode (black / NaN), not a filter decision
+            continue
         if by_source[r["source_id"]][slot] is None and r["file"]:
             by_source[r["source_id"]][slot] = r
     per_label: dict[int, list[dict]] = defaultdict(list)
@@ -55,7 +58,7 @@ def save_preview(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
             cells = [(src, f"{ds.classes[int(item['kept']['label'])][:14]}\nreal")]
             for key, mark in (("kept", ">"), ("rejected", "<=")):
                 row = item[key]
-                img = None if row is None else np.asarray(Image.open(out_dir / row["file"]).convert("RGB"))
+                img = None if row is None else np.asarray(Image.open(inside(out_dir, row["file"])).convert("RGB"))
                 title = "" if row is None else f"{key}\nS={float(row['similarity']):.2f}{mark}τ={float(row['tau']):.2f}"
                 cells.append((img, title))
             for k, (img, title) in enumerate(cells):
@@ -67,6 +70,7 @@ def save_preview(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
                  f"class threshold τ)", fontsize=7)
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     path = Path(path) if path is not None else out_dir / "preview.png"
-    fig.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as f:  # a kill mid-write never leaves a half PNG
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
     return path

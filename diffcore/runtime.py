@@ -17,12 +17,24 @@ import torch
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
            "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPE_NAMES = frozenset(_DTYPES)  # what a `dtype` setting may name, besides "auto"
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device string torch cannot parse ('gpu', 'cuda:x'), without touching any device."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device={name!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda if present else cpu; anything else is checked, not silently replaced."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device_name(name)
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} was asked for but CUDA is not available here; use device='cpu' or 'auto'")

@@ -3,10 +3,14 @@
 An epoch visits every real training image once, unmixed, plus every (I_i, G_i) pair once: "DiffCoRe-Mix-50
 uses 50% generative augmentation along with original data" (Sec. 6). Pairs are mixed on the device inside the
 training step (Eq. 8) with fresh eta / lambda / box at each visit.
+
+With a result path `out`, a checkpoint is written beside it at every epoch end and a killed run resumes from it
+(diffcore.checkpoint): the final weights and metrics equal an uninterrupted run's.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,11 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from . import checkpoint as CK
 from .counterparts import kept_counterparts
-from .data import ImageSet, choose_fraction
+from .data import ImageSet, choose_fraction, skipped_summary
 from .methods import REGISTRY, Batch, Method, build_method, mixed_loss
 from .mix import MixConfig
-from .runtime import derive_seed, provenance, resolve_device
+from .runtime import check_device_name, derive_seed, provenance, resolve_device
+from .safety import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 # every trainable method, by name (diffcore.methods registers them)
 METHODS = REGISTRY
@@ -69,6 +77,19 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: expected both >= 1")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr}: expected > 0")
+        if not 0 <= self.momentum < 1 or (self.nesterov and self.momentum == 0):
+            raise ValueError(f"momentum={self.momentum}: expected 0 <= momentum < 1 (> 0 with nesterov)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay}: expected >= 0")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay={self.lr_decay}: expected a factor in (0, 1]")
+        if self.image_size < 8:
+            raise ValueError(f"image_size={self.image_size}: expected >= 8 pixels")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers}: expected >= 0 DataLoader processes")
+        if self.selection_seed < 0:
+            raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
+        check_device_name(self.device)
         if self.augment not in ("imagenet", "small", "digits"):
             raise ValueError(f"augment={self.augment!r}: expected 'imagenet', 'small' or 'digits'")
         if not 0 < self.fraction <= 1:
@@ -190,34 +211,49 @@ def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes:
     return float(loss.detach())
 
 
+def check_train_out(out: str | Path | None) -> None:
+    """The result path must be a file path (its checkpoint goes beside it), not a folder."""
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"out={out}: is a folder; expected a result file path such as results/vanilla-seed0.json")
+
+
 def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: str | Path | None = None,
-          out: str | Path | None = None, progress: bool = True) -> dict:
-    """Train one classifier and evaluate it; returns (and writes to `out`) the results with provenance."""
+          out: str | Path | None = None, progress: bool = True, checkpoint: bool = True) -> dict:
+    """Train one classifier and evaluate it; returns (and writes to `out`) the results with provenance.
+
+    With `out` and `checkpoint`, the state is saved to checkpoint.checkpoint_path(out) at every epoch end and a
+    run killed earlier resumes from there; the file then holds the final weights ("state_dict").
+    """
     from .models import build_model
 
+    check_train_out(out)
     device = resolve_device(cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
     te = EvalSet(test_ds, transforms_for(cfg, False))
+    ckpt = CK.checkpoint_path(out) if out is not None and checkpoint else None
+    identity = {"config": _jsonable(asdict(cfg)), "dataset": train_ds.name, "real": len(train_ds),
+                "pairs": len(tr.pairs), "test": len(test_ds)}
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # seeded init and transforms without touching the caller's RNG
         torch.manual_seed(derive_seed(cfg.seed, "init") % 2**31)
         model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained,
                             image_size=cfg.image_size).to(device)
-        history = _fit(model, tr, te, cfg, device, progress)
+        history = _fit(model, tr, te, cfg, device, progress, ckpt, identity)
     result = {"kind": "diffcore-train-result", "method": cfg.method, "dataset": train_ds.name,
               "test_dataset": test_ds.name, "config": _jsonable(asdict(cfg)),
               "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
-              "generated": None if generated is None else str(generated),
-              "metrics": history["final"], "history": history["epochs"],
+              "skipped": skipped_summary(train_ds), "generated": None if generated is None else str(generated),
+              "metrics": history["final"], "history": history["epochs"], "resumed_at_epoch": history["resumed_at"],
+              "checkpoint": None if ckpt is None else str(ckpt),
               "wall_time_s": time.perf_counter() - t0, "provenance": provenance(device)}
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(out, json.dumps(result, indent=2))
     return result
 
 
-def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool) -> dict:
+def _loop_parts(model, tr, te, cfg: TrainConfig, device):
+    """DataLoaders, optimizer, scheduler and the loop's own generators (data order, mixing draws)."""
     loader_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "order") % 2**63)
     loader = DataLoader(tr, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen, drop_last=False,
                         num_workers=cfg.workers, pin_memory=device.type == "cuda")
@@ -227,20 +263,33 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool) -> dict:
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
     mix_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "mix") % 2**63)
+    return loader, test_loader, opt, sched, {"order": loader_gen, "mix": mix_gen}
+
+
+def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | None = None,
+         identity: dict | None = None) -> dict:
+    loader, test_loader, opt, sched, gens = _loop_parts(model, tr, te, cfg, device)
     method, num_classes = method_for(cfg), len(tr.ds.classes)
-    epochs = []
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.method}", unit="epoch", disable=not progress)
+    start, epochs = 0, []
+    if ckpt is not None:
+        CK.remove_partial(ckpt)
+    if ckpt is not None and ckpt.is_file():
+        start, epochs = CK.restore(CK.load(ckpt, identity), model, opt, sched, gens)
+        log.info("%s: resumed at epoch %d of %d", ckpt, start, cfg.epochs)
+    bar = tqdm(range(start, cfg.epochs), desc=f"train {cfg.method}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
         t0, losses = time.perf_counter(), []
         for batch in loader:
-            losses.append(train_step(model, opt, batch, cfg, method, num_classes, mix_gen, device))
+            losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
         sched.step()
         epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
                        "time_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
+        if ckpt is not None:
+            CK.save(ckpt, identity, epoch + 1, epochs, model, opt, sched, gens)
     final = evaluate(model, test_loader, device)
-    return {"final": final, "epochs": epochs}
+    return {"final": final, "epochs": epochs, "resumed_at": start or None}
 
 
 def _jsonable(obj):

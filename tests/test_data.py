@@ -88,10 +88,12 @@ def test_image_folder_errors_name_path_layout_and_fix(tmp_path):
     _img(tmp_path / "flat" / "a.png")
     with pytest.raises(ValueError, match=rf"no class folders in .*flat; {layout}.*one sub-folder per class"):
         D.image_folder(tmp_path / "flat")
-    _img(tmp_path / "r" / "cat" / "a.png")
     _write(tmp_path / "r" / "empty_cls" / "labels.csv", "x")
-    with pytest.raises(ValueError, match=rf"class folder .*empty_cls holds no images .*; {layout}"):
+    with pytest.raises(ValueError, match=rf"no class folder in .*r holds images .*; {layout}"):
         D.image_folder(tmp_path / "r")
+    _img(tmp_path / "r" / "cat" / "a.png")  # a class folder without images beside it is skipped, not fatal
+    ds = D.image_folder(tmp_path / "r")
+    assert ds.classes == ["cat"] and ds.skipped == [(str(tmp_path / "r" / "empty_cls"), "class folder without image files")]
 
 
 # ---------------------------------------------------------------- paper datasets: errors

@@ -57,8 +57,9 @@ def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, 
     table = (out / "table.md").read_text()
     for label in ("Vanilla", "DiffCoRe-Mix-50", "DiffCoRe-Mix-100"):
         assert f"| {label} |" in table
-    assert sorted(p.name for p in (out / "results").iterdir()) == [
+    assert sorted(p.name for p in (out / "results").glob("*.json")) == [
         "diffcore-100-seed0.json", "diffcore-50-seed0.json", "vanilla-seed0.json"]
+    assert len(list((out / "results").glob("*.ckpt.pt"))) == 3  # each run's final checkpoint, beside its result
     assert (out / "generated" / "manifest.csv").is_file()
     from PIL import Image
 
