@@ -280,11 +280,29 @@ def test_icm_reaches_a_local_minimum_that_never_beats_the_exact_one():
                 assert e2 >= e[i] - 1e-6
 
 
+def one_hot_transport(mask, sal, eps):
+    """PuzzleMix's mask_transport written with (B, N, N) one-hot plans, as the reference code does."""
+    b, n2 = sal.shape
+    z = (mask.reshape(b, n2) > 0).float()
+    cost = eps * U.grid_cost_matrix(int(n2 ** 0.5), "cpu")[None] - sal[:, :, None] * z[:, None, :]
+    for _ in range(int(n2 ** 0.5)):
+        plan = nn.functional.one_hot(cost.argmin(-1), n2).float()
+        fight = torch.where(plan > 0, cost, torch.full_like(cost, float("inf")))
+        win = nn.functional.one_hot(fight.argmin(-2), n2).transpose(-1, -2).float() * plan
+        cost = cost + plan - win
+    return win
+
+
 def test_transport_plan_moves_whole_blocks_one_to_one():
     torch.manual_seed(1)
     mask = (torch.rand(2, 1, 4, 4) > 0.5).float()
-    plan = mask_transport(mask, torch.rand(2, 16).softmax(1), eps=0.8)
+    sal = torch.rand(2, 16).softmax(1)
+    plan = mask_transport(mask, sal, eps=0.8)
     assert (plan.sum(1) <= 1).all() and (plan.sum(2) <= 1).all()         # a partial permutation
+    assert torch.equal(plan, one_hot_transport(mask, sal, 0.8))
+    mask8 = (torch.rand(3, 1, 8, 8) > 0.5).float()
+    sal8 = torch.rand(3, 64).softmax(1)
+    assert torch.equal(mask_transport(mask8, sal8, 0.8), one_hot_transport(mask8, sal8, 0.8))
     img = torch.randn(2, 3, 16, 16)
     assert torch.equal(from_blocks(to_blocks(img, 4), 4), img)
     assert torch.equal(transport(img, torch.eye(16).expand(2, 16, 16), 4), img)
