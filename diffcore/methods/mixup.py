@@ -57,7 +57,8 @@ class CutMix(Method):
     batch as in the authors' train.py, per_sample=True draws one per row (timm's 'elem' mode).
     """
     name = "cutmix"
-    cite = "Yun et al., CutMix: Regularization strategy to train strong classifiers with localizable features, ICCV 2019"
+    cite = ("Yun et al., CutMix: Regularization strategy to train strong classifiers with localizable features, "
+            "ICCV 2019")
     alpha: float = 1.0        # REFERENCE.md
     prob: float = 1.0         # clovaai/CutMix-PyTorch README: 1.0 on ImageNet (0.5 on CIFAR)
     per_sample: bool = False  # reference code: one box per batch

@@ -8,6 +8,7 @@ batched checkerboard ICM (iterated conditional modes): see `icm_grid` and each c
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -60,7 +61,8 @@ class SaliencyMix(Method):
     (per_sample=False); the default follows the paper, one box per image at its own source's peak.
     """
     name = "saliencymix"
-    cite = "Uddin et al., SaliencyMix: A saliency guided data augmentation strategy for better regularization, ICLR 2021"
+    cite = ("Uddin et al., SaliencyMix: A saliency guided data augmentation strategy for better regularization, "
+            "ICLR 2021")
     beta: float = 1.0         # REFERENCE.md
     prob: float = 1.0         # afm-shahab-uddin/SaliencyMix ImageNet command (CIFAR: 0.5)
     per_sample: bool = True   # False: the authors' one-box-per-batch shortcut
@@ -236,7 +238,8 @@ class _GradientSaliency(Method):
 
     def mix(self, batch: Batch, generator, model=None):
         if model is None:
-            raise ValueError(f"method {self.name!r} needs the model (input-gradient saliency): call forward or pass model")
+            raise ValueError(f"method {self.name!r} needs the model (input-gradient saliency): call forward or pass "
+                             f"model")
         if not U.coin(self.prob, generator, batch.x.device):
             return batch.x, batch.y
         sal, _ = U.input_gradient_saliency(model, batch.x, batch.y, keep_graph=False)
@@ -275,7 +278,7 @@ def puzzle_unary_pairwise(x_pix: torch.Tensor, sal: torch.Tensor, perm: torch.Te
     """
     b, _, h, _ = x_pix.shape
     bs = h // n
-    neigh = torch.gcd(torch.tensor(neigh), torch.tensor(bs)).item()                # block boundaries stay aligned
+    neigh = math.gcd(neigh, bs)                                                     # block boundaries stay aligned
     pooled = F.avg_pool2d(sal[:, None], bs)[:, 0]                                   # (B, n, n)
     u1 = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)          # own
     u2 = u1[perm]                                                                   # partner
