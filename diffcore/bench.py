@@ -1,0 +1,457 @@
+"""`python -m diffcore.bench`: generation, filtering and mixed training timed side by side, ratios printed.
+
+Paper-sized architectures are built from their configs with random weights (same cost as real weights), so the
+benchmark runs with no weights at hand; `--arch tiny` builds small ones so it also runs on any CPU. Every
+number comes from one run, baseline and diffcore's path measured on the same machine one after the other.
+
+- generation: the stock diffusers SDXL pipeline (one image at a time, then batched) vs `fastgen.FastGenerator`,
+  at the authors' settings (EDMEuler v-prediction, 50 steps, guidance 12 with a negative prompt, 512 px),
+  including CLIP filtering on the device and writing the PNG files; the FLOP floor from a FLOP count of one
+  UNet call and the device's measured bf16 matmul rate;
+- training: Eq. (9) overhead A_O = (T_aug - T_van) / T_van * 100 of every registered method at equal batch size,
+  on tensors already on the device (`time_training`) and end to end with diffcore's loader reading a real JPEG
+  and its generated PNG per sample (`time_training_loader`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .runtime import provenance, resolve_device
+
+ASSETS = Path(__file__).parent / "assets"
+
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (CosXL has the same architecture)
+SDXL_UNET = dict(act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64,
+                 addition_time_embed_dim=256, attention_head_dim=(5, 10, 20), block_out_channels=(320, 640, 1280),
+                 cross_attention_dim=2048, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D",
+                                                             "CrossAttnDownBlock2D"),
+                 in_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=4,
+                 projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=(1, 2, 10),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), use_linear_projection=True)
+SDXL_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, norm_num_groups=32,
+                sample_size=1024, scaling_factor=0.13025, force_upcast=False)
+# text encoders: CLIP ViT-L/14 text tower, OpenCLIP ViT-bigG/14 text tower with projection
+SDXL_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 projection_dim=768, hidden_act="quick_gelu")
+SDXL_TEXT_2 = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   projection_dim=1280, hidden_act="gelu")
+# a small SDXL-architecture stand-in for CPUs (same blocks, far fewer channels)
+TINY_UNET = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                 transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=6 * 8 + 64,
+                 cross_attention_dim=128, norm_num_groups=8)
+TINY_VAE = dict(block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+                sample_size=64, scaling_factor=0.13025, force_upcast=False)
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 projection_dim=64, hidden_act="quick_gelu")
+ARCHS = {"sdxl": (SDXL_UNET, SDXL_VAE, SDXL_TEXT, SDXL_TEXT_2, "ViT-B-32"),
+         "tiny": (TINY_UNET, TINY_VAE, TINY_TEXT, TINY_TEXT, None)}
+PROMPT = "Generate heavy snow to the {}, a natural object"  # the paper's contextual template (Sec. 3)
+NEGATIVE = ("train, car, newspaper, sunlight, people, human, tree, cityscape, road, landscape, bus, building, desk, "
+            "computer, paper texture, windows, streets, rails, traffic, sky, road lines, traffic lights")  # authors'
+
+
+# ---------------------------------------------------------------- models with random weights
+def random_sdxl(arch: str, device: torch.device, dtype: torch.dtype):
+    """A StableDiffusionXLPipeline of the given architecture with random weights, built on the device."""
+    from diffusers import AutoencoderKL, EDMEulerScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from .generate import COSXL_SCHEDULER
+
+    unet_cfg, vae_cfg, t1, t2, _ = ARCHS[arch]
+    tok = CLIPTokenizer.from_pretrained(ASSETS / "tiny-t2i" / "tokenizer", model_max_length=77)  # real CLIP BPE
+    text = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    with torch.device(device):  # initialise straight on the GPU: a 2.6B-parameter UNet takes minutes on a CPU
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        te1 = CLIPTextModel(CLIPTextConfig(**text, **t1))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**text, **t2))
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+                                     unet=unet, scheduler=EDMEulerScheduler(**COSXL_SCHEDULER))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device, dtype)
+
+
+def random_clip(arch: str, device: torch.device, dtype: torch.dtype):
+    """filter.ClipEncoder around an open_clip model with random weights (ViT-B/32, the authors' filter)."""
+    import open_clip
+
+    from .filter import ClipEncoder
+
+    name = ARCHS[arch][4]
+    if name is None:  # the shipped tiny CLIP config
+        from .profiles import TINY_CLIP_CONFIG
+
+        open_clip.add_model_config(TINY_CLIP_CONFIG)
+        name = TINY_CLIP_CONFIG.stem
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device)
+    return ClipEncoder(model.to(dtype), preprocess, device)
+
+
+def unet_flops_per_image_step(pipe, size: int) -> float:
+    """FLOPs of one UNet call on a CFG pair (2 latents), i.e. per image and step, counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    u, dev, dt = pipe.unet, pipe.unet.device, pipe.unet.dtype
+    lat = torch.zeros(2, 4, size // 8, size // 8, device=dev, dtype=dt)            # (2, 4, h, w)
+    ctx = torch.zeros(2, 77, u.config.cross_attention_dim, device=dev, dtype=dt)    # (2, 77, D)
+    pooled = torch.zeros(2, u.add_embedding.linear_1.in_features - 6 * u.config.addition_time_embed_dim,
+                         device=dev, dtype=dt)
+    ids = torch.zeros(2, 6, device=dev, dtype=dt)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        u(lat, torch.tensor(1.0, device=dev), encoder_hidden_states=ctx,
+          added_cond_kwargs={"text_embeds": pooled, "time_ids": ids})
+    return float(fc.get_total_flops())
+
+
+def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 10) -> float:
+    """The device's bf16 matmul rate, measured now (the FLOP floor's denominator)."""
+    if device.type != "cuda":
+        n, reps = 1024, 3
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device):
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+# ---------------------------------------------------------------- generation
+def _write_pngs(pool: ThreadPoolExecutor, images: np.ndarray, folder: Path, start: int) -> list:
+    from PIL import Image
+
+    return [pool.submit(lambda im, p: Image.fromarray(im).save(p, compress_level=1), im, folder / f"{start + k}.png")
+            for k, im in enumerate(images)]
+
+
+def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], steps: int, size: int,
+                     guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print) -> dict:
+    """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image."""
+    from .fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_uint8
+    from .generate import GenerateConfig, generate_images
+
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)  # the fp8 variant rebuilds the same weights
+        pipe = random_sdxl(arch, device, dtype)
+    clip = random_clip(arch, device, dtype)
+    n_params = sum(p.numel() for p in pipe.unet.parameters())
+    flops = unet_flops_per_image_step(pipe, size)
+    peak = matmul_tflops(device)
+    res = {"arch": arch, "unet_params": n_params, "size": size, "steps": steps, "guidance": guidance,
+           "flops_per_image_step": flops, "matmul_tflops": peak,
+           "floor_s_per_image": flops * steps / (peak * 1e12), "rows": []}
+    log(f"UNet {n_params / 1e6:.1f}M params, {flops / 1e9:.2f} GFLOP per image-step, bf16 matmul {peak:.1f} TFLOP/s "
+        f"-> floor {res['floor_s_per_image']:.3f} s/img at {steps} steps")
+    labels = ["n02123045 tabby cat", "n01440764 tench"]
+
+    def prompts(n):
+        return [PROMPT.format(labels[i % 2]) for i in range(n)], [NEGATIVE] * n, list(range(1000, 1000 + n))
+
+    def timed(fn, n, name, bs):
+        _sync(device), _peak_reset(device)
+        t = time.perf_counter()
+        out = fn(n)
+        _sync(device)
+        dt = (time.perf_counter() - t) / n
+        row = {"path": name, "batch_size": bs, "images": n, "s_per_image": dt, "peak_gb": _peak_gb(device)}
+        res["rows"].append(row)
+        log(f"  {name:<34} batch {bs:>3}: {dt:7.3f} s/img" + (f", peak {row['peak_gb']:.1f} GB" if row["peak_gb"] else ""))
+        return out
+
+    warm = GenerateConfig(steps=2, guidance_scale=guidance, size=size, batch_size=1)
+    generate_images(pipe, *prompts(1), warm)  # cuDNN/cuBLAS warm-up, not timed
+    cfg1 = GenerateConfig(steps=steps, guidance_scale=guidance, size=size, batch_size=1)
+    timed(lambda n: generate_images(pipe, *prompts(n), cfg1), one_at_a_time, "stock pipeline", 1)
+    stock_imgs = {}
+    for bs in batch_sizes:
+        cfg = GenerateConfig(steps=steps, guidance_scale=guidance, size=size, batch_size=bs)
+        generate_images(pipe, *prompts(bs), GenerateConfig(steps=2, guidance_scale=guidance, size=size, batch_size=bs))
+        stock_imgs[bs] = timed(lambda n: generate_images(pipe, *prompts(n), cfg), bs, "stock pipeline", bs)
+    variants = [("diffcore bf16", FastConfig(compile_mode=compile_mode))]
+    if fp8 and device.type == "cuda":
+        variants.append(("diffcore fp8 (opt-in)", FastConfig(compile_mode=compile_mode, fp8=True)))
+    for name, fast in variants:
+        if fast.fp8:  # a fresh copy with the same weights: the bf16 variant compiled the first one in place
+            del pipe
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(0)
+                pipe = random_sdxl(arch, device, dtype)
+        gen = None
+        for bs in batch_sizes:
+            cfg = GenerateConfig(steps=steps, guidance_scale=guidance, size=size, batch_size=bs)
+            if gen is None:
+                gen = FastGenerator(pipe, cfg, fast)
+            gen.cfg = cfg
+            t0 = time.perf_counter()
+            gen.images(*prompts(bs))  # compiles for this batch shape
+            compile_s = time.perf_counter() - t0
+            with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(4) as pool:
+                def run(n):
+                    x = gen.images(*prompts(n))                                     # (n, 3, H, W) on the device
+                    emb = clip_embed_on_device(clip, x)                             # (n, D)
+                    keep = (emb * emb.roll(1, 0)).sum(1) > 0.0  # S > tau on the device (stand-in sources/tau)
+                    u8 = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()              # (n, H, W, 3)
+                    futures = _write_pngs(pool, u8[keep.cpu().numpy()], Path(tmp), 0)
+                    return u8, futures
+                u8, futures = timed(run, bs, f"{name} + CLIP filter + PNG", bs)
+                [f.result() for f in futures]
+            row = res["rows"][-1]
+            row["compile_s"] = compile_s
+            ref = stock_imgs[bs]
+            d = np.abs(u8.astype(np.int16) - ref.astype(np.int16))
+            row["vs_stock_max_abs"], row["vs_stock_mean_abs"] = int(d.max()), float(d.mean())
+            e_ref, e_new = (clip_embed_on_device(clip, torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 255)
+                            for a in (ref, u8))
+            row["vs_stock_clip_cos"] = float((e_ref * e_new).sum(1).mean())
+        del gen
+    # CLIP filtering alone, per image, on the device
+    x = torch.rand(max(batch_sizes), 3, size, size, device=device)
+    clip_embed_on_device(clip, x)
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(5):
+        clip_embed_on_device(clip, x)
+    _sync(device)
+    res["clip_s_per_image"] = (time.perf_counter() - t) / (5 * len(x))
+    return res
+
+
+# ---------------------------------------------------------------- training, Eq. (9)
+def time_training(methods: list[str], batch_sizes: list[int], model: str = "digits-cnn", image_size: int = 32,
+                  steps: int = 20, warmup: int = 3, device: str = "auto", rounds: int = 3, num_classes: int = 10,
+                  amp: bool = False, channels_last: bool = False) -> list[dict]:
+    """ms per training step of every method at equal batch size, on tensors already on the device.
+
+    Methods are timed in interleaved rounds (vanilla, m1, m2, ..., vanilla, m1, ...) and the median round is
+    kept, so slow drift of a shared machine hits all methods alike. overhead_pct is Eq. (9) against vanilla.
+    """
+    from .methods import Batch
+    from .models import build_model
+    from .train import TrainConfig, method_for, mixed_loss
+
+    dev = resolve_device(device)
+    if "vanilla" not in methods:
+        methods = ["vanilla", *methods]
+    rows = []
+    for bs in batch_sizes:
+        g = torch.Generator(device=dev).manual_seed(0)
+        net = build_model(model, num_classes, image_size=image_size).to(dev)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        x = torch.randn(bs, 3, image_size, image_size, device=dev)          # (B, 3, S, S)
+        batch = Batch(x, torch.randint(0, num_classes, (bs,), device=dev), num_classes,
+                      gen=torch.randn_like(x), is_pair=torch.ones(bs, dtype=torch.bool, device=dev))
+        impl = {m: method_for(TrainConfig(method=m, model=model)) for m in methods}
+
+        def step(method):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                logits, target = method.forward(net, batch, g)
+                loss = mixed_loss(logits.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        times = {m: [] for m in methods}
+        for m in methods:
+            for _ in range(warmup):
+                step(impl[m])
+        for _ in range(rounds):
+            for m in methods:
+                _sync(dev)
+                t = time.perf_counter()
+                for _ in range(steps):
+                    step(impl[m])
+                _sync(dev)
+                times[m].append((time.perf_counter() - t) / steps * 1e3)
+        base = statistics.median(times["vanilla"])
+        for m in methods:
+            ms = statistics.median(times[m])
+            rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms, "overhead_pct": (ms - base) / base * 100,
+                         "model": model, "image_size": image_size, "device": str(dev), "amp": amp,
+                         "loader": "tensors on device"})
+    return rows
+
+
+def synthetic_pairs(root: Path, n: int, classes: int = 4, real_size=(500, 375), gen_size: int = 512, seed: int = 0):
+    """An ImageFolder of n smooth random JPEGs (ImageNet-like size) and one generated-style PNG per image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    real, gen = root / "real", root / "gen"
+    paths = {}
+    for i in range(n):
+        c = i % classes
+        (real / f"class{c}").mkdir(parents=True, exist_ok=True)
+        gen.mkdir(parents=True, exist_ok=True)
+        low = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)  # smooth content compresses like photos, not noise
+        Image.fromarray(low).resize(real_size, Image.BICUBIC).save(real / f"class{c}" / f"{i:05d}.jpg", quality=90)
+        Image.fromarray(low).resize((gen_size, gen_size), Image.BICUBIC).save(gen / f"{i:05d}.png")
+        paths[i] = gen / f"{i:05d}.png"
+    return real, paths
+
+
+def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_size: int = 224, steps: int = 20,
+                         warmup: int = 3, device: str = "auto", workers: int = 4, n_images: int = 256,
+                         amp: bool = False, channels_last: bool = False, method: str = "diffcore") -> list[dict]:
+    """ms per step end to end: diffcore's DataLoader decoding one JPEG (vanilla) or a JPEG + its PNG (pairs)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from .data import image_folder
+    from .models import build_model
+    from .train import PairedTrainingSet, TrainConfig, method_for, train_step, transforms_for
+
+    dev = resolve_device(device)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        real, gen_paths = synthetic_pairs(Path(tmp), n_images)
+        ds = image_folder(real)
+        counterparts = {ds.ids[i]: gen_paths[int(Path(ds.path(i)).stem)] for i in range(len(ds))}
+        for bs in batch_sizes:
+            net = build_model(model, len(ds.classes), image_size=image_size).to(dev)
+            if channels_last:
+                net = net.to(memory_format=torch.channels_last)
+            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+            res = {}
+            for m in ("vanilla", method):
+                cfg = TrainConfig(method=m, model=model, image_size=image_size, batch_size=bs)
+                full = PairedTrainingSet(ds, counterparts if m != "vanilla" else {}, transforms_for(cfg, True))
+                items = range(len(ds)) if m == "vanilla" else range(len(ds), len(full))  # real only | pairs only
+                loader = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
+                                    num_workers=workers, pin_memory=dev.type == "cuda",
+                                    persistent_workers=workers > 0)
+                impl, g = method_for(cfg), torch.Generator(device=dev).manual_seed(0)
+                done, t = 0, None
+                while done < warmup + steps:
+                    for batch in loader:
+                        if done == warmup:
+                            _sync(dev)
+                            t = time.perf_counter()
+                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                            train_step(net, opt, batch, cfg, impl, len(ds.classes), g, dev)
+                        done += 1
+                        if done == warmup + steps:
+                            break
+                _sync(dev)
+                res[m] = (time.perf_counter() - t) / steps * 1e3
+            for m, ms in res.items():
+                rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms,
+                             "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100, "model": model,
+                             "image_size": image_size, "device": str(dev), "amp": amp,
+                             "loader": f"DataLoader, {workers} workers, JPEG {'+ PNG' if m != 'vanilla' else ''}"})
+    return rows
+
+
+# ---------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
+    p.add_argument("what", nargs="*", default=["generation", "training", "loader"],
+                   choices=["generation", "training", "loader"])
+    p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
+    p.add_argument("--size", type=int, help="image side (default 512 on sdxl, 64 on tiny)")
+    p.add_argument("--guidance", type=float, default=12.0)
+    p.add_argument("--gen-batch", type=int, nargs="+", help="default 16 32 on sdxl, 8 on tiny")
+    p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
+    p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
+    p.add_argument("--compile-mode", default="default")
+    p.add_argument("--train-model", help="default resnet50 at 224 px on CUDA, digits-cnn at 32 px on CPU")
+    p.add_argument("--train-batch", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--methods", nargs="+", help="default: every registered method")
+    p.add_argument("--train-steps", type=int, default=20, help="timed steps per method and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
+    p.add_argument("--out", help="write every measured number here (JSON)")
+    a = p.parse_args(argv)
+    dev = resolve_device(a.device)
+    gpu = dev.type == "cuda"
+    arch = a.arch or ("sdxl" if gpu else "tiny")
+    out = {"provenance": provenance(dev), "command": "python -m diffcore.bench " + " ".join(argv or []),
+           "date": time.strftime("%Y-%m-%d")}
+    print(f"device: {out['provenance'].get('device', dev)}")
+    if "generation" in a.what:
+        out["generation"] = bench_generation(arch, dev, a.gen_batch or ([16, 32] if arch == "sdxl" else [8]),
+                                             a.steps or (50 if arch == "sdxl" else 10),
+                                             a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
+                                             a.fp8, a.compile_mode)
+        _print_generation(out["generation"])
+    model = a.train_model or ("resnet50" if gpu else "digits-cnn")
+    size = 224 if model == "resnet50" else 32
+    if "training" in a.what:
+        from .methods import REGISTRY
+
+        methods = a.methods or [m for m, cls in REGISTRY.items() if cls.uses != "edits"]
+        out["training"] = time_training(methods, a.train_batch, model, size, steps=a.train_steps, rounds=a.rounds,
+                                        device=a.device, amp=a.amp, channels_last=a.amp)
+        _print_rows("training step, tensors on the device (Eq. 9 overhead vs vanilla)", out["training"])
+    if "loader" in a.what:
+        out["loader"] = time_training_loader(a.train_batch, model, size, steps=a.train_steps, device=a.device,
+                                             workers=a.workers, amp=a.amp, channels_last=a.amp)
+        _print_rows("training step with diffcore's loader (JPEG vs JPEG + generated PNG per sample)", out["loader"])
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _print_generation(g: dict) -> None:
+    rows = g["rows"]
+    one = next(r["s_per_image"] for r in rows if r["path"] == "stock pipeline" and r["batch_size"] == 1)
+    print(f"\ngeneration ({g['arch']}, {g['size']} px, {g['steps']} steps): floor {g['floor_s_per_image']:.3f} s/img; "
+          f"CLIP filter {g['clip_s_per_image'] * 1e3:.2f} ms/img")
+    for r in rows:
+        stock = next((s["s_per_image"] for s in rows if s["path"] == "stock pipeline"
+                      and s["batch_size"] == r["batch_size"]), None)
+        extra = "" if r["path"] == "stock pipeline" else \
+            f"  x{one / r['s_per_image']:.1f} vs stock b1, x{stock / r['s_per_image']:.2f} vs stock same batch; " \
+            f"vs stock images: max|d| {r['vs_stock_max_abs']}, CLIP cos {r['vs_stock_clip_cos']:.4f}"
+        print(f"  {r['path']:<36} b{r['batch_size']:<3} {r['s_per_image']:.3f} s/img{extra}")
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    for r in rows:
+        print(f"  {r['model']} {r['image_size']}px b{r['batch_size']:<3} {r['method']:<12} "
+              f"{r['ms_per_batch']:8.2f} ms/batch  overhead {r['overhead_pct']:+6.1f}%")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
