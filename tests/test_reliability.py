@@ -1,0 +1,306 @@
+"""Generation survives SIGKILL: killed at random points and resumed, it ends with the set and manifest of an
+uninterrupted run, byte for byte; no row ever names a missing or partial file; no committed image is redone.
+
+The runs are real processes killed with SIGKILL: forked from the test (models loaded once, so ten kills take
+seconds) and, once, `python -m diffcore generate` itself. The shipped tiny models, 2 denoising steps, 20 digits.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import diffcore.counterparts as C
+from diffcore import cli
+from diffcore.data import choose_fraction
+from diffcore.filter import load_clip
+from diffcore.generate import draw_images, invalid_images, load_pipeline
+
+CPU = torch.device("cpu")
+ARGV = ["generate", "--few-shot", "2", "--steps", "2", "--gen-batch-size", "4", "--max-attempts", "3"]
+KILLS = 10
+KILL_SEED = int(os.environ.get("DIFFCORE_KILL_SEED", "2026"))  # another seed, other kill points
+
+
+@pytest.fixture(scope="module")
+def job():
+    """Configs exactly as `diffcore generate <ARGV>` builds them, the dataset, and the models, loaded once."""
+    args = cli.parser().parse_args(ARGV + ["--out", "unused"])
+    c = cli.build_configs(args)
+    ds = cli.open_dataset("digits", None, "train", 2)
+    pipe = load_pipeline(c["generate"], CPU, torch.float32)
+    clip = load_clip(c["filter"], CPU)
+    cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    return ds, pipe, clip, cfgs
+
+
+def _fork(fn) -> int:
+    """Run fn() in a child process (one torch thread, output discarded); the child exits 0, or 1 on an error."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            torch.set_num_threads(1)  # as DataLoader workers do: a forked OpenMP pool is not to be trusted
+            sys.stdout = sys.stderr = open(os.devnull, "w")
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _generate(job, out: Path):
+    ds, pipe, clip, cfgs = job
+    return lambda: C.make_counterparts(ds, pipe, clip, out, *cfgs, progress=False)
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    """Exit status if the child ended within `timeout` seconds, else None (still running)."""
+    end = time.perf_counter() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.perf_counter() >= end:
+            return None
+        time.sleep(0.002)
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def _rows_on_disk(out: Path) -> int:
+    path = out / "manifest.csv"
+    return max(0, path.read_bytes().count(b"\r\n") - 1) if path.is_file() else 0
+
+
+@pytest.fixture(scope="module")
+def reference(job, tmp_path_factory):
+    """An uninterrupted run (in a child, like the killed ones) and its time per batch in seconds."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    pid, t_first = _fork(_generate(job, out)), None
+    while (code := _wait(pid, 0.002)) is None:
+        if t_first is None and _rows_on_disk(out):
+            t_first = time.perf_counter()
+    assert code == 0
+    batches = -(-_rows_on_disk(out) // job[3][1].batch_size)
+    return out, (time.perf_counter() - t_first) / max(1, batches - 1)
+
+
+def _files(out: Path) -> dict[str, str]:
+    """sha256 of every file of the set (images, rejected attempts, manifest); run.json differs by its clock."""
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "run.json"}
+
+
+def _whole_batches(job, rows: list[dict]) -> list[dict]:
+    """The rows that form whole batches: what a resume keeps (a cut batch is redone, identically)."""
+    ds, _, _, (_, gen, _, cp) = job
+    n, _ = C.replay_queue(rows, ds.ids, choose_fraction(ds, cp.fraction, cp.selection_seed), gen.batch_size)
+    return rows[:n]
+
+
+def _unreferenced(out: Path, rows: list[dict]) -> int:
+    named = {r["file"] for r in rows}
+    return sum(p.relative_to(out).as_posix() not in named for sub in ("images", "rejected")
+               for p in (out / sub).rglob("*.png"))
+
+
+def _check_after_kill(out: Path, committed: dict[str, tuple[int, int]], job) -> None:
+    """No row names a missing or partial file; remember (inode, mtime) of every committed file."""
+    for r in C.read_manifest(out / "manifest.csv"):
+        if r["file"]:
+            with Image.open(out / r["file"]) as im:
+                im.load()  # a truncated PNG would raise here
+    for r in _whole_batches(job, C.read_manifest(out / "manifest.csv")):
+        if r["file"]:
+            st = (out / r["file"]).stat()
+            committed.setdefault(r["file"], (st.st_ino, st.st_mtime_ns))
+
+
+def _assert_same_set(out: Path, ref: Path, committed: dict[str, tuple[int, int]]) -> None:
+    assert _files(out) == _files(ref)  # the manifest and every image, byte for byte; no orphan, no .tmp
+    for rel, (ino, mtime) in committed.items():  # nothing committed before a kill was generated again
+        st = (out / rel).stat()
+        assert (st.st_ino, st.st_mtime_ns) == (ino, mtime), f"{rel} was rewritten after it was committed"
+    assert C.read_manifest(out / "manifest.csv") == C.read_manifest(ref / "manifest.csv")
+
+
+def test_ten_sigkills_at_random_points_resume_to_the_uninterrupted_set(job, reference, tmp_path):
+    """Kill k comes at a random moment within the batch after the run has committed target_k manifest rows
+    (10 sorted random targets over the run, so kills land in setup, mid-batch, mid-write, mid-commit alike)."""
+    ref, t_batch = reference
+    ref_rows, batch = len(C.read_manifest(ref / "manifest.csv")), job[3][1].batch_size
+    rng = random.Random(KILL_SEED)
+    targets = sorted(rng.randrange(0, ref_rows - 3 * batch) for _ in range(KILLS))  # 3 batches to spare
+    out, committed, kills, runs = tmp_path / "killed", {}, 0, 0
+    seen = {"rows at kill": [], "cut batches": 0, "left-overs": 0}
+    while kills < KILLS:
+        runs += 1
+        pid = _fork(_generate(job, out))
+        while _rows_on_disk(out) < targets[kills] and _wait(pid, 0.002) is None:
+            pass
+        if _wait(pid, rng.uniform(0, t_batch)) is not None:
+            continue  # ended before its kill (a slow machine): the next run is killed instead
+        _kill(pid)
+        kills += 1
+        _check_after_kill(out, committed, job)
+        rows = C.read_manifest(out / "manifest.csv")
+        seen["rows at kill"].append(len(rows))
+        seen["cut batches"] += len(_whole_batches(job, rows)) < len(rows)
+        seen["left-overs"] += len(list(out.rglob("*.tmp"))) + _unreferenced(out, rows)
+    assert _wait(_fork(_generate(job, out)), 300) == 0
+    print(f"{kills} kills in {runs} runs, rows committed at each: {seen['rows at kill']} of {ref_rows}; kills that "
+          f"left a cut batch: {seen['cut batches']}, .tmp or unreferenced files: {seen['left-overs']}; "
+          f"{len(_files(out))} files compared")
+    assert len(committed) > 0  # some files were committed before a kill, and were left alone after it
+    _assert_same_set(out, ref, committed)
+    assert len(_files(out)) == 1 + sum(r["file"] != "" for r in C.read_manifest(ref / "manifest.csv"))
+
+
+def _cli(argv: list[str]):
+    def run():
+        if cli.main(argv) != 0:
+            raise SystemExit(1)
+    return run
+
+
+def test_sigkill_of_the_cli_process_resumes_to_the_uninterrupted_set(job, reference, tmp_path):
+    """`python -m diffcore generate` itself, killed once its first batch is committed, resumed by the CLI again
+    (`cli.main` in a forked child: the same code without a second 6-second interpreter start)."""
+    ref, _ = reference
+    out = tmp_path / "cli"
+    cmd = [sys.executable, "-m", "diffcore"] + ARGV + ["--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    run = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (out / "manifest.csv").is_file() and run.poll() is None:
+        time.sleep(0.002)
+    time.sleep(random.Random(7).uniform(0, 0.05))
+    assert run.poll() is None, "the run ended before it could be killed"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    killed_rows = len(C.read_manifest(out / "manifest.csv"))
+    assert 0 < killed_rows < len(C.read_manifest(ref / "manifest.csv"))
+    committed: dict[str, tuple[int, int]] = {}
+    _check_after_kill(out, committed, job)
+    assert _wait(_fork(_cli(ARGV + ["--out", str(out)])), 300) == 0
+    (out / "preview.png").unlink()  # the CLI adds a preview; the reference ran make_counterparts alone
+    _assert_same_set(out, ref, committed)
+
+
+# ---------------------------------------------------------------- the narrow windows, deterministically
+def _copy_prefix(ref: Path, out: Path, rows: int, extra: bytes = b"") -> list[dict]:
+    """A set as a kill leaves it: the first `rows` manifest rows with their files, plus `extra` bytes."""
+    all_rows = C.read_manifest(ref / "manifest.csv")
+    out.mkdir()
+    (out / "run.json").write_bytes((ref / "run.json").read_bytes())
+    (out / "manifest.csv").write_bytes(C._csv_text(all_rows[:rows], header=True).encode() + extra)
+    for r in all_rows[:rows]:
+        if r["file"]:
+            (out / r["file"]).parent.mkdir(parents=True, exist_ok=True)
+            (out / r["file"]).write_bytes((ref / r["file"]).read_bytes())
+    return all_rows
+
+
+def test_torn_manifest_line_cut_batch_tmp_and_orphan_files_are_cleaned_then_redone(job, reference, tmp_path):
+    ref, _ = reference
+    out = tmp_path / "torn"
+    all_rows = _copy_prefix(ref, out, 6, extra=b"digits/0007,,1,one,\"Generate hea")  # 4 + 2 of a batch + a cut line
+    orphan = out / "images" / "0009_nine" / "x-00000000.png"  # an image written, its row never appended
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"\x89PNG")
+    (out / "images" / "0009_nine" / "y.png.tmp").write_bytes(b"half")
+    (out / "run.json.tmp").write_bytes(b"half")
+    assert len(C.read_manifest(out / "manifest.csv")) == 6  # readers never see the cut line
+    ds, pipe, clip, cfgs = job
+    rows, queue = C.recover_manifest(out / "manifest.csv", ds.ids, choose_fraction(ds, 1.0, 0), 4)
+    assert rows == all_rows[:4]  # whole batches only
+    assert (out / "manifest.csv").read_bytes() == C._csv_text(all_rows[:4], header=True).encode()
+    assert [(ds.ids[i], a) for i, a in list(queue)[:4]] == [(r["source_id"], int(r["attempt"])) for r in all_rows[4:8]]
+    assert C.remove_orphans(out, rows) == 3 + sum(bool(r["file"]) for r in all_rows[4:6])
+    C.make_counterparts(ds, pipe, clip, out, *cfgs, progress=False)
+    assert _files(out) == _files(ref)
+
+
+def test_other_settings_refused_even_when_the_first_run_was_killed(job, tmp_path):
+    ds, pipe, clip, (prompt, gen, filt, cp) = job
+    out = tmp_path / "o"
+    C._open_out_dir(out, C._settings(ds, prompt, gen, filt, cp))  # what a run killed in its first batch leaves
+    with pytest.raises(ValueError, match=r"other settings \(generate differ\)"):
+        C.check_out_dir(ds, out, prompt, gen.__class__(**{**gen.__dict__, "steps": 3}), filt, cp)
+    stranger = tmp_path / "theirs"
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files .*notes.txt.* and no generated set"):
+        C.make_counterparts(ds, pipe, clip, stranger, prompt, gen, filt, cp, progress=False)
+    assert (stranger / "notes.txt").read_text() == "mine"
+
+
+# ---------------------------------------------------------------- NaN, black, constant images
+def test_invalid_images_are_nan_or_constant():
+    x = torch.rand(5, 3, 8, 8)
+    x[1, 0, 0, 0] = float("nan")
+    x[2] = 0.0              # all black: the fp16 VAE overflow after NaN -> 0
+    x[3] = 0.5              # constant
+    x[4, :, :4] = 0.2       # half and half: a real image
+    x[4, :, 4:] = 0.8
+    assert invalid_images(x).tolist() == [False, True, True, True, False]
+
+
+class _BrokenDecoder:
+    """The pipeline, but images of the listed seeds come out NaN / black / constant, as a broken fp16 VAE gives."""
+
+    def __init__(self, pipe, bad: dict[int, float]):
+        self.pipe, self.bad, self.device = pipe, bad, pipe.device
+
+    def __call__(self, **kw):
+        out = self.pipe(**kw)
+        for j, g in enumerate(kw["generator"]):
+            if g.initial_seed() in self.bad:
+                out.images[j] = self.bad[g.initial_seed()]
+        return out
+
+
+def test_nan_black_constant_images_are_counted_and_regenerated_with_the_next_seed(job, reference, tmp_path):
+    ds, pipe, clip, (prompt, gen, filt, cp) = job
+    ref, _ = reference
+    first = C.read_manifest(ref / "manifest.csv")[:3]  # attempt 0 of three sources
+    bad = dict(zip((int(r["seed"]) for r in first), (float("nan"), 0.0, 0.5)))
+    info = C.make_counterparts(ds, _BrokenDecoder(pipe, bad), clip, tmp_path, prompt, gen, filt, cp, progress=False)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    for r in first:
+        mine = [x for x in rows if x["source_id"] == r["source_id"]]
+        assert mine[0]["status"] == "invalid" and mine[0]["similarity"] == "nan"
+        assert mine[1]["attempt"] == "1" and mine[1]["seed"] != mine[0]["seed"]  # regenerated, new seed
+        assert mine[1]["status"] != "invalid"
+    assert info["summary"]["invalid"] == 3
+    assert sum(v["invalid"] for v in info["summary"]["per_class"].values()) == 3
+    images, flags = draw_images(pipe, ["seven"], ["thin"], [11], gen)
+    assert images.shape == (1, 32, 32, 3) and flags.tolist() == [False]
+
+
+def test_a_model_that_only_makes_black_images_is_stopped_early(job, tmp_path):
+    ds, pipe, clip, (prompt, gen, filt, cp) = job
+
+    class AllBlack(_BrokenDecoder):
+        def __call__(self, **kw):
+            out = self.pipe(**kw)
+            out.images.zero_()
+            return out
+
+    with pytest.raises(ValueError, match=r"dtype='float32', vae=None: \d+ of \d+ generated images are NaN, black"):
+        C.make_counterparts(ds, AllBlack(pipe, {}), clip, tmp_path, prompt, gen, filt, cp, progress=False)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    assert C.INVALID_GUARD_MIN_ATTEMPTS <= len(rows) < C.INVALID_GUARD_MIN_ATTEMPTS + gen.batch_size
