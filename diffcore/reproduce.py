@@ -1,0 +1,214 @@
+"""`python -m diffcore.reproduce`: the main job, every notebook of `notebooks/` through papermill, then the book.
+
+    python -m diffcore.reproduce --profile embedded --out runs/embedded        # everything (what `make` runs)
+    python -m diffcore.reproduce --only 02_table3 --out runs/embedded          # re-run one notebook, rebuild the book
+    python -m diffcore.reproduce --profile paper --weights /w --data /d --out runs/paper   # on a GPU machine
+
+Steps: (1) `diffcore run` (generation once + vanilla / DiffCoRe-Mix-50 / -100), whose generated set and results
+the notebooks reuse; (2) each notebook executed into <out>/notebooks/ with a progress line; the first error
+stops the run with a non-zero exit and prints the failing cell; (3) Jupyter Book built from the executed
+notebooks into <out>/book/_build/html (warnings are errors).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book"]
+
+# Every notebook in seconds rather than minutes: tiny subsets, one epoch, a few methods (tests and CI).
+QUICK = {"few_shot": 3, "epochs": 1, "seeds": [0], "methods": ["Vanilla", "Mixup", "R50 + GenAug", "DiffCoRe-Mix-100"],
+         "fractions": [0.5, 1.0], "steps": 2, "warmup": 1, "batch_sizes": [16, 32], "pretrain_epochs": 1,
+         "n_images": 4, "per_class": 2}
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """The source notebooks in reading order; `only`: those whose name starts with one of the given prefixes."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        chosen = [p for p in found if any(p.name.startswith(o) or p.stem == o for o in only)]
+        unknown = [o for o in only if not any(p.name.startswith(o) or p.stem == o for p in found)]
+        if unknown:
+            raise SystemExit(f"reproduce: no notebook named {unknown}; expected prefixes of {[p.stem for p in found]}")
+        return chosen
+    return found
+
+
+def parameters_for(path: Path, given: dict) -> dict:
+    """Only the parameters the notebook declares in its `parameters` cell (papermill would inject any name)."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(path))
+    return {k: v for k, v in given.items() if k in declared}
+
+
+def paper_paths(weights: str | None, data: str | None) -> dict:
+    """--weights / --data -> notebook parameters, with the file names README's "Running the paper profile" uses."""
+    out = {}
+    if weights:
+        w = Path(weights)
+        out["model_flags"] = ["--model", str(w / "cosxl.safetensors"), "--config-dir", str(w / "sdxl-base-1.0"),
+                              "--vae", str(w / "sdxl-vae-fp16-fix"),
+                              "--clip-pretrained", str(w / "clip-vit-b-32" / "open_clip_model.safetensors")]
+        if (w / "wide_resnet101_2.pth").is_file():
+            out["pretrained"] = str(w / "wide_resnet101_2.pth")
+    if data:
+        from .data import PAPER_DATASETS
+
+        out["data_roots"] = {name: str(Path(data) / name) for name in PAPER_DATASETS}
+    return out
+
+
+def main_job(profile: str, out: Path, params: dict) -> None:
+    """`diffcore run` into <out>: the generated set and the vanilla / -50 / -100 results the notebooks reuse."""
+    from . import cli
+
+    flags = ["run", "--profile", profile, "--out", str(out)] + list(params.get("model_flags", []))
+    if params.get("device"):
+        flags += ["--device", params["device"]]
+    root = params.get("data_roots", {}).get(cli.profile(profile)["dataset"])
+    flags += ["--data-root", root] if root else []
+    code = cli.main(flags)
+    if code:
+        raise SystemExit(f"reproduce: `python -m diffcore {' '.join(flags)}` failed (exit {code})")
+
+
+def execute(path: Path, out: Path, params: dict) -> float:
+    """Run one notebook with papermill into <out>/notebooks/; returns seconds. Exits on the first failing cell."""
+    import papermill as pm
+
+    dst = out / "notebooks" / path.name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(dst), parameters=parameters_for(path, params), kernel_name="python3",
+                            cwd=str(REPO), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.traceback[-4:]))  # the kernel's colours, removed
+        print(f"\nFAILED: {path.name}, cell {e.cell_index} (executed copy: {dst})\n--- cell source ---\n{e.source}\n"
+              f"--- error ---\n{e.ename}: {e.evalue}\n{tb}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return time.perf_counter() - t0
+
+
+def build_book(out: Path) -> Path:
+    """Stage the book sources with the executed notebooks in <out>/book and build it; warnings fail the build."""
+    stage = out / "book"
+    missing = [p.name for p in notebooks() if not (out / "notebooks" / p.name).is_file()]
+    if missing:
+        raise SystemExit(f"reproduce: book not built, {missing} not executed yet in {out}/notebooks "
+                         f"(run without --only first)")
+    for name in BOOK_FILES:
+        src, dst = REPO / name, stage / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    shutil.copytree(out / "notebooks", stage / "notebooks", dirs_exist_ok=True)
+    shutil.rmtree(stage / "_build", ignore_errors=True)  # a stale page must never hide a failed one
+    jb = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jb), "build", str(stage), "--builder", "html", "-W", "-n", "--keep-going"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        print(done.stdout[-6000:], done.stderr[-6000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"reproduce: the book build failed (warnings are errors): {' '.join(cmd)}")
+    return stage / "_build" / "html" / "index.html"
+
+
+def strip_outputs(paths: list[Path]) -> None:
+    """Source notebooks are committed without outputs: clear them (after running one in JupyterLab)."""
+    import nbformat
+
+    for p in paths:
+        nb = nbformat.read(p, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("execution", None)
+            cell.metadata.pop("papermill", None)
+        nb.metadata.pop("papermill", None)
+        nbformat.write(nb, p)
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m diffcore.reproduce", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="embedded", choices=["embedded", "paper"])
+    ap.add_argument("--out", help="build folder (default runs/<profile>)")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (name prefixes, e.g. 02_table3)")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a notebook parameter for every notebook that declares it; VALUE is JSON, e.g. seeds=[0,1,2]")
+    ap.add_argument("--params-file", help="JSON object of notebook parameters")
+    ap.add_argument("--weights", help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, "
+                                      "sdxl-vae-fp16-fix/, clip-vit-b-32/open_clip_model.safetensors")
+    ap.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
+    ap.add_argument("--device", help="auto | cpu | cuda")
+    ap.add_argument("--no-main", action="store_true", help="skip `diffcore run` (the notebooks generate what they need)")
+    ap.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke run in a few minutes")
+    ap.add_argument("--strip", action="store_true", help="clear the outputs of notebooks/*.ipynb and exit")
+    return ap.parse_args(argv)
+
+
+def gather_params(a: argparse.Namespace, out: Path) -> dict:
+    params = {"profile": a.profile, "out_dir": str(out)}
+    params.update(QUICK if a.quick else {})
+    params.update(paper_paths(a.weights, a.data))
+    if a.params_file:
+        params.update(json.loads(Path(a.params_file).read_text()))
+    for item in a.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    if a.device:
+        params["device"] = a.device
+    return params
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    if a.strip:
+        strip_outputs(notebooks())
+        return 0
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars inside the pages (kernels inherit this)
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    out = Path(a.out or f"runs/{a.profile}").resolve()
+    params = gather_params(a, out)
+    chosen = notebooks(a.only)
+    t_all, timings = time.perf_counter(), {}
+    if not (a.no_main or a.quick or (out / "table.md").is_file()):
+        print(f"[main] python -m diffcore run --profile {a.profile} --out {out}", flush=True)
+        t0 = time.perf_counter()
+        main_job(a.profile, out, params)
+        timings["main job"] = time.perf_counter() - t0
+    for i, path in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] {path.name} ...", end=" ", flush=True)
+        timings[path.name] = execute(path, out, params)
+        print(f"ok ({timings[path.name]:.0f} s)", flush=True)
+    if not a.no_book:
+        print("[book] jupyter-book build (warnings are errors) ...", end=" ", flush=True)
+        t0 = time.perf_counter()
+        index = build_book(out)
+        timings["book"] = time.perf_counter() - t0
+        print(f"ok ({timings['book']:.0f} s)\nthe book: {index}")
+    timings["total"] = time.perf_counter() - t_all
+    (out / "reproduce.json").write_text(json.dumps({"seconds": timings, "params": params, "argv": sys.argv}, indent=2))
+    print(f"done in {timings['total']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
