@@ -250,12 +250,33 @@ def _open_out_dir(out_dir: Path, settings: dict) -> None:
         atomic_write_text(out_dir / "run.json", json.dumps({"settings": settings, "status": "running"}, indent=2))
 
 
-def thresholds(ds: ImageSet, clip: ClipEncoder, cfg: FilterConfig) -> dict[int, float]:
-    """tau_k for every class (Eq. 5), embedding only the real images that appear in a sampled pair."""
+def _load_source(ds: ImageSet, i: int, unreadable: set[int]):
+    """Source image i, or None when it does not decode (logged once, remembered in `unreadable`).
+
+    Datasets opened by the CLI were checked file by file (data.verify_images); this covers files that change
+    under a running job and sets built in code."""
+    if i in unreadable:
+        return None
+    try:
+        return ds.load(i)
+    except Exception as e:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...: the source is skipped
+        log.warning("source %r unreadable, no counterpart: %s", ds.path(i) or ds.ids[i], str(e).splitlines()[0])
+        unreadable.add(i)
+        return None
+
+
+def thresholds(ds: ImageSet, clip: ClipEncoder, cfg: FilterConfig, unreadable: set[int] | None = None
+               ) -> dict[int, float]:
+    """tau_k for every class (Eq. 5), embedding only the real images that appear in a sampled pair.
+    Pairs with an unreadable image are left out (a class left without pairs gets the fallback tau)."""
+    unreadable = set() if unreadable is None else unreadable
     pairs = class_pairs(ds.labels, len(ds.classes), cfg.z_pairs, cfg.tau_seed)
-    needed = pairs_needed(pairs)
-    emb = clip.embed([ds.load(int(i)) for i in needed])      # (n_needed, D)
-    row = {int(i): r for r, i in enumerate(needed)}
+    images = {int(i): _load_source(ds, int(i), unreadable) for i in pairs_needed(pairs)}
+    if unreadable:
+        pairs = {k: p[~np.isin(p, sorted(unreadable)).any(axis=1)] for k, p in pairs.items()}  # (m', 2)
+    needed = [i for i, im in images.items() if im is not None]
+    emb = clip.embed([images[i] for i in needed])      # (n_needed, D)
+    row = {i: r for r, i in enumerate(needed)}
     return class_thresholds(pairs, lambda idx: emb[[row[int(i)] for i in idx]])
 
 
@@ -272,7 +293,8 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
     out_dir = Path(out_dir)
     settings = _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg)
     _open_out_dir(out_dir, settings)
-    taus = thresholds(ds, clip, filter_cfg)
+    unreadable: set[int] = set()
+    taus = thresholds(ds, clip, filter_cfg, unreadable)
     chosen = choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed)
     manifest = out_dir / "manifest.csv"
     rows, queue = recover_manifest(manifest, ds.ids, chosen, gen_cfg.batch_size)
@@ -280,7 +302,7 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
     statuses = Counter(r["status"] for r in rows)
     bar = tqdm(total=len(chosen), initial=len(chosen) - len(queue), desc="counterparts", unit="img",
                disable=not progress)
-    src_cache: dict[int, torch.Tensor] = {}
+    src_cache: dict[int, torch.Tensor | None] = {i: None for i in unreadable}
     while queue:
         batch = [queue.popleft() for _ in range(min(gen_cfg.batch_size, len(queue)))]
         rows, retry = _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg, gen_cfg,
@@ -309,14 +331,10 @@ def _check_invalid_share(statuses: Counter, gen_cfg: GenerateConfig) -> None:
 
 
 def _source_embedding(ds: ImageSet, i: int, clip: ClipEncoder, cache: dict) -> torch.Tensor | None:
-    """CLIP embedding (D,) of source image i, cached; None when the file cannot be decoded (logged once)."""
+    """CLIP embedding (D,) of source image i, cached; None (cached too) when the file does not decode."""
     if i not in cache:
-        try:
-            image = ds.load(i)
-        except Exception as e:  # PIL raises OSError, SyntaxError, DecompressionBombError...: the source is skipped
-            log.warning("source %r unreadable, no counterpart: %s", ds.path(i) or ds.ids[i], str(e).splitlines()[0])
-            return None
-        cache[i] = clip.embed([image])[0]
+        image = _load_source(ds, i, set())
+        cache[i] = None if image is None else clip.embed([image])[0]
     return cache[i]
 
 

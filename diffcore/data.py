@@ -207,6 +207,8 @@ def check_image_file(path: str | Path) -> str | None:
         return None
     except ValueError as e:
         return f"too large ({e})" if "MAX_IMAGE_PIXELS" in str(e) else f"corrupt ({e})"
+    except Image.DecompressionBombError as e:
+        return f"too large ({e})"
     except Image.UnidentifiedImageError:
         return "not an image"
     except Exception as e:  # OSError (truncated), SyntaxError (broken headers), DecompressionBombError, ...
