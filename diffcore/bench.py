@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .runtime import provenance, resolve_device
 
@@ -329,53 +330,79 @@ def synthetic_pairs(root: Path, n: int, classes: int = 4, real_size=(500, 375), 
 
 def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_size: int = 224, steps: int = 20,
                          warmup: int = 3, device: str = "auto", workers: int = 4, n_images: int = 256,
-                         amp: bool = False, channels_last: bool = False, method: str = "diffcore") -> list[dict]:
-    """ms per step end to end: diffcore's DataLoader decoding one JPEG (vanilla) or a JPEG + its PNG (pairs)."""
+                         amp: bool = False, channels_last: bool = False, method: str = "diffcore",
+                         loaders: tuple[str, ...] = ("pil", "device")) -> list[dict]:
+    """ms per step end to end, each sample read from disk: one JPEG (vanilla) or a JPEG + its PNG (pairs).
+
+    loader "pil": train.PairedTrainingSet (decode + augment per sample on CPU workers);
+    loader "device": loader.CachedPairs (decoded once, timed separately) + loader.to_device_batch.
+    """
     from torch.utils.data import DataLoader, Subset
 
+    from . import loader as L
     from .data import image_folder
     from .models import build_model
-    from .train import PairedTrainingSet, TrainConfig, method_for, train_step, transforms_for
+    from .train import IMAGENET_MEAN, IMAGENET_STD, PairedTrainingSet, TrainConfig, method_for, train_step, \
+        transforms_for
 
     dev = resolve_device(device)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         real, gen_paths = synthetic_pairs(Path(tmp), n_images)
         ds = image_folder(real)
-        counterparts = {ds.ids[i]: gen_paths[int(Path(ds.path(i)).stem)] for i in range(len(ds))}
-        for bs in batch_sizes:
-            net = build_model(model, len(ds.classes), image_size=image_size).to(dev)
-            if channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-            res = {}
-            for m in ("vanilla", method):
-                cfg = TrainConfig(method=m, model=model, image_size=image_size, batch_size=bs)
-                full = PairedTrainingSet(ds, counterparts if m != "vanilla" else {}, transforms_for(cfg, True))
-                items = range(len(ds)) if m == "vanilla" else range(len(ds), len(full))  # real only | pairs only
-                loader = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
-                                    num_workers=workers, pin_memory=dev.type == "cuda",
-                                    persistent_workers=workers > 0)
-                impl, g = method_for(cfg), torch.Generator(device=dev).manual_seed(0)
-                done, t = 0, None
-                while done < warmup + steps:
-                    for batch in loader:
-                        if done == warmup:
-                            _sync(dev)
-                            t = time.perf_counter()
-                        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                            train_step(net, opt, batch, cfg, impl, len(ds.classes), g, dev)
-                        done += 1
-                        if done == warmup + steps:
-                            break
-                _sync(dev)
-                res[m] = (time.perf_counter() - t) / steps * 1e3
-            for m, ms in res.items():
-                rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms,
-                             "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100, "model": model,
-                             "image_size": image_size, "device": str(dev), "amp": amp,
-                             "loader": f"DataLoader, {workers} workers, JPEG {'+ PNG' if m != 'vanilla' else ''}"})
+        order = [gen_paths[int(Path(ds.path(i)).stem)] for i in range(len(ds))]
+        counterparts = {ds.ids[i]: order[i] for i in range(len(ds))}
+        side = round(image_size * 256 / 224)
+        t = time.perf_counter()
+        caches = (L.DecodedCache(Path(tmp) / "real.npy", len(ds), side).fill(ds.load, workers),
+                  L.DecodedCache(Path(tmp) / "gen.npy", len(ds), side).fill(lambda i: Image.open(order[i]), workers))
+        decode_once_ms = (time.perf_counter() - t) / (2 * len(ds)) * 1e3
+        for kind in loaders:
+            for bs in batch_sizes:
+                net = build_model(model, len(ds.classes), image_size=image_size).to(dev)
+                if channels_last:
+                    net = net.to(memory_format=torch.channels_last)
+                opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+                res = {}
+                for m in ("vanilla", method):
+                    cfg = TrainConfig(method=m, model=model, image_size=image_size, batch_size=bs)
+                    pairs = counterparts if m != "vanilla" else {}
+                    if kind == "pil":
+                        full = PairedTrainingSet(ds, pairs, transforms_for(cfg, True))
+                    else:
+                        full = L.CachedPairs(ds.labels, caches[0], [(i, i) for i in range(len(ds)) if pairs], caches[1])
+                    items = range(len(ds)) if m == "vanilla" else range(len(ds), len(full))  # real only | pairs only
+                    dl = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
+                                    num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+                    impl, g = method_for(cfg), torch.Generator(device=dev).manual_seed(0)
+                    aug_g = torch.Generator(device=dev).manual_seed(1)
+                    res[m] = _time_loader_steps(dl, warmup, steps, dev, lambda batch: train_step(
+                        net, opt, batch if kind == "pil" else L.to_device_batch(
+                            batch, image_size, "imagenet", IMAGENET_MEAN, IMAGENET_STD, aug_g, dev),
+                        cfg, impl, len(ds.classes), g, dev), amp)
+                for m, ms in res.items():
+                    rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms,
+                                 "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100, "model": model,
+                                 "image_size": image_size, "device": str(dev), "amp": amp, "loader": kind,
+                                 "workers": workers, "decode_once_ms_per_image": decode_once_ms if kind == "device"
+                                 else None, "reads": "JPEG" if m == "vanilla" else "JPEG + PNG"})
     return rows
+
+
+def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> float:
+    done, t = 0, None
+    while done < warmup + steps:
+        for batch in dl:
+            if done == warmup:
+                _sync(dev)
+                t = time.perf_counter()
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                step(batch)
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(dev)
+    return (time.perf_counter() - t) / steps * 1e3
 
 
 # ---------------------------------------------------------------- command line
@@ -449,7 +476,7 @@ def _print_generation(g: dict) -> None:
 def _print_rows(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     for r in rows:
-        print(f"  {r['model']} {r['image_size']}px b{r['batch_size']:<3} {r['method']:<12} "
+        print(f"  {r['model']} {r['image_size']}px b{r['batch_size']:<3} {r['method']:<12} {r['loader'][:18]:<18} "
               f"{r['ms_per_batch']:8.2f} ms/batch  overhead {r['overhead_pct']:+6.1f}%")
 
 

@@ -1,0 +1,84 @@
+"""FastGenerator is the stock pipeline call made fast: same images on CPU, prompts encoded once, fp8 opt-in only."""
+import numpy as np
+import pytest
+import torch
+
+from diffcore.bench import bench_generation, time_training
+from diffcore.fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_fp8_linears
+from diffcore.filter import FilterConfig, load_clip
+from diffcore.generate import GenerateConfig, generate_images, load_pipeline
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def sd(tiny_sd_dir):
+    cfg = GenerateConfig(model=str(tiny_sd_dir), steps=3, guidance_scale=3.0, size=16, batch_size=3, dtype="float32")
+    return load_pipeline(cfg, CPU, torch.float32), cfg
+
+
+def test_same_images_as_generate_images_and_each_prompt_encoded_once(sd):
+    pipe, cfg = sd
+    prompts, negs, seeds = ["one", "two", "one", "two", "one"], ["thin"] * 5, [5, 6, 7, 8, 9]
+    stock = generate_images(pipe, prompts, negs, seeds, cfg)
+    fast = FastGenerator(pipe, cfg, FastConfig(channels_last=False))
+    calls = []
+    encode = pipe.encode_prompt
+    pipe.encode_prompt = lambda *a, **k: calls.append(k.get("prompt", a[0] if a else None)) or encode(*a, **k)
+    try:
+        out = fast(prompts, negs, seeds)
+    finally:
+        pipe.encode_prompt = encode
+    assert np.array_equal(out, stock)
+    # the text encoder ran for the two distinct (prompt, negative) pairs only; the pipeline's own calls get the
+    # cached embeddings (prompt=None) and return them untouched
+    assert sorted(c for c in calls if c is not None) == ["one", "two"]
+
+
+def test_refuses_what_generate_images_refuses(sd):
+    pipe, cfg = sd
+    fast = FastGenerator(pipe, GenerateConfig(**{**cfg.__dict__, "guidance_scale": 1.0}), FastConfig(channels_last=False))
+    with pytest.raises(ValueError, match="guidance_scale=1.0"):
+        fast(["one"], ["thin"], [1])
+    with pytest.raises(ValueError, match="2 prompts, 1 seeds"):
+        fast(["one", "two"], None, [1])
+    with pytest.raises(ValueError, match="fp8=True"):
+        FastGenerator(pipe, cfg, FastConfig(fp8=True))
+
+
+def test_clip_on_device_matches_the_pil_preprocessing(tiny_clip_files):
+    cfgf, weights = tiny_clip_files
+    clip = load_clip(FilterConfig(clip_model="test-tiny-clip", clip_pretrained=str(weights), clip_config=str(cfgf)), CPU)
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    low = [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(3)]
+    ims = [Image.fromarray(x).resize((64, 64), Image.BICUBIC) for x in low]
+    ref = clip.embed(ims)
+    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in ims]).float() / 255
+    dev = clip_embed_on_device(clip, x)
+    assert dev.shape == ref.shape
+    assert torch.allclose(dev.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (dev * ref).sum(1).min() > 0.98  # bicubic resize in torch vs PIL: near, not bit-equal
+
+
+def test_fp8_swaps_only_attention_linears_with_multiple_of_16_shapes():
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attentions = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 10))])
+            self.time = torch.nn.Linear(32, 32)
+
+    b = Block()
+    assert to_fp8_linears(b) == 1  # (32 -> 64) swapped; (64 -> 10) not a multiple of 16; time linear is not attention
+    assert type(b.attentions[0][0]).__name__ == "Float8Linear" and isinstance(b.time, torch.nn.Linear)
+
+
+def test_bench_runs_tiny_and_reports_side_by_side(tmp_path):
+    g = bench_generation("tiny", CPU, [2], steps=2, size=32, guidance=4.0, one_at_a_time=1, fp8=False,
+                         compile_mode="default", log=lambda *a: None)
+    paths = [(r["path"], r["batch_size"]) for r in g["rows"]]
+    assert paths == [("stock pipeline", 1), ("stock pipeline", 2), ("diffcore bf16 + CLIP filter + PNG", 2)]
+    assert g["rows"][-1]["vs_stock_max_abs"] <= 1 and g["flops_per_image_step"] > 0
+    rows = time_training(["diffcore"], [4], "digits-cnn", 16, steps=1, warmup=1, device="cpu", rounds=1)
+    assert [r["method"] for r in rows] == ["vanilla", "diffcore"] and rows[0]["overhead_pct"] == 0.0
