@@ -414,60 +414,64 @@ class PuzzleMix(_GradientSaliency):
 
 # ---------------------------------------------------------------- Co-Mixup
 def comixup_objective(cost, labels, beta, gamma) -> torch.Tensor:
-    """Co-Mixup's objective (match.obj_fn) of hard labelings (n_out, n, m) over n_in inputs; cost (n_in, n, m)."""
-    n_in = cost.shape[0]
-    oh = F.one_hot(labels, n_in).to(cost.dtype)                                     # (n_out, n, m, n_in)
-    counts = oh.flatten(1, 2).sum(1)                                                # (n_out, n_in)
-    e = (cost.permute(1, 2, 0)[None] * oh).sum()
-    e = e + beta / 2 * (((oh[:, :-1] - oh[:, 1:]) ** 2).sum() + ((oh[:, :, :-1] - oh[:, :, 1:]) ** 2).sum())
-    return e + gamma * ((counts.sum(0) ** 2).sum() - (counts ** 2).sum())
+    """(P,) Co-Mixup's objective (match.obj_fn) of hard labelings (P, n_out, n, m) over n_in inputs, for P
+    partitions at once; cost (P, n_in, n, m)."""
+    n_in = cost.shape[1]
+    oh = F.one_hot(labels, n_in).to(cost.dtype)                                     # (P, n_out, n, m, n_in)
+    counts = oh.flatten(2, 3).sum(2)                                                # (P, n_out, n_in)
+    e = (cost.permute(0, 2, 3, 1)[:, None] * oh).flatten(1).sum(1)
+    e = e + beta / 2 * (((oh[:, :, :-1] - oh[:, :, 1:]) ** 2).flatten(1).sum(1)
+                        + ((oh[:, :, :, :-1] - oh[:, :, :, 1:]) ** 2).flatten(1).sum(1))
+    return e + gamma * ((counts.sum(1) ** 2).sum(1) - (counts ** 2).flatten(1).sum(1))
 
 
 def _resolve_identical(labels: torch.Tensor, n_in: int) -> torch.Tensor:
-    """Co-Mixup's set_resolve: (n_out, n_in) extra cost that pushes outputs using the same set of inputs apart."""
-    used = (F.one_hot(labels.flatten(1), n_in).sum(1) > 0).float()                  # (n_out, n_in)
+    """Co-Mixup's set_resolve: (P, n_out, n_in) extra cost that pushes outputs using the same inputs apart."""
+    used = (F.one_hot(labels.flatten(2), n_in).sum(2) > 0).float()                  # (P, n_out, n_in)
     add = torch.zeros_like(used)
-    same = torch.triu((torch.cdist(used, used, p=1) == 0).float(), diagonal=1)
-    for i1, i2 in same.nonzero().tolist():                                          # few pairs: loop is fine
-        nz = used[i1].nonzero().flatten()
+    same = torch.triu((torch.cdist(used, used, p=1) == 0).float(), diagonal=1)      # (P, n_out, n_out)
+    for p, i1, i2 in same.nonzero().tolist():                                       # few pairs: loop is fine
+        nz = used[p, i1].nonzero().flatten()
         if len(nz) > 1:
-            add[i1, nz[0]], add[i2, nz[1]] = 1.0, 1.0
+            add[p, i1, nz[0]], add[p, i2, nz[1]] = 1.0, 1.0
     return add
 
 
 def comixup_labels(sal_blocks: torch.Tensor, compat: torch.Tensor, generator, alpha: float, beta: float,
                    gamma: float, eta: float, thres: float, niter: int, sweeps: int) -> torch.Tensor:
-    """(n_out = n_in, n, m) input index per block of each output (match.get_onehot_matrix, simplified).
+    """(P, n_out = n_in, n, m) input index per block of each output, for P partitions of n_in inputs solved side by
+    side (match.get_onehot_matrix, simplified); sal_blocks (P, n_in, n, m), compat (P, n_in, n_in).
 
     Minimises sum unary + beta/2 * Potts + gamma * sum_{j != j'} <counts_j, A counts_j'> one output at a time, the
-    supermodular term replaced by its hard-threshold modular bound (thres), with a Dirichlet(alpha) prior.
+    supermodular term replaced by its hard-threshold modular bound (thres), with a Dirichlet(alpha) prior. Stops
+    when every partition's objective has stopped changing (or after niter outer iterations).
     """
-    n_in, n, m = sal_blocks.shape
+    np_, n_in, n, m = sal_blocks.shape
     dev, dt = sal_blocks.device, sal_blocks.dtype
     size = n * m
     beta, gamma, eta, thres = beta / size, gamma / size, eta / size, thres * size
-    prior = U.dirichlet(alpha, 1, n_in, generator, dev)[0].to(dt)                   # (n_in,)
-    cost = -sal_blocks / sal_blocks.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1) \
-        - eta * torch.log(prior + 1e-8).view(-1, 1, 1)                              # (n_in, n, m)
-    labels = U.randint(0, n_in, n_in * size, generator, dev).view(n_in, n, m)      # random initialisation
-    counts = F.one_hot(labels.flatten(1), n_in).sum(1).to(dt)                       # (n_out, n_in)
+    prior = U.dirichlet(alpha, np_, n_in, generator, dev).to(dt)                   # (P, n_in)
+    cost = -sal_blocks / sal_blocks.flatten(2).sum(2).clamp_min(1e-12)[..., None, None] \
+        - eta * torch.log(prior + 1e-8)[..., None, None]                            # (P, n_in, n, m)
+    labels = U.randint(0, n_in, np_ * n_in * size, generator, dev).view(np_, n_in, n, m)  # random initialisation
+    counts = F.one_hot(labels.flatten(2), n_in).sum(2).to(dt)                       # (P, n_out, n_in)
     potts = 1 - torch.eye(n_in, device=dev, dtype=dt)
-    w_rows = torch.full((1, n - 1, m), beta, device=dev, dtype=dt)
-    w_cols = torch.full((1, n, m - 1), beta, device=dev, dtype=dt)
+    w_rows = torch.full((np_, n - 1, m), beta, device=dev, dtype=dt)
+    w_cols = torch.full((np_, n, m - 1), beta, device=dev, dtype=dt)
     add, prev = None, comixup_objective(cost, labels, beta, gamma)
     for it in range(niter):
         for i in range(n_in):                                                       # one output at a time
-            others = compat @ (counts.sum(0) - counts[i])                           # (n_in,)
+            others = (compat @ (counts.sum(1) - counts[:, i])[..., None])[..., 0]   # (P, n_in)
             penalty = 2 * gamma * (others > thres).to(dt) * others
             if add is not None:
-                penalty = penalty + gamma * add[i]
-            unary = (cost + penalty.view(-1, 1, 1)).permute(1, 2, 0)[None]          # (1, n, m, n_in)
-            labels[i] = icm_grid(unary, w_rows, w_cols, potts, sweeps, init=labels[i][None])[0]
-            counts[i] = F.one_hot(labels[i].flatten(), n_in).sum(0).to(dt)
+                penalty = penalty + gamma * add[:, i]
+            unary = (cost + penalty[..., None, None]).permute(0, 2, 3, 1)           # (P, n, m, n_in)
+            labels[:, i] = icm_grid(unary, w_rows, w_cols, potts, sweeps, init=labels[:, i])
+            counts[:, i] = F.one_hot(labels[:, i].flatten(1), n_in).sum(1).to(dt)
         if it == niter - 2:
             add = _resolve_identical(labels, n_in)
         obj = comixup_objective(cost, labels, beta, gamma)
-        if (prev - obj).abs() / obj.abs().clamp_min(1e-12) < 1e-6:
+        if bool(((prev - obj).abs() / obj.abs().clamp_min(1e-12) < 1e-6).all()):
             break
         prev = obj
     return labels
@@ -493,8 +497,9 @@ class CoMixup(_GradientSaliency):
     clean_lam 1.0, m_beta 0.32, m_gamma 1.0, m_thres 0.83 (hard), m_eta 0.05, m_omega 0.001, m_niter 4, set_resolve on.
     Simplified: (1) each output's graph cut (pyGCO swap) is replaced by checkerboard ICM (`icm_grid`) from the
     output's current labeling; (2) blocks are hard labels: the reference's extension that lets a block be a 50/50
-    blend of two or three inputs from the second outer iteration on is left out; (3) no multiprocessing: partitions
-    and outputs are solved in turn on the batch's device (the reference spreads partitions over processes).
+    blend of two or three inputs from the second outer iteration on is left out; (3) the batch's full partitions are
+    solved side by side as one batched problem on the device (the reference spreads them over processes), outputs in
+    turn within them; a partition that has converged iterates on until all have.
     """
     name = "comixup"
     cite = "Kim et al., Co-Mixup: Saliency guided joint mixup with supermodular diversity, ICLR 2021"
@@ -524,19 +529,22 @@ class CoMixup(_GradientSaliency):
         pooled = F.avg_pool2d(sal[:, None], (h // n, w // n))[:, 0]               # (B, n, n)
         dist = saliency_compatibility(sal)
         onehot = batch.one_hot()
+        full = b // self.part * self.part
+        groups = [(s, self.part, full // self.part) for s in [0] if full] + ([(full, b - full, 1)] if b > full else [])
         outs, targets = [], []
-        for s in range(0, b, self.part):
-            sl = slice(s, min(b, s + self.part))
-            k = sl.stop - sl.start
-            a_dist = dist[sl, sl] / dist[sl, sl].sum().clamp_min(1e-12) * k
+        for s, k, np_ in groups:                                                    # full partitions side by side,
+            idx = torch.arange(s, s + k * np_, device=x.device).view(np_, k)        # then the remainder
+            d = dist[idx[:, :, None], idx[:, None, :]]                              # (P, k, k)
+            a_dist = d / d.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1) * k
             compat = (1 - self.omega) * torch.eye(k, device=x.device, dtype=x.dtype) + self.omega * a_dist
-            labels = comixup_labels(pooled[sl], compat, generator, self.alpha, self.beta, self.gamma, self.eta,
-                                    self.thres, self.niter, self.sweeps)           # (k, n, n)
-            oh = F.one_hot(labels, k).to(x.dtype)                                   # (k_out, n, n, k_in)
-            up = F.interpolate(oh.permute(0, 3, 1, 2), size=(h, w), mode="nearest")  # (k_out, k_in, H, W)
-            outs.append(torch.einsum("oihw,ichw->ochw", up, x[sl]))
-            share = oh.flatten(1, 2).sum(1)                                         # (k_out, k_in) blocks per input
-            targets.append(share @ onehot[sl] / share.sum(1, keepdim=True))
+            labels = comixup_labels(pooled[idx], compat, generator, self.alpha, self.beta, self.gamma, self.eta,
+                                    self.thres, self.niter, self.sweeps)           # (P, k, n, n)
+            oh = F.one_hot(labels, k).to(x.dtype)                                   # (P, k_out, n, n, k_in)
+            up = F.interpolate(oh.permute(0, 1, 4, 2, 3).flatten(0, 1), size=(h, w), mode="nearest")
+            up = up.view(np_, k, k, h, w)                                           # (P, k_out, k_in, H, W)
+            outs.append(torch.einsum("poihw,pichw->pochw", up, x[idx]).flatten(0, 1))
+            share = oh.flatten(2, 3).sum(2)                                         # (P, k_out, k_in) blocks per input
+            targets.append((share @ onehot[idx] / share.sum(2, keepdim=True)).flatten(0, 1))
         return torch.cat(outs), torch.cat(targets)
 
 
