@@ -4,7 +4,8 @@ On disk (`out_dir`):
     images/<label:04d>_<class>/<image>.png     one file per kept counterpart, ImageFolder-readable
     rejected/<label:04d>_<class>/<image>_a<attempt>.png   rejected attempts (if save_rejected)
     manifest.csv                               one row per attempt, kept or rejected, with its provenance
-    run.json                                   config, tau per class, discard counts, provenance
+    run.json                                   config, tau per class, discard counts, provenance (once finished)
+    running.json                               the settings, while the run is not finished
 
 Seeds depend only on (run seed, image id, attempt), so any image can be regenerated alone.
 
@@ -217,13 +218,22 @@ def _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg) -> dict:
             "filter": asdict(filter_cfg), "counterparts": asdict(cp_cfg)}
 
 
+RUNNING = "running.json"  # the settings of a run not finished yet; run.json appears only when it is finished
+
+
+def _recorded_settings(out_dir: Path) -> dict | None:
+    for name in ("run.json", RUNNING):
+        if (out_dir / name).is_file():
+            return json.loads((out_dir / name).read_text(encoding="utf-8"))["settings"]
+    return None
+
+
 def _check_out_dir(out_dir: Path, settings: dict) -> None:
     """`out_dir` must be new, empty, or a set made with the same settings (a resume)."""
-    info = out_dir / "run.json"
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"out={out_dir}: is a file; expected a folder for the generated set")
-    if info.is_file():
-        old = json.loads(info.read_text(encoding="utf-8"))["settings"]
+    old = _recorded_settings(out_dir)
+    if old is not None:
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
@@ -242,12 +252,12 @@ def check_out_dir(ds: ImageSet, out_dir: str | Path, prompt_cfg: P.PromptConfig,
 
 
 def _open_out_dir(out_dir: Path, settings: dict) -> None:
-    """Check `out_dir`, then record the settings at once, so that a run killed before its end is still refused to a
-    resume with other settings."""
+    """Check `out_dir`, then record the settings at once (running.json), so that a run killed before its end is
+    still refused to a resume with other settings."""
     _check_out_dir(out_dir, settings)
-    if not (out_dir / "run.json").is_file():
+    if _recorded_settings(out_dir) is None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "run.json", json.dumps({"settings": settings, "status": "running"}, indent=2))
+        atomic_write_text(out_dir / RUNNING, json.dumps({"settings": settings}, indent=2))
 
 
 def _load_source(ds: ImageSet, i: int, unreadable: set[int]):
@@ -314,10 +324,11 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
         bar.update(len(batch) - len(retry))
     bar.close()
     summary = summarize(read_manifest(manifest), ds, taus, len(chosen))
-    info = {"settings": settings, "status": "finished", "tau": {ds.classes[k]: t for k, t in taus.items()},
+    info = {"settings": settings, "tau": {ds.classes[k]: t for k, t in taus.items()},
             "summary": summary, "dataset_skipped": skipped_summary(ds),
             "provenance": provenance(getattr(pipe, "device", None))}
     atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2))
+    (out_dir / RUNNING).unlink(missing_ok=True)
     return info
 
 

@@ -7,6 +7,7 @@ seconds) and, once, `python -m diffcore generate` itself. The shipped tiny model
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -132,6 +133,7 @@ def _check_after_kill(out: Path, committed: dict[str, tuple[int, int]], job) -> 
 
 def _assert_same_set(out: Path, ref: Path, committed: dict[str, tuple[int, int]]) -> None:
     assert _files(out) == _files(ref)  # the manifest and every image, byte for byte; no orphan, no .tmp
+    assert (out / "run.json").is_file() and not (out / C.RUNNING).exists()
     for rel, (ino, mtime) in committed.items():  # nothing committed before a kill was generated again
         st = (out / rel).stat()
         assert (st.st_ino, st.st_mtime_ns) == (ino, mtime), f"{rel} was rewritten after it was committed"
@@ -205,7 +207,8 @@ def _copy_prefix(ref: Path, out: Path, rows: int, extra: bytes = b"") -> list[di
     """A set as a kill leaves it: the first `rows` manifest rows with their files, plus `extra` bytes."""
     all_rows = C.read_manifest(ref / "manifest.csv")
     out.mkdir()
-    (out / "run.json").write_bytes((ref / "run.json").read_bytes())
+    settings = json.loads((ref / "run.json").read_text())["settings"]
+    (out / C.RUNNING).write_text(json.dumps({"settings": settings}))  # a killed run has no run.json yet
     (out / "manifest.csv").write_bytes(C._csv_text(all_rows[:rows], header=True).encode() + extra)
     for r in all_rows[:rows]:
         if r["file"]:
