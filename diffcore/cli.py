@@ -36,6 +36,9 @@ def open_dataset(name: str, root: str | None, split: str, few_shot: int | None =
     elif name == "folder":
         if root is None:
             raise ValueError("dataset=folder needs --data-root <dir with one sub-folder per class>")
+        if not Path(root).expanduser().is_dir():
+            raise FileNotFoundError(f"data_root={root}: no such folder; expected {D.IMAGE_FOLDER_LAYOUT} "
+                                    f"(or <root>/train/<class>/... beside <root>/test)")
         if (Path(root) / split).is_dir():
             ds = D.image_folder(Path(root) / split)
         elif split == "train":
@@ -182,11 +185,12 @@ def cmd_train(args, datasets: tuple[D.ImageSet, D.ImageSet] | None = None) -> in
 
     A killed training resumes from the checkpoint beside --out (see diffcore.checkpoint)."""
     from .runtime import resolve_device
-    from .train import check_train_out, train
+    from .train import check_generated, check_train_out, train
 
     c = build_configs(args)
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
     check_train_out(args.out)
+    check_generated(cfg, args.generated)
     resolve_device(cfg.device)  # cuda asked for on a machine without: fail now, not after reading the data
     train_ds, test_ds = datasets or open_train_test(args, c)
     r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)

@@ -99,6 +99,8 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     except OSError as e:
         raise FileNotFoundError(f"model={cfg.model}: could not load it from local files ({str(e).splitlines()[0]}). "
                                 f"Download it on a connected machine and pass the local folder") from None
+    except ValueError as e:  # e.g. a folder whose model_index.json names code to run: refused, never executed
+        raise ValueError(f"model={cfg.model}: refused by diffusers ({' '.join(str(e).split())})") from None
     if cfg.vae is not None:
         pipe.vae = AutoencoderKL.from_pretrained(cfg.vae, **kw)
     if cfg.scheduler == "edm-euler-vpred" or (cfg.scheduler == "auto" and _is_single_file(cfg.model)):

@@ -73,6 +73,8 @@ class TrainConfig:
             from .models import _where_to_get
 
             raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file; {_where_to_get(self.model)}")
+        if self.pretrained is not None and Path(self.pretrained).suffix not in (".safetensors", ".pt", ".pth"):
+            raise ValueError(f"pretrained={self.pretrained}: expected a .safetensors, .pt or .pth weights file")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: expected both >= 1")
         if self.lr <= 0:
@@ -150,16 +152,25 @@ class EvalSet(Dataset):
         return self.transform(self.ds.load(n)), self.ds.labels[n]
 
 
+def check_generated(cfg: TrainConfig, generated: str | Path | None) -> None:
+    """A method that mixes with a generated set needs one, with its manifest: checked before any data is read."""
+    if METHODS[cfg.method].uses is None:
+        return
+    if generated is None:
+        raise ValueError(f"method={cfg.method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
+    if not (Path(generated) / "manifest.csv").is_file():
+        raise FileNotFoundError(f"generated={generated}: no manifest.csv there; run `diffcore generate --out "
+                                f"{generated}` first (or pass the folder it wrote)")
+
+
 def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConfig) -> dict[str, Path]:
     """source id -> generated file, for the `cfg.fraction` of images chosen as in generation.
 
     Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
     """
-    method = cfg.method
-    if METHODS[method].uses is None:  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
+    if METHODS[cfg.method].uses is None:  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
         return {}
-    if generated is None:
-        raise ValueError(f"method={method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
+    check_generated(cfg, generated)
     found = kept_counterparts(generated)
     chosen = {ds.ids[i] for i in choose_fraction(ds, cfg.fraction, cfg.selection_seed)}
     matched = {k: v for k, v in found.items() if k in chosen}

@@ -307,3 +307,171 @@ def test_a_model_that_only_makes_black_images_is_stopped_early(job, tmp_path):
         C.make_counterparts(ds, AllBlack(pipe, {}), clip, tmp_path, prompt, gen, filt, cp, progress=False)
     rows = C.read_manifest(tmp_path / "manifest.csv")
     assert C.INVALID_GUARD_MIN_ATTEMPTS <= len(rows) < C.INVALID_GUARD_MIN_ATTEMPTS + gen.batch_size
+
+
+# ---------------------------------------------------------------- every invalid parameter: one line, before heavy work
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Loading a model, generating, training: any of them starting fails the test."""
+    import diffcore.filter
+    import diffcore.generate
+    import diffcore.train
+
+    def heavy(*a, **k):
+        raise AssertionError("heavy work started before the bad parameter was refused")
+
+    for module, name in ((diffcore.generate, "load_pipeline"), (diffcore.filter, "load_clip"), (C, "make_counterparts"),
+                         (diffcore.train, "train")):
+        monkeypatch.setattr(module, name, heavy)
+
+
+def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
+    """(argv, parameter, value): each must be named in the one-line refusal."""
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    clip = str(Path(cli.profile("embedded")["filter"]["clip_pretrained"]))
+    g, t, r = ["generate", "--out", str(tmp_path / "g")], ["train", "--method", "vanilla", "--out", str(tmp_path / "t.json")], ["run", "--out",
+                                                                                                       str(tmp_path / "r")]
+    cases = [
+        (g + ["--fraction", "0"], "fraction", "0.0"), (g + ["--fraction", "1.5"], "fraction", "1.5"),
+        (g + ["--few-shot", "0"], "few_shot", "0"), (t + ["--few-shot", "-3"], "few_shot", "-3"),
+        (g + ["--steps", "0"], "steps", "0"), (g + ["--steps", "abc"], "--steps", "'abc'"),
+        (g + ["--size", "30"], "size", "30"), (g + ["--gen-batch-size", "0"], "batch_size", "0"),
+        (g + ["--guidance-scale", "-1"], "guidance_scale", "-1.0"),
+        (g + ["--guidance-scale", "1"], "guidance_scale", "1.0"),
+        (g + ["--dtype", "fp64"], "dtype", "'fp64'"), (g + ["--device", "gpu"], "device", "'gpu'"),
+        (g + ["--model", "/no/such/model"], "model", "/no/such/model"),
+        (g + ["--model", str(tmp_path / "w.ckpt")], "model", "w.ckpt"),
+        (g + ["--model", clip, "--config-dir", "/no/dir"], "config_dir", "/no/dir"),
+        (g + ["--vae", "/no/vae"], "vae", "/no/vae"),
+        (g + ["--template", "a photo"], "template", "'a photo'"),
+        (g + ["--template", "{label} in {place}"], "template", "{place}"),
+        (g + ["--clip-model", "nope"], "clip_model", "'nope'"),
+        (g + ["--clip-pretrained", "/no/clip.safetensors"], "clip_pretrained", "/no/clip.safetensors"),
+        (g + ["--clip-config", "/no/c.json"], "clip_config", "/no/c.json"),
+        (g + ["--z-pairs", "0"], "z_pairs", "0"), (g + ["--max-attempts", "0"], "max_attempts", "0"),
+        (g + ["--profile", "laptop"], "profile", "'laptop'"), (g + ["--dataset", "mnist"], "dataset", "'mnist'"),
+        (g + ["--dataset", "cifar100"], "dataset", "cifar100"),
+        (g + ["--dataset", "folder", "--data-root", "/no/root"], "data_root", "/no/root"),
+        (["generate", "--out", str(f)], "out", str(f)),
+        (t + ["--method", "nope"], "--method", "'nope'"), (t + ["--method-arg", "alpha"], "--method-arg", "'alpha'"),
+        (t + ["--method", "diffcore"], "method", "'diffcore'"),
+        (t + ["--method", "diffcore", "--generated", "/no/gen"], "generated", "/no/gen"),
+        (t + ["--arch", "vgg16"], "model", "'vgg16'"), (t + ["--epochs", "0"], "epochs", "0"),
+        (t + ["--batch-size", "0"], "batch_size", "0"), (t + ["--lr", "0"], "lr", "0.0"),
+        (t + ["--lr", "-1"], "lr", "-1.0"), (t + ["--image-size", "4"], "image_size", "4"),
+        (t + ["--augment", "big"], "--augment", "'big'"), (t + ["--workers", "-1"], "workers", "-1"),
+        (t + ["--pretrained", "/no/w.pt"], "pretrained", "/no/w.pt"),
+        (t + ["--pretrained", str(f)], "pretrained", str(f)),
+        (t + ["--mix-mode", "both2"], "--mix-mode", "'both2'"), (t + ["--lam-alpha", "0"], "lam_alpha", "0.0"),
+        (t + ["--lam-beta", "-1"], "lam_beta", "-1.0"), (t + ["--seed", "x"], "--seed", "'x'"),
+        (t + ["--test-split", "dev"], "split", "'dev'"), (t + ["--device", "cuda:x"], "device", "'cuda:x'"),
+        (["train", "--out", str(tmp_path)], "out", str(tmp_path)),
+        (r + ["--seeds", "a"], "--seeds", "'a'"), (r + ["--steps", "-2"], "steps", "-2"),
+        (r + ["--epochs", "0"], "epochs", "0"), (r + ["--dataset", "folder"], "dataset", "folder"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((t + ["--device", "cuda"], "device", "'cuda'"))
+    (tmp_path / "w.ckpt").write_bytes(b"")
+    return cases
+
+
+def test_every_bad_flag_fails_in_one_line_naming_parameter_and_value(tmp_path, capsys, no_heavy_work):
+    for argv, name, value in _bad_flags(tmp_path):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("diffcore: error: "), (argv, err)
+        assert name in err and value in err, (argv, err)
+    assert not (tmp_path / "g").exists() and not (tmp_path / "r").exists()  # nothing written
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(steps=0),
+    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(dtype="fp64"),
+    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(scheduler="ddim"),
+    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(batch_size=0),
+    lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(batch_size=0),
+    lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(tau_seed=-1),
+    lambda: C.CounterpartConfig(selection_seed=-1),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(momentum=1.0),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(weight_decay=-1.0),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(lr_decay=0.0),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(milestones=(1.5,)),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(selection_seed=-2),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(device="tpu"),
+    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(method_args={"nope": 1}),
+    lambda: __import__("diffcore.mix", fromlist=["x"]).MixConfig(p_pixel=2.0),
+])
+def test_configs_built_in_code_refuse_bad_values_in_one_line(make):
+    """What a notebook's parameters cell ends up in: the same checks as the command line, at construction."""
+    with pytest.raises(ValueError) as e:
+        make()
+    msg = str(e.value)
+    assert "\n" not in msg and "=" in msg and "expected" in msg or "bad hyperparameters" in msg
+
+
+# ---------------------------------------------------------------- loading: no code from model or checkpoint files
+def _evil_code(marker: Path) -> str:
+    return (f"open({str(marker)!r}, 'w').write('ran')\nfrom diffusers import UNet2DConditionModel\n"
+            f"class EvilUNet(UNet2DConditionModel):\n    pass\n")
+
+
+def test_a_model_folder_that_ships_code_is_refused_and_the_code_never_runs(tiny_sd_dir, tmp_path, capsys):
+    import shutil
+
+    evil, marker = tmp_path / "evil", tmp_path / "code-ran"
+    shutil.copytree(tiny_sd_dir, evil)
+    (evil / "unet" / "evil_unet.py").write_text(_evil_code(marker))
+    index = json.loads((evil / "model_index.json").read_text())
+    (evil / "model_index.json").write_text(json.dumps({**index, "unet": ["evil_unet", "EvilUNet"]}))
+    assert cli.main(["generate", "--model", str(evil), "--size", "16", "--few-shot", "2",
+                     "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "diffcore: error:" in line]
+    assert len(err) == 1 and "refused by diffusers" in err[0] and "trust_remote_code" in err[0]
+    assert not marker.exists()
+
+
+class _RunsAShellCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling calls os.system("touch <marker>")
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickled_weights_in_a_model_folder_are_never_unpickled(tiny_sd_dir, tmp_path):
+    import shutil
+
+    evil, marker = tmp_path / "evil", tmp_path / "code-ran"
+    shutil.copytree(tiny_sd_dir, evil)
+    (evil / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    torch.save({"conv_in.weight": _RunsAShellCommand(marker)}, evil / "unet" / "diffusion_pytorch_model.bin")
+    cfg = __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(model=str(evil), size=16)
+    with pytest.raises((FileNotFoundError, ValueError), match=f"model={evil}"):
+        load_pipeline(cfg, CPU, torch.float32)  # safetensors only
+    assert not marker.exists()
+
+
+def test_the_package_never_runs_code_from_files_nor_builds_a_shell_command():
+    """Read the source: no trust_remote_code=True, every torch.load has weights_only=True, no pickle, eval, exec,
+    os.system/popen, shell=True; subprocess only ever gets an argument list (no string for a shell to parse)."""
+    import ast
+
+    bad = []
+    for path in sorted(Path(C.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            kw = {k.arg: k.value for k in node.keywords}
+            const = lambda key: isinstance(kw.get(key), ast.Constant) and kw[key].value  # noqa: E731
+            where = f"{path.name}:{node.lineno} {name}"
+            if "trust_remote_code" in kw and const("trust_remote_code") is not False:
+                bad.append(where)
+            if name.endswith("torch.load") and const("weights_only") is not True:
+                bad.append(where)
+            if name in ("eval", "exec", "os.system", "os.popen", "pickle.load", "pickle.loads") or const("shell"):
+                bad.append(where)
+            if name.startswith("subprocess.") and node.args and not isinstance(node.args[0], (ast.List, ast.Name)):
+                bad.append(where)
+    assert bad == []
