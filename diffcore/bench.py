@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -159,7 +160,8 @@ def _write_pngs(pool: ThreadPoolExecutor, images: np.ndarray, folder: Path, star
 
 
 def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], steps: int, size: int,
-                     guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print) -> dict:
+                     guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print,
+                     on_row=lambda res: None) -> dict:
     """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image."""
     from .fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_uint8
     from .generate import GenerateConfig, generate_images
@@ -190,6 +192,7 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
         dt = (time.perf_counter() - t) / n
         row = {"path": name, "batch_size": bs, "images": n, "s_per_image": dt, "peak_gb": _peak_gb(device)}
         res["rows"].append(row)
+        on_row(res)  # written as it goes: a run cut short keeps what it measured
         log(f"  {name:<34} batch {bs:>3}: {dt:7.3f} s/img" + (f", peak {row['peak_gb']:.1f} GB" if row["peak_gb"] else ""))
         return out
 
@@ -431,14 +434,23 @@ def main(argv=None) -> int:
     dev = resolve_device(a.device)
     gpu = dev.type == "cuda"
     arch = a.arch or ("sdxl" if gpu else "tiny")
-    out = {"provenance": provenance(dev), "command": "python -m diffcore.bench " + " ".join(argv or []),
+    args = sys.argv[1:] if argv is None else argv
+    out = {"provenance": provenance(dev), "command": "python -m diffcore.bench " + " ".join(args),
            "date": time.strftime("%Y-%m-%d")}
     print(f"device: {out['provenance'].get('device', dev)}")
+
+    def save(section=None, value=None):
+        if section is not None:
+            out[section] = value
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(out, indent=2))
+
     if "generation" in a.what:
         out["generation"] = bench_generation(arch, dev, a.gen_batch or ([16, 32] if arch == "sdxl" else [8]),
                                              a.steps or (50 if arch == "sdxl" else 10),
                                              a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
-                                             a.fp8, a.compile_mode)
+                                             a.fp8, a.compile_mode, on_row=lambda r: save("generation", r))
         _print_generation(out["generation"])
     model = a.train_model or ("resnet50" if gpu else "digits-cnn")
     size = 224 if model == "resnet50" else 32
@@ -448,14 +460,14 @@ def main(argv=None) -> int:
         methods = a.methods or [m for m, cls in REGISTRY.items() if cls.uses != "edits"]
         out["training"] = time_training(methods, a.train_batch, model, size, steps=a.train_steps, rounds=a.rounds,
                                         device=a.device, amp=a.amp, channels_last=a.amp)
+        save()
         _print_rows("training step, tensors on the device (Eq. 9 overhead vs vanilla)", out["training"])
     if "loader" in a.what:
         out["loader"] = time_training_loader(a.train_batch, model, size, steps=a.train_steps, device=a.device,
                                              workers=a.workers, amp=a.amp, channels_last=a.amp)
+        save()
         _print_rows("training step with diffcore's loader (JPEG vs JPEG + generated PNG per sample)", out["loader"])
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(out, indent=2))
+    save()
     return 0
 
 
