@@ -3,25 +3,42 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/embedded
+CHROMIUM := $(VENV)/chromium/chromium
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all setup run test clean
+.PHONY: all setup run book reproduce main check-book test clean
 
 all: run
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(CHROMIUM)
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: these two builds install from the local wheel cache (a newer one would download GBs)
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,book]"
 	touch $@
 
+# Debian's chromium unpacked into .venv/chromium (no root needed once apt has its lists), for the book check
+$(CHROMIUM): scripts/install_chromium.sh | $(VENV)/.installed
+	bash scripts/install_chromium.sh $(VENV)/chromium
+
+# the main job, every notebook through papermill, the book (runs/embedded/book/_build/html), checked in Chromium
 run: setup
+	$(BIN)/python -m diffcore.reproduce --profile embedded --out $(OUT)
+	$(MAKE) --no-print-directory check-book
+
+book reproduce: run
+
+# only the main job: generate, train vanilla and DiffCoRe-Mix-50/-100, print the table
+main: setup
 	$(BIN)/python -m diffcore run --profile embedded --out $(OUT)
+
+check-book:
+	@if [ -x $(CHROMIUM) ] || [ -x /usr/bin/chromium ]; then $(BIN)/python scripts/check_book.py $(OUT)/book/_build/html; \
+	else echo "check-book: skipped, no Chromium (scripts/install_chromium.sh could not unpack Debian's chromium)"; fi
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -12,12 +12,14 @@ notebooks into <out>/book/_build/html (warnings are errors).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +84,23 @@ def main_job(profile: str, out: Path, params: dict) -> None:
         raise SystemExit(f"reproduce: `python -m diffcore {' '.join(flags)}` failed (exit {code})")
 
 
+@contextlib.contextmanager
+def kernel_stderr_filtered():
+    """The kernel inherits our stderr; its transport warning on every start is noise between progress lines."""
+    sys.stderr.flush()
+    saved, tmp = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(tmp.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        tmp.seek(0)
+        lines = tmp.read().decode(errors="replace").splitlines()
+        print("\n".join(x for x in lines if "Kernel is running over TCP" not in x), file=sys.stderr, end="")
+
+
 def execute(path: Path, out: Path, params: dict) -> float:
     """Run one notebook with papermill into <out>/notebooks/; returns seconds. Exits on the first failing cell."""
     import papermill as pm
@@ -90,8 +109,9 @@ def execute(path: Path, out: Path, params: dict) -> float:
     dst.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(path), str(dst), parameters=parameters_for(path, params), kernel_name="python3",
-                            cwd=str(REPO), progress_bar=False, log_output=False)
+        with kernel_stderr_filtered():
+            pm.execute_notebook(str(path), str(dst), parameters=parameters_for(path, params), kernel_name="python3",
+                                cwd=str(REPO), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
         tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.traceback[-4:]))  # the kernel's colours, removed
         print(f"\nFAILED: {path.name}, cell {e.cell_index} (executed copy: {dst})\n--- cell source ---\n{e.source}\n"
@@ -190,9 +210,9 @@ def main(argv=None) -> int:
     chosen = notebooks(a.only)
     t_all, timings = time.perf_counter(), {}
     if not (a.no_main or a.quick or (out / "table.md").is_file()):
-        print(f"[main] python -m diffcore run --profile {a.profile} --out {out}", flush=True)
+        print(f"[main] python -m diffcore run --profile {params['profile']} --out {out}", flush=True)
         t0 = time.perf_counter()
-        main_job(a.profile, out, params)
+        main_job(params["profile"], out, params)
         timings["main job"] = time.perf_counter() - t0
     for i, path in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {path.name} ...", end=" ", flush=True)
