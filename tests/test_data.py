@@ -377,3 +377,12 @@ def test_choose_fraction_per_class_counts():
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match=rf"fraction={bad}: expected a value in \(0, 1\]"):
             D.choose_fraction(ds, bad, seed=0)
+
+
+def test_cub_entry_leaving_the_root_is_refused_in_one_line(cub):
+    images = cub / "CUB_200_2011" / "images.txt"
+    for entry in ("../../outside.jpg", "/etc/passwd", "001.a\\..\\..\\x.jpg"):
+        _write(images, f"1 {entry}\n2 001.Black_footed_Albatross/B_1.jpg\n3 001.Black_footed_Albatross/B_2.jpg\n"
+                       f"4 002.Laysan_Albatross/L_2.jpg\n")
+        with pytest.raises(ValueError, match=r"images\.txt: entry .* is not a path inside the dataset root"):
+            D.paper_dataset("cub-200-2011", cub, "train")
