@@ -665,12 +665,11 @@ def pretrain_digits_subset(out_dir: str | Path, classes: int = 5, epochs: int = 
 def trained_models(exp: Experiment, labels: list[str], seed: int = 0) -> dict:
     """label -> trained classifier (eval mode) for each registered method of `labels`, at `seed`.
 
-    Weights kept beside a result (`run_table(..., keep_models=True)`) are loaded; a run without kept weights
-    (e.g. one made by `diffcore run`) is trained again into <results>-models/, not over the table's result.
+    The weights of a finished run are read from its `<result>.ckpt.pt` (train's checkpoint; the final weights
+    under `state_dict`) or from `<result>.safetensors` (`run_table(..., keep_models=True)`); a run with neither
+    is trained again into <results>-models/, never over the table's result.
     """
-    from safetensors.torch import load_file
-
-    from .models import build_model
+    from .models import build_model, load_weights
 
     cfg = cli.build_configs(exp.parse(["--out", "unused.json"]))["train"]
     num_classes = len(open_datasets(exp)[0].classes)
@@ -680,16 +679,23 @@ def trained_models(exp: Experiment, labels: list[str], seed: int = 0) -> dict:
         method, fraction, _ = resolve(label)
         if method is None:
             continue
-        name = f"{_tag(method, fraction if registered()[method].uses else None)}-seed{seed}.safetensors"
-        weights = Path(exp.results) / name
-        if not weights.is_file():
+        stem = f"{_tag(method, fraction if registered()[method].uses else None)}-seed{seed}"
+        found = _weights(Path(exp.results), stem) or _weights(Path(again.results), stem)
+        if found is None:
             run_table(again, [label], keep_models=True)
-            weights = Path(again.results) / name
-        if weights.is_file():
+            found = _weights(Path(again.results), stem)
+        if found is not None:
             net = build_model(cfg.model, num_classes, image_size=cfg.image_size)
-            net.load_state_dict(load_file(str(weights)))
+            net.load_state_dict(load_weights(found, cfg.model))
             models[label] = net.eval()
     return models
+
+
+def _weights(folder: Path, stem: str) -> Path | None:
+    """The final weights of a finished run: its checkpoint or kept safetensors, if its result exists."""
+    if not (folder / f"{stem}.json").is_file():
+        return None
+    return next((p for p in (folder / f"{stem}.ckpt.pt", folder / f"{stem}.safetensors") if p.is_file()), None)
 
 
 def saliency_figure(models: dict, exp: Experiment, n_images: int = 8, seed: int = 0):
