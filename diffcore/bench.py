@@ -267,7 +267,7 @@ def time_training(methods: list[str], batch_sizes: list[int], model: str = "digi
     """
     from .methods import Batch
     from .models import build_model
-    from .train import TrainConfig, method_for, mixed_loss
+    from .train import TrainConfig, method_for
 
     dev = resolve_device(device)
     if "vanilla" not in methods:
@@ -287,7 +287,7 @@ def time_training(methods: list[str], batch_sizes: list[int], model: str = "digi
         def step(method):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 logits, target = method.forward(net, batch, g)
-                loss = mixed_loss(logits.float(), target)
+                loss = method.loss(logits.float(), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
