@@ -97,6 +97,7 @@ def build_configs(args) -> dict:
     cp = CounterpartConfig(**{**p["counterparts"], **_pick(args, {"fraction": "fraction"})})
     train_over = _pick(args, {"method": "method", "arch": "model", "epochs": "epochs", "batch_size": "batch_size",
                               "lr": "lr", "device": "device", "workers": "workers", "pretrained": "pretrained",
+                              "loader": "loader", "cache_dir": "cache_dir",
                               "fraction": "fraction", "image_size": "image_size", "augment": "augment"})
     mix = MixConfig(**_pick(args, {"mix_mode": "mode", "lam_alpha": "lam_alpha", "lam_beta": "lam_beta"}))
     if getattr(args, "method_arg", None):
@@ -296,6 +297,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--image-size", type=int)
     t.add_argument("--augment", choices=["imagenet", "small", "digits"])
     t.add_argument("--workers", type=int)
+    t.add_argument("--loader", choices=["pil", "device"],
+                   help="device: decode each image once into a uint8 cache and augment batches on the device")
+    t.add_argument("--cache-dir", help="where the device loader's decode-once caches go (default: beside --out)")
     t.add_argument("--pretrained", help="local weights file to fine-tune from (Table 5)")
     t.add_argument("--mix-mode", choices=["both", "pixel", "patch", "none"])
     t.add_argument("--lam-alpha", type=float)
@@ -323,10 +327,23 @@ def parser() -> argparse.ArgumentParser:
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
     i.add_argument("--profile", default="embedded")
+    # their own parsers: everything after the word goes to `python -m diffcore.edit` / `python -m diffcore.bench`
+    sub.add_parser("edit", help="DiffuseMix's image-edited set (see `diffcore edit --help`)", add_help=False)
+    sub.add_parser("bench", help="time stock vs diffcore generation and training (see `diffcore bench --help`)",
+                   add_help=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["edit"]:
+        from .edit import main as edit_main
+
+        return edit_main(argv[1:])
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     try:
         args = parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (one line, printed by _Parser) or --help

@@ -11,6 +11,7 @@ The centre-square cache is the one approximation: crops are drawn from the centr
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,8 +72,10 @@ class DecodedCache:
 class CachedPairs(Dataset):
     """Items as train.PairedTrainingSet, but uint8 (3, side, side) tensors from the decode-once caches."""
 
-    def __init__(self, labels: list[int], real: DecodedCache, pairs: list[tuple[int, int]], gen: DecodedCache | None):
+    def __init__(self, labels: list[int], real: DecodedCache, pairs: list[tuple[int, int]], gen: DecodedCache | None,
+                 ds=None):
         self.labels, self.real, self.pairs, self.gen = labels, real, pairs, gen  # pairs: (real index, gen cache row)
+        self.ds = ds  # the ImageSet, for the training loop's class count
 
     def __len__(self) -> int:
         return len(self.labels) + len(self.pairs)
@@ -83,6 +86,25 @@ class CachedPairs(Dataset):
             return x, x, self.labels[n], False
         i, g = self.pairs[n - len(self.labels)]
         return self.real[i], self.gen[g], self.labels[i], True
+
+
+def cached_pairs(ds, pairs: list[tuple[int, Path]], root: str | Path, side: int, threads: int = 8) -> CachedPairs:
+    """Decode-once caches of a PairedTrainingSet's real images and counterparts under `root`.
+
+    Cache files are named by a hash of what they hold (image ids, counterpart paths, side), never by a dataset or
+    class name, so a cache is reused exactly when it holds the same images.
+    """
+    from .data import load_rgb
+
+    root = Path(root)
+    real_key = hashlib.sha1(("\n".join(ds.ids) + f"|{side}").encode()).hexdigest()[:16]
+    real = DecodedCache(root / f"real-{real_key}.npy", len(ds), side).fill(ds.load, threads, "decode real once")
+    gen = None
+    if pairs:
+        gen_key = hashlib.sha1(("\n".join(str(p) for _, p in pairs) + f"|{side}").encode()).hexdigest()[:16]
+        gen = DecodedCache(root / f"generated-{gen_key}.npy", len(pairs), side).fill(
+            lambda k: load_rgb(pairs[k][1]), threads, "decode generated once")
+    return CachedPairs(list(ds.labels), real, [(i, k) for k, (i, _) in enumerate(pairs)], gen, ds=ds)
 
 
 # ---------------------------------------------------------------- augmentation on the device
@@ -107,11 +129,19 @@ def random_resized_boxes(n: int, side: int, generator: torch.Generator, device, 
     return torch.stack([x1, y1, x1 + w, y1 + h], 1).to(device)                                          # (n, 4)
 
 
-def shifted_boxes(n: int, side: int, pad: int, generator: torch.Generator, device) -> torch.Tensor:
-    """(n, 4) boxes of RandomCrop(side, padding=pad): a side x side window shifted by up to pad pixels."""
-    gdev = generator.device
-    off = torch.randint(-pad, pad + 1, (n, 2), device=gdev, generator=generator).float()  # (n, 2) dx, dy
-    return torch.cat([off, off + side], 1).to(device)                                    # (n, 4)
+def pad_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(side, padding=pad) of each (3, side, side) image, with its own integer shift: exact, no resampling.
+
+    x: (B, C, S, S) -> (B, C, S, S); the shift (dy, dx) of each image is uniform in [-pad, pad].
+    """
+    b, c, side, _ = x.shape
+    off = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=generator.device).to(x.device)  # (B, 2)
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))                           # (B, C, S+2p, S+2p), zeros
+    ar = torch.arange(side, device=x.device)
+    rows = (off[:, 0:1] + ar)[:, :, None]                                             # (B, S, 1)
+    cols = (off[:, 1:2] + ar)[:, None, :]                                             # (B, 1, S)
+    bi = torch.arange(b, device=x.device)[:, None, None]                              # (B, 1, 1)
+    return xp.permute(0, 2, 3, 1)[bi, rows, cols].permute(0, 3, 1, 2)                # (B, C, S, S)
 
 
 def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generator: torch.Generator) -> torch.Tensor:
@@ -125,14 +155,14 @@ def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generat
     dev = x.device
     if mode == "imagenet":
         boxes = random_resized_boxes(b, side, generator, dev)
-    else:
-        pad = out_size // 8 if mode == "small" else 2
-        boxes = shifted_boxes(b, side, round(pad * side / out_size), generator, dev)
-    idx = torch.arange(b, device=dev, dtype=torch.float32)[:, None]
-    rois = torch.cat([idx, boxes.float()], 1)                                            # (B, 5)
-    # outside the image roi_align reads zeros: the zero padding of RandomCrop(padding=...)
-    out = roi_align(x.float(), rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2,
-                    aligned=True)                                                        # (B, 3, out, out) in 0..255
+        idx = torch.arange(b, device=dev, dtype=torch.float32)[:, None]
+        rois = torch.cat([idx, boxes.float()], 1)                                        # (B, 5)
+        out = roi_align(x.float(), rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2,
+                        aligned=True)                                                    # (B, 3, out, out) in 0..255
+    else:  # the cache holds the images at the training size: an exact integer pad-crop, zero padding
+        if side != out_size:
+            raise ValueError(f"mode={mode!r}: cache side {side} != image size {out_size}; build it at the image size")
+        out = pad_crop(x, out_size // 8 if mode == "small" else 2, generator).float()
     if mode != "digits":
         flip = torch.rand(b, device=generator.device, generator=generator).to(dev) < 0.5  # (B,)
         out = torch.where(flip[:, None, None, None], out.flip(3), out)

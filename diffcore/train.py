@@ -25,9 +25,10 @@ from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from . import checkpoint as CK
+from . import loader as L
 from .counterparts import kept_counterparts
 from .data import ImageSet, choose_fraction, skipped_summary
-from .methods import REGISTRY, Batch, Method, build_method, mixed_loss
+from .methods import REGISTRY, Batch, Method, build_method
 from .mix import MixConfig
 from .runtime import check_device_name, derive_seed, provenance, resolve_device
 from .safety import atomic_write_text
@@ -60,10 +61,16 @@ class TrainConfig:
     fraction: float = 1.0             # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
     selection_seed: int = 0           # which images at fraction < 1 (same rule as generation: data.choose_fraction)
     mix: MixConfig = field(default_factory=MixConfig)
+    loader: str = "pil"               # "pil": decode + augment each sample on CPU workers; "device": decode once into
+                                      # a uint8 cache, crop/flip/normalise whole batches on the device (loader.py;
+                                      # on an H100 +8% instead of +192% Eq. 9 overhead at batch 64, benchmarks/)
+    cache_dir: str | None = None      # the device loader's decode-once caches; default: <result folder>/cache
 
     def __post_init__(self):
         from .models import MODELS
 
+        if self.loader not in ("pil", "device"):
+            raise ValueError(f"loader={self.loader!r}: expected 'pil' or 'device'")
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
         method_for(self)  # bad hyperparameters fail here, before any data is read
@@ -215,7 +222,7 @@ def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes:
     real, gen, y, is_pair = (t.to(device, non_blocking=True) for t in batch)
     mean, std = _MEAN.get(cfg.augment, IMAGENET_MEAN), _STD.get(cfg.augment, IMAGENET_STD)
     logits, target = method.forward(model, Batch(real, y, num_classes, mean, std, gen, is_pair), mix_gen)
-    loss = mixed_loss(logits, target)
+    loss = method.loss(logits, target)  # cross-entropy unless the method adds a term (AugMix's JSD)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -241,6 +248,8 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
     device = resolve_device(cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
+    if cfg.loader == "device":
+        tr = L.cached_pairs(train_ds, tr.pairs, _cache_dir(cfg, out), _cache_side(cfg), max(1, cfg.workers))
     te = EvalSet(test_ds, transforms_for(cfg, False))
     ckpt = CK.checkpoint_path(out) if out is not None and checkpoint else None
     identity = {"config": _jsonable(asdict(cfg)), "dataset": train_ds.name, "real": len(train_ds),
@@ -274,7 +283,10 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device):
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
     mix_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "mix") % 2**63)
-    return loader, test_loader, opt, sched, {"order": loader_gen, "mix": mix_gen}
+    gens = {"order": loader_gen, "mix": mix_gen}
+    if cfg.loader == "device":  # crops and flips drawn on the device
+        gens["augment"] = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "augment") % 2**63)
+    return loader, test_loader, opt, sched, gens
 
 
 def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | None = None,
@@ -292,6 +304,9 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
         model.train()
         t0, losses = time.perf_counter(), []
         for batch in loader:
+            if cfg.loader == "device":
+                batch = L.to_device_batch(batch, cfg.image_size, cfg.augment, _MEAN.get(cfg.augment, IMAGENET_MEAN),
+                                          _STD.get(cfg.augment, IMAGENET_STD), gens["augment"], device)
             losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
         sched.step()
         epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
@@ -301,6 +316,19 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
             CK.save(ckpt, identity, epoch + 1, epochs, model, opt, sched, gens)
     final = evaluate(model, test_loader, device)
     return {"final": final, "epochs": epochs, "resumed_at": start or None}
+
+
+def _cache_side(cfg: TrainConfig) -> int:
+    """Cached square side: 256/224 of the input for random-resized crops, the input size for pad-crops."""
+    return round(cfg.image_size * 256 / 224) if cfg.augment == "imagenet" else cfg.image_size
+
+
+def _cache_dir(cfg: TrainConfig, out: str | Path | None) -> Path:
+    if cfg.cache_dir is not None:
+        return Path(cfg.cache_dir)
+    if out is None:
+        raise ValueError("loader='device' needs cache_dir or a result path (the cache goes beside it)")
+    return Path(out).parent / "cache"
 
 
 def _jsonable(obj):

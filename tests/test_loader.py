@@ -74,3 +74,16 @@ def test_to_device_batch_crops_real_and_generated_independently():
                                      torch.device("cpu"))
     assert r.shape == gen.shape == (3, 3, 12, 12) and y.tolist() == [0, 1, 2] and p.tolist() == [True, True, False]
     assert not torch.equal(r, gen)  # same pixels in, different crops out
+
+
+def test_pad_crop_is_an_exact_integer_shift_with_zero_padding():
+    x = torch.arange(1 * 1 * 6 * 6, dtype=torch.float32).view(1, 1, 6, 6) + 1
+    for seed in range(10):
+        g = torch.Generator().manual_seed(seed)
+        off = torch.randint(0, 5, (1, 2), generator=torch.Generator().manual_seed(seed))[0] - 2  # the same draw
+        out = L.pad_crop(x, 2, g)
+        dy, dx = int(off[0]), int(off[1])
+        ref = torch.zeros_like(x)
+        ys, xs = slice(max(0, -dy), min(6, 6 - dy)), slice(max(0, -dx), min(6, 6 - dx))
+        ref[..., ys, xs] = x[..., max(0, dy):min(6, 6 + dy), max(0, dx):min(6, 6 + dx)]
+        assert torch.equal(out, ref)

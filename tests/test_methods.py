@@ -79,9 +79,11 @@ def test_targets_are_hard_labels_or_soft_weights(name, b):
                   is_pair=torch.ones(b, dtype=torch.bool))
     m = build_method(name, **FAST.get(name, {}))
     logits, target = m.forward(DigitsCNN(K), batch, gen(1))
-    assert logits.shape[1] == K and logits.shape[0] in (b, 2 * b)     # 2B: clean rows of a clean_lam method
+    # 2B: clean rows of a clean_lam method; 3B: AugMix's (clean, augmix, augmix) views for its JSD loss
+    assert logits.shape[1] == K and logits.shape[0] in ((b, 2 * b, 3 * b) if name == "augmix" else (b, 2 * b))
     if target.dtype == torch.long:
         assert torch.equal(target, batch.y)
+        assert torch.isfinite(m.loss(logits, target))
     else:
         assert target.shape == logits.shape and (target >= 0).all()
         if name not in ("snapmix", "comixup"):
@@ -179,7 +181,7 @@ def test_augmix_jsd_loss_is_ce_plus_consistency():
     assert logits.shape == (12, K) and torch.equal(y, batch.y)
     c, a, b2 = logits.chunk(3)
     torch.testing.assert_close(m.loss(logits, y), nn.functional.cross_entropy(c, y) + 12 * jensen_shannon(c, a, b2))
-    assert build_method("augmix").loss(logits[:4], y) == mixed_loss(logits[:4], y)
+    assert build_method("augmix", jsd=False).loss(logits[:4], y) == mixed_loss(logits[:4], y)
 
 
 # ---------------------------------------------------------------- saliency-guided

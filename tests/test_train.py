@@ -81,3 +81,25 @@ def test_train_vanilla_and_diffcore_seeded_with_provenance(tmp_path):
     table = results_table(load_results(tmp_path / "r"))
     assert list(table.method) == ["Vanilla", "DiffCoRe-Mix-50"]  # vanilla first, whatever the file names
     assert "| DiffCoRe-Mix-50 |" in markdown(table)
+
+
+def test_device_loader_trains_seeded_and_reuses_its_decode_once_cache(tmp_path):
+    ds = digits("train")
+    labels = np.asarray(ds.labels)
+    small = ds.subset(np.concatenate([np.flatnonzero(labels == k)[:4] for k in range(10)]))
+    test = digits("test").subset(range(40))
+    _fake_generated(tmp_path / "gen", small)
+    kw = dict(model="digits-cnn", epochs=2, batch_size=8, lr=0.05, image_size=32, augment="digits", device="cpu",
+              loader="device", method="diffcore")
+    a = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "a.json",
+              progress=False)
+    caches = sorted(p.name for p in (tmp_path / "r" / "cache").glob("*.npy"))
+    assert [c.split("-")[0] for c in caches] == ["generated", "real"]
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "cache").glob("*.npy")}
+    b = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "b.json",
+              progress=False)
+    assert a["metrics"] == b["metrics"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # decoded once, reused
+    assert a["counts"] == {"real": 40, "pairs": 20, "test": 40}
+    with pytest.raises(ValueError, match="loader='fast'"):
+        TrainConfig(loader="fast")

@@ -143,9 +143,8 @@ class AugMix(Method):
 
     Defaults (google-research/augmix cifar.py): width 3, depth -1 (random in [1, 3]), severity 3 (their imagenet.py:
     1), alpha (aug_prob_coeff) 1.0. jsd=True adds their Jensen-Shannon consistency loss (weight 12) over (clean,
-    augmix, augmix) through `Method.loss`; it is off by default until diffcore.train's step scores the logits with
-    `method.loss` instead of `mixed_loss`, so the default is AugMix without the JSD loss (an ablation in their
-    paper), not their full method.
+    augmix, augmix) through `Method.loss` (diffcore.train scores every step with `method.loss`); jsd=False gives
+    AugMix without it (an ablation in their paper).
     """
     name = "augmix"
     cite = "Hendrycks et al., AugMix: A simple data processing method to improve robustness and uncertainty, ICLR 2020"
@@ -153,7 +152,7 @@ class AugMix(Method):
     depth: int = -1           # mixture_depth; -1: random in [1, 3]
     severity: float = 3.0     # aug_severity (CIFAR; ImageNet: 1)
     alpha: float = 1.0        # aug_prob_coeff: Dirichlet and Beta parameter
-    jsd: bool = False         # consistency loss (needs train to call method.loss)
+    jsd: bool = True          # Jensen-Shannon consistency loss over (clean, augmix, augmix), via method.loss
     jsd_weight: float = 12.0  # augmix cifar.py: 12
 
     def __post_init__(self):
