@@ -90,7 +90,8 @@ def build_configs(args) -> dict:
                                                             "dataset_type": "dataset_type"})})
     gen = GenerateConfig(**{**p["generate"], **_pick(args, {
         "model": "model", "config_dir": "config_dir", "vae": "vae", "steps": "steps", "guidance_scale": "guidance_scale",
-        "size": "size", "gen_batch_size": "batch_size", "dtype": "dtype", "seed": "run_seed"})})
+        "size": "size", "gen_batch_size": "batch_size", "dtype": "dtype", "seed": "run_seed",
+        "compile": "compile", "fp8": "fp8"})})
     filt = FilterConfig(**{**p["filter"], **_pick(args, {
         "clip_model": "clip_model", "clip_pretrained": "clip_pretrained", "clip_config": "clip_config",
         "z_pairs": "z_pairs", "max_attempts": "max_attempts"})})
@@ -279,6 +280,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--template", help="contextual prompt template with {label} and {dataset_type}")
     g.add_argument("--dataset-type", help="word for {dataset_type} in the template")
     g.add_argument("--negative-prompt", help="'' for none")
+    g.add_argument("--no-compile", dest="compile", action="store_false", default=None,
+                   help="CUDA: call the stock pipeline instead of fastgen's compiled path (same images up to rounding)")
+    g.add_argument("--fp8", action="store_true", default=None,
+                   help="opt-in, Hopper GPUs: float8 matmuls in the UNet's attention blocks (changes the images)")
     f = p.add_argument_group("filtration (Eq. 5)")
     f.add_argument("--clip-model")
     f.add_argument("--clip-pretrained", help="local open_clip weights file")

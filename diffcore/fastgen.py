@@ -127,10 +127,21 @@ class FastGenerator:
         for s in range(0, len(prompts), cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
             gens = [torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]]  # same noise as generate_images
-            emb = self._embeds(prompts[sl], neg[sl])
-            out.append(self.pipe(**emb, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                                 height=cfg.size, width=cfg.size, generator=gens, output_type="pt").images.float())
+            out.append(self.call_pipeline(prompts[sl], neg[sl], gens).float())
         return torch.cat(out) if out else torch.zeros(0, 3, cfg.size, cfg.size, device=self.device)
+
+    @torch.no_grad()
+    def call_pipeline(self, prompts: Sequence[str], negatives: Sequence[str | None], generators) -> torch.Tensor:
+        """One pipeline call on one batch, prompt embeddings from the cache: (b, 3, H, W) in [0, 1]."""
+        cfg = self.cfg
+        return self.pipe(**self._embeds(prompts, negatives), num_inference_steps=cfg.steps,
+                         guidance_scale=cfg.guidance_scale, height=cfg.size, width=cfg.size, generator=generators,
+                         output_type="pt").images
+
+    def __getattr__(self, name):  # anything else (components, config) is the wrapped pipeline's
+        if name == "pipe":
+            raise AttributeError(name)
+        return getattr(self.pipe, name)
 
     def __call__(self, prompts, negative_prompts, seeds) -> np.ndarray:
         """(N, H, W, 3) uint8, like generate.generate_images."""

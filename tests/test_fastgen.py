@@ -82,3 +82,16 @@ def test_bench_runs_tiny_and_reports_side_by_side(tmp_path):
     assert g["rows"][-1]["vs_stock_max_abs"] <= 1 and g["flops_per_image_step"] > 0
     rows = time_training(["diffcore"], [4], "digits-cnn", 16, steps=1, warmup=1, device="cpu", rounds=1)
     assert [r["method"] for r in rows] == ["vanilla", "diffcore"] and rows[0]["overhead_pct"] == 0.0
+
+
+def test_draw_images_through_the_fast_path_gives_the_stock_images(sd):
+    from diffcore.generate import draw_images
+
+    pipe, cfg = sd
+    prompts, seeds = ["one", "two", "one", "four"], [1, 2, 3, 4]
+    stock, bad = draw_images(pipe, prompts, ["thin"] * 4, seeds, cfg)
+    fast, bad_fast = draw_images(FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, ["thin"] * 4,
+                                 seeds, cfg)
+    assert np.array_equal(stock, fast) and np.array_equal(bad, bad_fast)
+    nofneg, _ = draw_images(FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, None, seeds, cfg)
+    assert np.array_equal(nofneg, draw_images(pipe, prompts, None, seeds, cfg)[0])
