@@ -411,8 +411,8 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="*", default=["generation", "training", "loader"],
-                   choices=["generation", "training", "loader"])
+    p.add_argument("what", nargs="*", choices=["generation", "training", "loader"],
+                   help="what to time (default: all three)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
@@ -431,6 +431,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
     a = p.parse_args(argv)
+    a.what = a.what or ["generation", "training", "loader"]
     dev = resolve_device(a.device)
     gpu = dev.type == "cuda"
     arch = a.arch or ("sdxl" if gpu else "tiny")

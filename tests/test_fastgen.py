@@ -95,3 +95,15 @@ def test_draw_images_through_the_fast_path_gives_the_stock_images(sd):
     assert np.array_equal(stock, fast) and np.array_equal(bad, bad_fast)
     nofneg, _ = draw_images(FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, None, seeds, cfg)
     assert np.array_equal(nofneg, draw_images(pipe, prompts, None, seeds, cfg)[0])
+
+
+def test_bench_command_line_defaults_to_every_part(monkeypatch, tmp_path):
+    import diffcore.bench as B
+
+    seen = []
+    monkeypatch.setattr(B, "bench_generation", lambda *a, **k: seen.append("generation") or {"rows": []})
+    monkeypatch.setattr(B, "_print_generation", lambda g: None)
+    monkeypatch.setattr(B, "time_training", lambda *a, **k: seen.append("training") or [])
+    monkeypatch.setattr(B, "time_training_loader", lambda *a, **k: seen.append("loader") or [])
+    assert B.main(["--device", "cpu", "--out", str(tmp_path / "b.json")]) == 0
+    assert seen == ["generation", "training", "loader"] and (tmp_path / "b.json").is_file()
