@@ -411,8 +411,8 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
-    p.add_argument("what", nargs="*", choices=["generation", "training", "loader"],
-                   help="what to time (default: all three)")
+    # no `choices=`: Python 3.11's argparse checks an empty nargs="*" list against them and fails
+    p.add_argument("what", nargs="*", metavar="{generation,training,loader}", help="what to time (default: all three)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
@@ -431,7 +431,10 @@ def main(argv=None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
     a = p.parse_args(argv)
-    a.what = a.what or ["generation", "training", "loader"]
+    parts = ["generation", "training", "loader"]
+    if any(w not in parts for w in a.what):
+        p.error(f"what={a.what}: expected any of {parts}")
+    a.what = a.what or parts
     dev = resolve_device(a.device)
     gpu = dev.type == "cuda"
     arch = a.arch or ("sdxl" if gpu else "tiny")
