@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 $(CHROMIUM): scripts/install_chromium.sh | $(VENV)/.installed
 	bash scripts/install_chromium.sh $(VENV)/chromium
 
-# the main job, every notebook through papermill, the book (runs/embedded/book/_build/html), checked in Chromium
+# every notebook through papermill, then the book (runs/embedded/book/_build/html), checked in Chromium
 run: setup
 	$(BIN)/python -m diffcore.reproduce --profile embedded --out $(OUT)
 	$(MAKE) --no-print-directory check-book

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cli
-
 with warnings.catch_warnings():  # the kernel has no ipywidgets; tqdm.auto's warning about it says nothing to a reader
     warnings.simplefilter("ignore")
     import tqdm.auto  # noqa: F401
+
+from . import cli  # noqa: E402  (after tqdm.auto: cli imports train, which imports tqdm.auto)
 from .profiles import ASSETS
 
 PAPER_TABLES = ASSETS / "paper_tables.csv"
@@ -512,12 +512,12 @@ def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "t
 TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
     "Table 2": {"embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=60)},
                 "paper": {"Flowers-102, 10 per class": dict(dataset="flowers102", few_shot=10, arch="preactresnet34")}},
-    "Table 3": {"embedded": {"digits": dict(dataset="digits")},
+    "Table 3": {"embedded": {"digits": dict(dataset="digits", epochs=10)},
                 "paper": {"ImageNet-1K": dict(dataset="imagenet-1k", arch="resnet50"),
                           "Tiny ImageNet-200": dict(dataset="tiny-imagenet-200", arch="preactresnet18", image_size=64,
                                                     augment="small"),
                           "CIFAR-100": dict(dataset="cifar100", arch="preactresnet18", image_size=32, augment="small")}},
-    "Table 4": {"embedded": {"digits": dict(dataset="digits")},
+    "Table 4": {"embedded": {"digits": dict(dataset="digits", epochs=10)},
                 "paper": {"CUB": dict(dataset="cub-200-2011", arch="densenet121"),
                           "Cars": dict(dataset="stanford-cars", arch="densenet121"),
                           "Caltech": dict(dataset="caltech101", arch="densenet121")}},
@@ -525,7 +525,7 @@ TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
                              dict(dataset="digits", few_shot=10, epochs=30, lr=0.01, tag="finetune")},
                 "paper": {"CUB-Birds": dict(dataset="cub-200-2011", arch="wide_resnet101_2", tag="finetune"),
                           "Flowers-102": dict(dataset="flowers102", arch="wide_resnet101_2", tag="finetune")}},
-    "Table 7": {"embedded": {"digits": dict(dataset="digits")},
+    "Table 7": {"embedded": {"digits": dict(dataset="digits", epochs=10)},
                 "paper": {"Stanford Cars": dict(dataset="stanford-cars", arch="resnet50")}},
 }
 _FLAG_KEYS = ("few_shot", "arch", "epochs", "batch_size", "lr", "image_size", "augment", "pretrained", "device")
@@ -767,11 +767,12 @@ def method_names(methods) -> list[str]:
     return list(dict.fromkeys(m if m in reg else resolve(m)[0] for m in methods if m in reg or resolve(m)[0]))
 
 
-def label_of(method: str) -> str:
-    """Registered method name -> the paper's row label where there is one."""
-    for label, (names, _, _) in ALIASES.items():
-        if _norm(method) in names and not label.startswith("R50"):
-            return "DiffCoRe-Mix" if method == "diffcore" else label
+def label_of(method: str, table: str = "Table 6") -> str:
+    """Registered method name -> the paper's row label for it, preferring the rows of `table`."""
+    rows = list(dict.fromkeys(paper_numbers(table).method)) if table else []
+    for label in rows + list(ALIASES):
+        if not label.startswith("R50") and resolve(label)[0] == method:
+            return label
     return method
 
 
@@ -792,11 +793,14 @@ def overhead_side_by_side(rows: list[dict]) -> pd.DataFrame:
     ours = overhead_table(rows).set_index("method (paper row)")
     labels = list(paper.index) + [m for m in ours.index if m not in paper.index]
     out = paper.reindex(labels).join(ours, how="left")
+    ours_cols = [c for c in out.columns if c.startswith("ours")]
     out = out.map(lambda v: v if isinstance(v, str) else ("" if pd.isna(v) else f"{v:.1f}"))
     for label in labels:
-        if resolve(label)[0] is None and label in paper.index:
-            out.loc[label, [c for c in out.columns if c.startswith("ours")]] = NOT_YET_RUN
-    return out.reset_index().rename(columns={"index": "method (paper row)"})
+        missing = (out.loc[label, ours_cols] == "").all()
+        if missing:
+            out.loc[label, ours_cols] = NOT_YET_RUN if resolve(label)[0] is None else "not run"
+    out.index.name = "method (paper row)"
+    return out.reset_index()
 
 
 def fig4_overhead_vs_accuracy(rows: list[dict], ours: pd.DataFrame, batch_size: int = 16):

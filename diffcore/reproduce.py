@@ -4,10 +4,12 @@
     python -m diffcore.reproduce --only 02_table3 --out runs/embedded          # re-run one notebook, rebuild the book
     python -m diffcore.reproduce --profile paper --weights /w --data /d --out runs/paper   # on a GPU machine
 
-Steps: (1) `diffcore run` (generation once + vanilla / DiffCoRe-Mix-50 / -100), whose generated set and results
-the notebooks reuse; (2) each notebook executed into <out>/notebooks/ with a progress line; the first error
-stops the run with a non-zero exit and prints the failing cell; (3) Jupyter Book built from the executed
-notebooks into <out>/book/_build/html (warnings are errors).
+Steps: (1) with --main only, `diffcore run` first (the main job: 3 seeds of vanilla / DiffCoRe-Mix-50 / -100,
+whose generated set and results the notebooks then reuse); (2) each notebook executed into <out>/notebooks/ with a
+progress line; the first error stops the run with a non-zero exit and prints the failing cell; (3) Jupyter Book
+built from the executed notebooks into <out>/book/_build/html (warnings are errors). The notebooks share one
+generated set per dataset and one results folder per training setting, so each counterpart and each run is made
+once (a re-run skips what exists).
 """
 from __future__ import annotations
 
@@ -172,7 +174,8 @@ def parse(argv=None) -> argparse.Namespace:
                                       "sdxl-vae-fp16-fix/, clip-vit-b-32/open_clip_model.safetensors")
     ap.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
     ap.add_argument("--device", help="auto | cpu | cuda")
-    ap.add_argument("--no-main", action="store_true", help="skip `diffcore run` (the notebooks generate what they need)")
+    ap.add_argument("--main", action="store_true", help="run the main job (`diffcore run`, 3 seeds) first; the "
+                    "notebooks reuse its generated set and results (otherwise they make what they need, seeds [0])")
     ap.add_argument("--no-book", action="store_true", help="execute the notebooks only")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke run in a few minutes")
     ap.add_argument("--strip", action="store_true", help="clear the outputs of notebooks/*.ipynb and exit")
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
     params = gather_params(a, out)
     chosen = notebooks(a.only)
     t_all, timings = time.perf_counter(), {}
-    if not (a.no_main or a.quick or (out / "table.md").is_file()):
+    if a.main and not (out / "table.md").is_file():
         print(f"[main] python -m diffcore run --profile {params['profile']} --out {out}", flush=True)
         t0 = time.perf_counter()
         main_job(params["profile"], out, params)

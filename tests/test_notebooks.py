@@ -48,7 +48,7 @@ def test_table_notebook_runs_and_a_parameter_override_changes_it(tmp_path, monke
 
 def test_driver_stops_on_a_failing_cell_and_shows_it(tmp_path):
     done = subprocess.run([sys.executable, "-m", "diffcore.reproduce", "--only", "01_table2", "--out", str(tmp_path),
-                           "--no-book", "--no-main", "--param", "profile=nope"], cwd=REPO, capture_output=True, text=True,
+                           "--no-book", "--param", "profile=nope"], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode != 0
     assert "FAILED: 01_table2_data_scarcity.ipynb" in done.stderr
