@@ -205,7 +205,7 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
         cfg = GenerateConfig(steps=steps, guidance_scale=guidance, size=size, batch_size=bs)
         generate_images(pipe, *prompts(bs), GenerateConfig(steps=2, guidance_scale=guidance, size=size, batch_size=bs))
         stock_imgs[bs] = timed(lambda n: generate_images(pipe, *prompts(n), cfg), bs, "stock pipeline", bs)
-    variants = [("diffcore bf16", FastConfig(compile_mode=compile_mode))]
+    variants = [(f"diffcore {str(dtype).removeprefix('torch.')}", FastConfig(compile_mode=compile_mode))]
     if fp8 and device.type == "cuda":
         variants.append(("diffcore fp8 (opt-in)", FastConfig(compile_mode=compile_mode, fp8=True)))
     for name, fast in variants:
