@@ -1,0 +1,239 @@
+"""Many processes, one result: which share of the work this process does, and the few collective steps that
+generation and training need. In a single process every function here is a no-op, so one code path serves 1
+process and 1,000.
+
+Who this process is, read in one place (`world_from_env`):
+- torchrun (one process per GPU, one or many machines): RANK, WORLD_SIZE, LOCAL_RANK. A process group (gloo
+  for generation, which only needs a barrier; NCCL for training on GPUs) gives barriers and reductions.
+- a Slurm job array (independent tasks, no process group): SLURM_ARRAY_TASK_ID, _COUNT, _MIN, _STEP.
+- both, an array of torchrun jobs: shard = task * torchrun world + torchrun rank.
+
+Generation (`counterparts.make_counterparts`) cuts the chosen source images into fixed chunks and gives chunk c to
+shard c % shards. Chunks do not depend on the number of shards, so every image is generated in the same batch on
+1 GPU or on 100 (batched kernels round differently at other batch compositions), with a seed that depends only on
+(run seed, image id, attempt): the generated set is the same, file for file.
+
+Training (`train.train`) uses DistributedDataParallel: every process draws the same global batch order and takes
+rows rank::world of each global batch (`RankBatches`), so a step sees the same samples on any process count.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from .runtime import resolve_device
+
+# Ranks wait at a barrier for the slowest one: a generation shard can be a chunk behind the others (256 sources at
+# ~0.5 s/img on an H100 ~ 2 min); 60 min leaves room for slow storage without hanging forever on a dead rank.
+TIMEOUT = timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0         # this process's shard, in [0, size)
+    size: int = 1         # shards in all: torchrun processes x Slurm array tasks
+    group_rank: int = 0   # rank in the torchrun process group (0 without one)
+    group_size: int = 1   # processes in the torchrun process group; collectives span these only
+    local_rank: int = 0   # GPU index on this machine (torchrun LOCAL_RANK)
+
+    def __post_init__(self):
+        if not (0 <= self.rank < self.size and 0 <= self.group_rank < self.group_size and self.local_rank >= 0):
+            raise ValueError(f"rank={self.rank} of size={self.size} (group rank {self.group_rank} of "
+                             f"{self.group_size}, local rank {self.local_rank}): expected 0 <= rank < size")
+        if self.size % self.group_size:
+            raise ValueError(f"size={self.size} is not a multiple of the process group's {self.group_size}")
+
+    @property
+    def is_main(self) -> bool:
+        """The process of its group that prints, writes results and merges."""
+        return self.group_rank == 0
+
+    @property
+    def whole(self) -> bool:
+        """True when the process group spans every shard (no Slurm array): it can merge the shards itself."""
+        return self.size == self.group_size
+
+    @property
+    def tag(self) -> str:
+        """File-name tag of this shard, e.g. 'rank-00001-of-00004'."""
+        return f"rank-{self.rank:05d}-of-{self.size:05d}"
+
+
+SINGLE = World()
+
+
+# ---------------------------------------------------------------- who am I
+def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    value = env.get(name)
+    if value is None or value == "":
+        if default is None:
+            raise ValueError(f"{name} is not set but its companions are: launch with torchrun or sbatch --array")
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer (set by torchrun or Slurm)") from None
+
+
+def _torchrun(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """(rank, world size, local rank) of a torchrun launch; (0, 1, 0) outside one."""
+    if "WORLD_SIZE" not in env and "RANK" not in env:
+        return 0, 1, 0
+    return _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK", 0)
+
+
+def _slurm_array(env: Mapping[str, str]) -> tuple[int, int]:
+    """(task index from 0, task count) of a Slurm job array; (0, 1) outside one.
+
+    Slurm numbers tasks as given to --array (0-15, 1-16, 0-30:2), so the index is (id - min) / step; lists with
+    gaps (--array=1,4,9) cannot be mapped to shards and are refused.
+    """
+    if "SLURM_ARRAY_TASK_ID" not in env:
+        return 0, 1
+    task, count = _int(env, "SLURM_ARRAY_TASK_ID"), _int(env, "SLURM_ARRAY_TASK_COUNT")
+    lo, step = _int(env, "SLURM_ARRAY_TASK_MIN", 0), _int(env, "SLURM_ARRAY_TASK_STEP", 1)
+    hi = _int(env, "SLURM_ARRAY_TASK_MAX", lo + (count - 1) * step)
+    if step < 1 or (task - lo) % step or (hi - lo) // step + 1 != count or (hi - lo) % step:
+        raise ValueError(f"Slurm array task {task} of {count} (min {lo}, max {hi}, step {step}): expected evenly "
+                         f"spaced indices, e.g. sbatch --array=0-{count - 1}")
+    return (task - lo) // step, count
+
+
+def world_from_env(env: Mapping[str, str] | None = None) -> World:
+    """This process's place from torchrun's and Slurm's environment variables (see the module docstring)."""
+    env = os.environ if env is None else env
+    g_rank, g_size, local = _torchrun(env)
+    task, tasks = _slurm_array(env)
+    return World(rank=task * g_size + g_rank, size=tasks * g_size, group_rank=g_rank, group_size=g_size,
+                 local_rank=local)
+
+
+def device_for(world: World, name: str = "auto") -> torch.device:
+    """`runtime.resolve_device(name)`; on CUDA without an index, GPU LOCAL_RANK (one GPU per torchrun process)."""
+    dev = resolve_device(name)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", world.local_rank)
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {dev} (LOCAL_RANK={world.local_rank}) but {torch.cuda.device_count()} GPU(s) "
+                             f"visible: start at most one process per GPU (torchrun --nproc_per_node)")
+        torch.cuda.set_device(dev)  # NCCL and un-indexed allocations then use this process's GPU
+    return dev
+
+
+# ---------------------------------------------------------------- process group and collectives
+@contextmanager
+def process_group(world: World, backend: str):
+    """A torchrun process group for the duration of the block ('gloo' or 'nccl'); nothing for one process."""
+    if world.group_size == 1 or dist.is_initialized():
+        yield
+        return
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
+    dist.init_process_group(backend, timeout=TIMEOUT, device_id=device)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def barrier(world: World) -> None:
+    if world.group_size > 1:
+        dist.barrier()
+
+
+def sum_over_ranks(values: Sequence[float], world: World) -> list[float]:
+    """Element-wise sum of `values` over the process group (float64); the values themselves for one process."""
+    if world.group_size == 1:
+        return [float(v) for v in values]
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=dev)  # (len(values),)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def mean_over_ranks(values: Sequence[float], world: World) -> float:
+    """Mean of every rank's `values` together (e.g. per-step losses); numpy's mean for one process."""
+    if world.group_size == 1:
+        import numpy as np
+
+        return float(np.mean(values))
+    total, n = sum_over_ranks([sum(values), len(values)], world)
+    return total / n
+
+
+def from_main(obj, world: World):
+    """Rank 0's `obj` on every rank of the group (picklable objects), e.g. a decision only rank 0 can make."""
+    if world.group_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------- generation: shards of fixed chunks
+def my_chunks(items: Sequence[int], chunk_size: int, world: World) -> list[list[int]]:
+    """`items` cut into chunks of `chunk_size` (the last one shorter); chunk c belongs to shard c % world.size."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size}: expected >= 1 sources per chunk")
+    starts = range(0, len(items), chunk_size)
+    return [list(items[s:s + chunk_size]) for c, s in enumerate(starts) if c % world.size == world.rank]
+
+
+def publish_once(path: Path, make: Callable[[], dict]) -> dict:
+    """The JSON object at `path`: read if it is there, else made here and published; the first publisher wins.
+
+    Shards without a process group (a Slurm array) that start together each make it, but all of them then use
+    the first one published, so they agree by construction; a resumed run reads it instead of making it again.
+    """
+    if not path.is_file():
+        obj = make()
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic create-if-absent, also on NFS and Lustre
+        except FileExistsError:
+            pass  # another shard was first: use its copy
+        finally:
+            tmp.unlink()
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- training: one global batch, split over ranks
+class RankBatches(Sampler[list[int]]):
+    """This rank's rows rank::world of every global batch of `batches`, which all ranks draw identically.
+
+    With the same seed every process count sees the same samples at each step (the global batch stays the
+    configured batch size); a final remainder with fewer rows than ranks is dropped, so no rank gets an empty
+    batch. DistributedSampler would instead permute with its own generator, so 2 processes would not see the
+    batches of 1 process.
+    """
+
+    def __init__(self, batches: Iterable[list[int]], n_samples: int, batch_size: int, world: World):
+        self.batches, self.world = batches, world
+        rem = n_samples % batch_size
+        self.length = n_samples // batch_size + (rem >= world.group_size)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) >= self.world.group_size:
+                yield batch[self.world.group_rank::self.world.group_size]
+
+    def __len__(self) -> int:
+        return self.length

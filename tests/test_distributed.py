@@ -1,0 +1,98 @@
+"""Many processes, one result: shards from torchrun / Slurm variables, fixed chunks, one global batch order."""
+import json
+import threading
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+from diffcore.distributed import RankBatches, World, my_chunks, publish_once, world_from_env
+
+
+def test_world_from_torchrun_slurm_array_and_both():
+    assert world_from_env({}) == World()
+    w = world_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (w.rank, w.size, w.group_rank, w.group_size, w.local_rank, w.whole) == (3, 4, 3, 4, 1, True)
+    # an array --array=1-8: task ids start at 1; no process group
+    s = world_from_env({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "1",
+                        "SLURM_ARRAY_TASK_MAX": "8"})
+    assert (s.rank, s.size, s.group_size, s.whole, s.tag) == (4, 8, 1, False, "rank-00004-of-00008")
+    step = world_from_env({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+                           "SLURM_ARRAY_TASK_MAX": "6", "SLURM_ARRAY_TASK_STEP": "2"})
+    assert (step.rank, step.size) == (2, 4)
+    # an array of torchrun jobs: task 2 of 3, process 1 of 2 -> shard 5 of 6, collectives over its 2 processes
+    both = world_from_env({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "RANK": "1", "WORLD_SIZE": "2"})
+    assert (both.rank, both.size, both.group_rank, both.group_size, both.is_main, both.whole) == (5, 6, 1, 2, False,
+                                                                                                  False)
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
+      "SLURM_ARRAY_TASK_MAX": "9"}, "expected evenly spaced indices"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "expected 0 <= rank < size"),
+    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected an integer"),
+    ({"SLURM_ARRAY_TASK_ID": "0"}, "SLURM_ARRAY_TASK_COUNT is not set"),
+])
+def test_bad_launch_variables_fail_in_one_line(env, message):
+    with pytest.raises(ValueError, match=message):
+        world_from_env(env)
+
+
+def test_chunks_do_not_depend_on_the_number_of_shards():
+    items = list(range(103))
+    one = my_chunks(items, 10, World())
+    assert [len(c) for c in one] == [10] * 10 + [3]
+    for size in (2, 3, 7, 16):
+        shards = [my_chunks(items, 10, World(rank=r, size=size)) for r in range(size)]
+        assert sorted(sum(shards, []), key=lambda c: c[0]) == one  # the same chunks, each taken exactly once
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced to within one chunk
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        my_chunks(items, 0, World())
+
+
+def test_publish_once_first_writer_wins(tmp_path):
+    path = tmp_path / "plan.json"
+    made, barrier = [], threading.Barrier(4)
+
+    def shard(k):
+        def make():
+            made.append(k)
+            barrier.wait()  # every shard makes its own before any publishes: a real race
+            return {"tau": [0.5 + k]}
+        return publish_once(path, make)
+
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda k=k: results.__setitem__(k, shard(k))) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == [0, 1, 2, 3] and len({json.dumps(r) for r in results}) == 1  # all use one copy
+    assert publish_once(path, lambda: pytest.fail("must not be made again")) == results[0]
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # no temporary file left behind
+
+
+def test_rank_batches_split_the_single_process_batches():
+    n, batch = 23, 6
+
+    def batches(world, seed=5):
+        g = torch.Generator().manual_seed(seed)
+        loader = DataLoader(range(n), generator=g, batch_sampler=RankBatches(
+            BatchSampler(RandomSampler(range(n), generator=g), batch, drop_last=False), n, batch, world))
+        return [[b.tolist() for b in loader] for _epoch in range(2)], len(loader)
+
+    # one process: exactly the batches of DataLoader(shuffle=True), epoch after epoch (existing results unchanged)
+    g = torch.Generator().manual_seed(5)
+    plain = DataLoader(range(n), batch_size=batch, shuffle=True, generator=g)
+    one, length = batches(World())
+    assert one == [[b.tolist() for b in plain] for _epoch in range(2)] and length == 4
+    # two and three processes: each step's rows, put together, are that step's single-process batch
+    for size in (2, 3):
+        per_rank = [batches(World(rank=r, size=size, group_rank=r, group_size=size)) for r in range(size)]
+        for epoch in range(2):
+            steps = zip(*(p[0][epoch] for p in per_rank))
+            assert [sorted(sum(rows, [])) for rows in steps] == [sorted(b) for b in one[epoch]]
+        assert all(p[1] == 4 for p in per_rank)
+    # a remainder smaller than the world is dropped rather than leave a rank without rows
+    per_rank = [batches(World(rank=r, size=6, group_rank=r, group_size=6)) for r in range(6)]
+    assert all(len(p[0][0]) == 3 == p[1] for p in per_rank)  # 23 = 3 x 6 + 5: the last 5 rows are dropped
