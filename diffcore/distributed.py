@@ -155,6 +155,14 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def main_first(world: World, make: Callable):
+    """make() on rank 0, then, after a barrier, on the other ranks: for work that writes shared files once (rank 0
+    writes them; the others find them written)."""
+    out = make() if world.is_main else None
+    barrier(world)
+    return out if world.is_main else make()
+
+
 def sum_over_ranks(values: Sequence[float], world: World) -> list[float]:
     """Element-wise sum of `values` over the process group (float64); the values themselves for one process."""
     if world.group_size == 1:
@@ -237,3 +245,60 @@ class RankBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.length
+
+
+def rank_seed(seed: int, world: World) -> int:
+    """Per-rank seed `seed * world + rank` (DiT); the seed itself for one process, so its results do not change."""
+    return seed * world.group_size + world.group_rank
+
+
+def train_batches(dataset, batch_size: int, generator: torch.Generator, world: World) -> RankBatches:
+    """This rank's rows of the global batches that `DataLoader(shuffle=True, generator=generator)` would draw."""
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    if batch_size % world.group_size:
+        raise ValueError(f"batch_size={batch_size} is the global batch and must split evenly over "
+                         f"{world.group_size} processes; pass a multiple of {world.group_size}")
+    order = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=False)
+    return RankBatches(order, len(dataset), batch_size, world)
+
+
+def eval_indices(n: int, world: World) -> range:
+    """This rank's share of an evaluation set: every image exactly once over all ranks (no padding, unlike
+    DistributedSampler, which repeats images to even out the shares and so would skew the metrics)."""
+    return range(world.group_rank, n, world.group_size)
+
+
+def wrap_ddp(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel over the process group (the model itself for one process).
+
+    On GPUs BatchNorm becomes SyncBatchNorm, so that its statistics are those of the global batch, as with one
+    process (the paper's batch of 16 over 8 GPUs would otherwise normalise over 2 images); PyTorch has no
+    SyncBatchNorm on CPUs, where each rank normalises over its own rows.
+    """
+    if world.group_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel (for evaluation, state dicts and hooks)."""
+    return getattr(model, "module", model)
+
+
+class ReseedWorker:
+    """DataLoader worker_init_fn giving each rank's workers their own augmentation stream (all ranks share the
+    loader generator, which seeds the workers, so that they draw the same global batch order)."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def __call__(self, worker_id: int) -> None:
+        from .runtime import derive_seed
+
+        torch.manual_seed(derive_seed(torch.initial_seed(), "rank", self.rank) % 2**63)

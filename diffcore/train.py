@@ -16,21 +16,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from . import checkpoint as CK
+from . import distributed as D
 from . import loader as L
 from .counterparts import kept_counterparts
 from .data import ImageSet, choose_fraction, skipped_summary
 from .methods import REGISTRY, Batch, Method, build_method
 from .mix import MixConfig
-from .runtime import check_device_name, derive_seed, provenance, resolve_device
+from .runtime import check_device_name, derive_seed, provenance
 from .safety import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,9 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> dict:
-    model.eval()
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, world: D.World = D.SINGLE) -> dict:
+    """Top-1/top-5/loss over the loader; under torchrun each rank's share, summed over ranks (the same numbers)."""
+    model = D.unwrap(model).eval()  # no DDP forward: ranks may hold different numbers of evaluation batches
     n, c1, c5, loss = 0, 0, 0, 0.0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -206,6 +207,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         a, b = topk_correct(logits, y)
         n, c1, c5 = n + len(y), c1 + a, c5 + b
+    n, c1, c5, loss = D.sum_over_ranks([n, c1, c5, loss], world)
+    n, c1, c5 = int(n), int(c1), int(c5)
     return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
 
 
@@ -236,20 +239,30 @@ def check_train_out(out: str | Path | None) -> None:
 
 
 def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: str | Path | None = None,
-          out: str | Path | None = None, progress: bool = True, checkpoint: bool = True) -> dict:
+          out: str | Path | None = None, progress: bool = True, checkpoint: bool = True,
+          world: D.World = D.SINGLE) -> dict:
     """Train one classifier and evaluate it; returns (and writes to `out`) the results with provenance.
 
     With `out` and `checkpoint`, the state is saved to checkpoint.checkpoint_path(out) at every epoch end and a
     run killed earlier resumes from there; the file then holds the final weights ("state_dict").
+
+    Under torchrun (`world`, its process group initialised) the model is trained with DDP on the same global
+    batches; the metrics are reduced over the ranks (every rank returns the same); rank 0 alone writes `out` and
+    the checkpoint, which any number of processes can resume.
     """
     from .models import build_model
 
     check_train_out(out)
-    device = resolve_device(cfg.device)
+    if not world.whole:
+        raise ValueError("training runs under torchrun (srun ... torchrun for several machines), not as a Slurm "
+                         "array: the array's tasks would train separate models")
+    device = D.device_for(world, cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
-    if cfg.loader == "device":
-        tr = L.cached_pairs(train_ds, tr.pairs, _cache_dir(cfg, out), _cache_side(cfg), max(1, cfg.workers))
+    if cfg.loader == "device":  # under torchrun rank 0 decodes the cache, the other ranks then map it
+        pairs = tr.pairs
+        tr = D.main_first(world, lambda: L.cached_pairs(train_ds, pairs, _cache_dir(cfg, out), _cache_side(cfg),
+                                                        max(1, cfg.workers)))
     te = EvalSet(test_ds, transforms_for(cfg, False))
     ckpt = CK.checkpoint_path(out) if out is not None and checkpoint else None
     identity = {"config": _jsonable(asdict(cfg)), "dataset": train_ds.name, "real": len(train_ds),
@@ -259,25 +272,32 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
         torch.manual_seed(derive_seed(cfg.seed, "init") % 2**31)
         model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained,
                             image_size=cfg.image_size).to(device)
-        history = _fit(model, tr, te, cfg, device, progress, ckpt, identity)
+        model = D.wrap_ddp(model, world, device)
+        history = _fit(model, tr, te, cfg, device, progress and world.is_main, ckpt, identity, world)
     result = {"kind": "diffcore-train-result", "method": cfg.method, "dataset": train_ds.name,
               "test_dataset": test_ds.name, "config": _jsonable(asdict(cfg)),
               "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
               "skipped": skipped_summary(train_ds), "generated": None if generated is None else str(generated),
               "metrics": history["final"], "history": history["epochs"], "resumed_at_epoch": history["resumed_at"],
               "checkpoint": None if ckpt is None else str(ckpt),
-              "wall_time_s": time.perf_counter() - t0, "provenance": provenance(device)}
-    if out is not None:
+              "wall_time_s": time.perf_counter() - t0, "processes": world.group_size,
+              "provenance": provenance(device)}
+    if out is not None and world.is_main:
         atomic_write_text(out, json.dumps(result, indent=2))
     return result
 
 
-def _loop_parts(model, tr, te, cfg: TrainConfig, device):
-    """DataLoaders, optimizer, scheduler and the loop's own generators (data order, mixing draws)."""
+def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SINGLE):
+    """DataLoaders, optimizer, scheduler and the loop's own generators (data order, mixing draws).
+
+    Under torchrun every rank draws the same global batches (the order generator is the same on all) and takes
+    its rows of each (distributed.RankBatches); each rank evaluates its share of the test set."""
     loader_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "order") % 2**63)
-    loader = DataLoader(tr, batch_size=cfg.batch_size, shuffle=True, generator=loader_gen, drop_last=False,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    test_loader = DataLoader(te, batch_size=max(64, cfg.batch_size), num_workers=cfg.workers)
+    loader = DataLoader(tr, batch_sampler=D.train_batches(tr, cfg.batch_size, loader_gen, world), generator=loader_gen,
+                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None)
+    test_loader = DataLoader(Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size),
+                             num_workers=cfg.workers)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
@@ -290,18 +310,24 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device):
 
 
 def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | None = None,
-         identity: dict | None = None) -> dict:
-    loader, test_loader, opt, sched, gens = _loop_parts(model, tr, te, cfg, device)
+         identity: dict | None = None, world: D.World = D.SINGLE) -> dict:
+    loader, test_loader, opt, sched, gens = _loop_parts(model, tr, te, cfg, device, world)
     method, num_classes = method_for(cfg), len(tr.ds.classes)
     start, epochs = 0, []
-    if ckpt is not None:
+    if ckpt is not None and world.is_main:
         CK.remove_partial(ckpt)
-    if ckpt is not None and ckpt.is_file():
-        start, epochs = CK.restore(CK.load(ckpt, identity), model, opt, sched, gens)
+    if ckpt is not None and ckpt.is_file():  # every rank loads rank 0's checkpoint: the same weights everywhere
+        start, epochs = CK.restore(CK.load(ckpt, identity), D.unwrap(model), opt, sched, gens)
         log.info("%s: resumed at epoch %d of %d", ckpt, start, cfg.epochs)
     bar = tqdm(range(start, cfg.epochs), desc=f"train {cfg.method}", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
+        if world.group_size > 1:  # per-rank streams (DiT: seed * world + rank), re-derived at every epoch so
+            rs = D.rank_seed(cfg.seed, world)  # that a resume needs only rank 0's checkpoint
+            torch.manual_seed(derive_seed(rs, "augment", epoch) % 2**63)
+            for name in ("mix", "augment"):  # "augment": the device loader's crops and flips
+                if name in gens:
+                    gens[name].manual_seed(derive_seed(rs, name, epoch, "gen") % 2**63)
         t0, losses = time.perf_counter(), []
         for batch in loader:
             if cfg.loader == "device":
@@ -309,12 +335,12 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
                                           _STD.get(cfg.augment, IMAGENET_STD), gens["augment"], device)
             losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
         sched.step()
-        epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
+        epochs.append({"epoch": epoch + 1, "train_loss": D.mean_over_ranks(losses, world), "lr": opt.param_groups[0]["lr"],
                        "time_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
-        if ckpt is not None:
-            CK.save(ckpt, identity, epoch + 1, epochs, model, opt, sched, gens)
-    final = evaluate(model, test_loader, device)
+        if ckpt is not None and world.is_main:
+            CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)
+    final = evaluate(model, test_loader, device, world)
     return {"final": final, "epochs": epochs, "resumed_at": start or None}
 
 

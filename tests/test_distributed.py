@@ -96,3 +96,41 @@ def test_rank_batches_split_the_single_process_batches():
     # a remainder smaller than the world is dropped rather than leave a rank without rows
     per_rank = [batches(World(rank=r, size=6, group_rank=r, group_size=6)) for r in range(6)]
     assert all(len(p[0][0]) == 3 == p[1] for p in per_rank)  # 23 = 3 x 6 + 5: the last 5 rows are dropped
+
+
+def _torchrun(args, cwd, timeout=240, nproc=2):
+    """Run `args` under torchrun with `nproc` processes on a free port; returns the completed process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_ddp_training_two_processes(tmp_path):
+    from pathlib import Path
+
+    import ddp_train_worker as W
+
+    _torchrun([str(Path(W.__file__)), str(tmp_path)], cwd=tmp_path)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    # metrics and losses are reduced over the ranks: both return the same numbers, over the whole test set
+    assert r0["metrics"] == r1["metrics"] and r0["metrics"]["n"] == 30
+    assert [e["train_loss"] for e in r0["history"]] == [e["train_loss"] for e in r1["history"]]
+    assert r0["processes"] == r1["processes"] == 2
+    # only rank 0 writes the result
+    assert (tmp_path / "result-0.json").is_file() and not (tmp_path / "result-1.json").exists()
+    assert json.loads((tmp_path / "result-0.json").read_text())["metrics"] == r0["metrics"]
+    # the same global batches: without BatchNorm and augmentation, 2 processes end where 1 process does
+    one = W.fit_linear(World())
+    assert r0["linear"]["weights"] == r1["linear"]["weights"]  # DDP keeps the ranks in step, bit for bit
+    torch.testing.assert_close(torch.tensor(r0["linear"]["weights"]), torch.tensor(one["weights"]), rtol=0,
+                               atol=1e-6)
+    assert r0["linear"]["losses"] == pytest.approx(one["losses"], rel=1e-6)
+    assert r0["linear"]["final"]["n"] == one["final"]["n"] == 30
+    assert r0["linear"]["final"]["top1"] == one["final"]["top1"]

@@ -130,6 +130,7 @@ MANIFOLD_STAGES = (("layer1", "layer2"),                                # PreAct
 
 
 def manifold_stages(model: torch.nn.Module) -> list[torch.nn.Module]:
+    model = getattr(model, "module", model)  # under DDP, the wrapped model's stages (hooks fire through DDP)
     names = set(dict(model.named_modules()))
     for stages in MANIFOLD_STAGES:
         if all(s in names for s in stages):

@@ -1,0 +1,57 @@
+"""One torchrun process of tests/test_distributed.py::test_ddp_training_two_processes (not a test module itself).
+
+Writes <out>/rank<R>.json: what `train` returned on this rank, and the weights that `_fit` reached for a model
+without BatchNorm on unaugmented images (the case where 2 processes must equal 1 up to float rounding).
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from diffcore import distributed as D
+from diffcore.train import EvalSet, PairedTrainingSet, TrainConfig, _fit, train, transforms_for
+
+
+def data():
+    from diffcore.data import digits
+
+    return digits("train").subset(range(40)), digits("test").subset(range(30))
+
+
+def linear_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+
+
+EXACT = dict(method="vanilla", model="digits-cnn", epochs=2, batch_size=8, lr=0.01, image_size=16, augment="digits",
+             device="cpu")
+
+
+def fit_linear(world):
+    """Weights and losses of `_fit` on a BatchNorm-free model, no augmentation: the same on any process count."""
+    cfg = TrainConfig(**EXACT)
+    train_ds, test_ds = data()
+    tr = PairedTrainingSet(train_ds, {}, transforms_for(cfg, False))  # deterministic: resize + normalise
+    model = D.wrap_ddp(linear_model(), world, torch.device("cpu"))
+    history = _fit(model, tr, EvalSet(test_ds, transforms_for(cfg, False)), cfg, torch.device("cpu"), False, world)
+    weights = torch.cat([p.detach().flatten() for p in D.unwrap(model).parameters()])
+    return {"weights": weights.tolist(), "losses": [e["train_loss"] for e in history["epochs"]],
+            "final": history["final"]}
+
+
+def main(out: Path) -> None:
+    world = D.world_from_env()
+    with D.process_group(world, "gloo"):
+        train_ds, test_ds = data()
+        cfg = TrainConfig(method="vanilla", model="digits-cnn", epochs=1, batch_size=8, lr=0.05, image_size=32,
+                          augment="digits", device="cpu")
+        r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world)
+        linear = fit_linear(world)
+    (out / f"rank{world.rank}.json").write_text(json.dumps(
+        {"world": [world.rank, world.size], "metrics": r["metrics"], "history": r["history"],
+         "processes": r["processes"], "linear": linear}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
