@@ -5,6 +5,7 @@ without BatchNorm on unaugmented images (the case where 2 processes must equal 1
 """
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ def linear_model():
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
 
 
+# clean_lam > 0: the clean logits of the saliency pass are part of the loss
+MODEL_METHODS = {"manifold-mixup": {}, "snapmix": {}, "puzzlemix": {"clean_lam": 1.0}}
 EXACT = dict(method="vanilla", model="digits-cnn", epochs=2, batch_size=8, lr=0.01, image_size=16, augment="digits",
              device="cpu")
 
@@ -48,9 +51,12 @@ def main(out: Path) -> None:
                           augment="digits", device="cpu")
         r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world)
         linear = fit_linear(world)
+        # methods that look into the model (hooks, layers, input gradients) run through DDP too
+        looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
+                            world=world)["metrics"] for m, args in MODEL_METHODS.items()}
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"world": [world.rank, world.size], "metrics": r["metrics"], "history": r["history"],
-         "processes": r["processes"], "linear": linear}))
+         "processes": r["processes"], "linear": linear, "model_methods": looking}))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def test_ddp_training_two_processes(tmp_path):
     assert r0["metrics"] == r1["metrics"] and r0["metrics"]["n"] == 30
     assert [e["train_loss"] for e in r0["history"]] == [e["train_loss"] for e in r1["history"]]
     assert r0["processes"] == r1["processes"] == 2
+    assert r0["model_methods"] == r1["model_methods"] and set(r0["model_methods"]) == set(W.MODEL_METHODS)
     # only rank 0 writes the result
     assert (tmp_path / "result-0.json").is_file() and not (tmp_path / "result-1.json").exists()
     assert json.loads((tmp_path / "result-0.json").read_text())["metrics"] == r0["metrics"]

@@ -126,6 +126,7 @@ def paste_resized(dst: torch.Tensor, src: torch.Tensor, dst_boxes: torch.Tensor,
 # ---------------------------------------------------------------- the model's layers
 def find_layer(model: torch.nn.Module, names: tuple[str, ...], what: str, method: str) -> torch.nn.Module:
     """The first of `names` that is a submodule of `model`; a one-line error naming the candidates otherwise."""
+    model = getattr(model, "module", model)  # under DDP, the wrapped model's layers
     for n in names:
         try:
             return model.get_submodule(n)
@@ -164,6 +165,7 @@ def input_gradient_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     kept. keep_graph=True (clean_lam > 0): it runs in train mode and the clean logits are returned with their
     graph, so that the caller can add clean_lam * CE(clean) to the loss (the reference's clean input regulariser).
     """
+    model = getattr(model, "module", model)  # under DDP, a forward that no DDP backward follows must skip DDP
     was_training = model.training
     xin = x.detach().requires_grad_(True)
     if not keep_graph:
