@@ -1,4 +1,7 @@
-"""`python -m diffcore {generate,train,run,table,info}`: the steps of the method from the command line.
+"""`python -m diffcore {generate,merge,train,run,table,estimate,info}`: the method's steps from the command line.
+
+Under torchrun (and, for `generate`, as a Slurm array) a command shares its work out over the processes; see
+diffcore.distributed and book/scale-out.md.
 
 Every setting starts from a profile (`--profile embedded|paper`) and is overridden by flags. All configs are
 built and checked (paths, names, ranges) before any model is loaded, so bad input fails in a second.
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from . import data as D
 from .counterparts import CounterpartConfig
+from .distributed import backend_for, device_for, from_main, init_process_group, world_from_env
 from .filter import FilterConfig
 from .generate import GenerateConfig
 from .mix import MixConfig
@@ -95,7 +99,7 @@ def build_configs(args) -> dict:
     filt = FilterConfig(**{**p["filter"], **_pick(args, {
         "clip_model": "clip_model", "clip_pretrained": "clip_pretrained", "clip_config": "clip_config",
         "z_pairs": "z_pairs", "max_attempts": "max_attempts"})})
-    cp = CounterpartConfig(**{**p["counterparts"], **_pick(args, {"fraction": "fraction"})})
+    cp = CounterpartConfig(**{**p["counterparts"], **_pick(args, {"fraction": "fraction", "chunk_size": "chunk_size"})})
     train_over = _pick(args, {"method": "method", "arch": "model", "epochs": "epochs", "batch_size": "batch_size",
                               "lr": "lr", "device": "device", "workers": "workers", "pretrained": "pretrained",
                               "loader": "loader", "cache_dir": "cache_dir",
@@ -142,7 +146,7 @@ def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
     from .counterparts import check_out_dir, make_counterparts
     from .filter import load_clip
     from .generate import load_pipeline
-    from .runtime import resolve_device, resolve_dtype
+    from .runtime import resolve_dtype
 
     c = build_configs(args)
     check_generation(args, c)
@@ -150,23 +154,53 @@ def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
         ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train", _few_shot(args, c))
     cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
     check_out_dir(ds, args.out, *cfgs)  # a resume with other settings fails before any model is loaded
-    device = resolve_device(args.device or "auto")
+    world = world_from_env()  # torchrun / Slurm array: this process's shard (diffcore.distributed)
+    device = device_for(world, args.device or "auto")
     dtype = resolve_dtype(c["generate"].dtype, device)
     clip = load_clip(c["filter"], device)
     pipe = load_pipeline(c["generate"], device, dtype)
-    info = make_counterparts(ds, pipe, clip, args.out, *cfgs)
+    init_process_group(world, "gloo")  # generation only needs barriers; `run` may have made the group already
+    info = make_counterparts(ds, pipe, clip, args.out, *cfgs, world=world)
+    if info is None:
+        print(f"shard {world.tag} done -> {args.out}; once every task of the array is done, run `diffcore merge` "
+              f"with the same flags")
+    elif world.is_main:
+        _report(info, ds, args.out)
+    return 0
+
+
+def cmd_merge(args) -> int:
+    """After a Slurm array of `generate` tasks: the shards -> manifest.csv, run.json and preview.png."""
+    from .counterparts import finish_counterparts
+
+    c = build_configs(args)
+    ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train", _few_shot(args, c))
+    cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    _report(finish_counterparts(ds, args.out, *cfgs), ds, args.out)
+    return 0
+
+
+def cmd_estimate(args) -> int:
+    from .estimate import H100_S_PER_IMG, PAPER_DISCARD, table
+
+    print(table(args.gpus, args.fraction, args.s_per_img or H100_S_PER_IMG,
+                PAPER_DISCARD if args.discard is None else args.discard, args.chunk_size or 256))
+    return 0
+
+
+def _report(info: dict, ds: D.ImageSet, out: str) -> None:
+    """Discard rates of a finished generated set, and its preview."""
     s = info["summary"]
     per_class = sorted(s["per_class"].items(), key=lambda kv: -kv[1]["discard_rate"])
     print("discarded per class (highest first): " + ", ".join(
         f"{name} {100 * v['discard_rate']:.0f}%" for name, v in per_class[:10]) + (" ..." if len(per_class) > 10 else ""))
     print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded, "
           f"{s['invalid']} invalid), {s['no_counterpart']} sources without counterpart"
-          f"{f' ({n} unreadable)' if (n := s['unreadable']) else ''} -> {args.out}")
+          f"{f' ({n} unreadable)' if (n := s['unreadable']) else ''} -> {out}")
     if s["kept"]:
         from .preview import save_preview
 
-        print(f"preview (real | kept | rejected, per class): {save_preview(ds, args.out)}")
-    return 0
+        print(f"preview (real | kept | rejected, per class): {save_preview(ds, out)}")
 
 
 def open_train_test(args, c: dict) -> tuple[D.ImageSet, D.ImageSet]:
@@ -186,17 +220,19 @@ def cmd_train(args, datasets: tuple[D.ImageSet, D.ImageSet] | None = None) -> in
     """datasets: (train, test) when the caller has opened them already (`run`), else opened from the flags.
 
     A killed training resumes from the checkpoint beside --out (see diffcore.checkpoint)."""
-    from .runtime import resolve_device
     from .train import check_generated, check_train_out, train
 
     c = build_configs(args)
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
     check_train_out(args.out)
     check_generated(cfg, args.generated)
-    resolve_device(cfg.device)  # cuda asked for on a machine without: fail now, not after reading the data
+    world = world_from_env()  # under torchrun: DDP, rank 0 writes (diffcore.distributed)
+    device = device_for(world, cfg.device)  # cuda asked for on a machine without: fail now, not after the data
     train_ds, test_ds = datasets or open_train_test(args, c)
-    r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out)
-    print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
+    init_process_group(world, backend_for(device))
+    r = train(cfg, train_ds, test_ds, generated=args.generated, out=args.out, world=world)
+    if world.is_main:
+        print(json.dumps({"method": cfg.method, "fraction": cfg.fraction, **r["metrics"]}))
     return 0
 
 
@@ -204,14 +240,14 @@ def cmd_run(args) -> int:
     """The main job: generate counterparts once (100%), train vanilla and DiffCoRe-Mix-50/-100 over seeds, table."""
     from .results import load_results, markdown, results_table
 
-    from .runtime import resolve_device
-
     out = Path(args.out)
     c = build_configs(args)
     p = c["profile"]
     check_generation(args, c)
-    resolve_device(c["train"].device)
+    world = world_from_env()
+    device = device_for(world, c["train"].device)
     datasets = open_train_test(args, c)  # opened once; a bad evaluation split fails now, not after generation
+    init_process_group(world, backend_for(device))  # one group for generation and training
     gen_dir = out / "generated"
     t0 = time.perf_counter()
     cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}), datasets[0])
@@ -221,11 +257,14 @@ def cmd_run(args) -> int:
         for method, fraction in runs:
             tag = "vanilla" if method == "vanilla" else f"{method}-{round(100 * fraction)}"
             res = out / "results" / f"{tag}-seed{seed}.json"
-            if res.is_file() and not args.force:
-                print(f"{res} exists, skipped (--force to redo)")
+            if from_main(res.is_file() and not args.force, world):  # rank 0 decides for all (one DDP job)
+                if world.is_main:
+                    print(f"{res} exists, skipped (--force to redo)")
                 continue
             cmd_train(argparse.Namespace(**{**vars(args), "method": method, "fraction": fraction, "seed": seed,
                                             "generated": str(gen_dir), "out": str(res)}), datasets)
+    if not world.is_main:
+        return 0
     table = results_table(load_results(out / "results"))
     md = markdown(table)
     table.to_csv(out / "table.csv", index=False)
@@ -276,6 +315,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance-scale", type=float, help="w = 1 + gamma")
     g.add_argument("--size", type=int)
     g.add_argument("--gen-batch-size", type=int)
+    g.add_argument("--chunk-size", type=int, help="sources per unit of work shared out to processes")
     g.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
     g.add_argument("--template", help="contextual prompt template with {label} and {dataset_type}")
     g.add_argument("--dataset-type", help="word for {dataset_type} in the template")
@@ -328,6 +368,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, nargs="+")
     r.add_argument("--test-split", help="evaluation split (default: test, or val where there is no test)")
     r.add_argument("--force", action="store_true", help="retrain even where a result file exists")
+    m = sub.add_parser("merge", help="after a Slurm array of `generate` tasks: merge the shards (same flags)")
+    _common(m)
+    m.add_argument("--out", required=True)
+    e = sub.add_parser("estimate", help="GPU-hours to generate the paper datasets' counterparts")
+    e.add_argument("--gpus", type=int, default=8)
+    e.add_argument("--fraction", type=float, default=1.0, help="0.5 (-50) or 1.0 (-100)")
+    e.add_argument("--s-per-img", type=float, help="seconds per image (default: measured, stock SDXL, H100)")
+    e.add_argument("--discard", type=float, help="share of generated images discarded (default: the paper's)")
+    e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's 256)")
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
@@ -355,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        return {"generate": cmd_generate, "train": cmd_train, "run": cmd_run, "table": cmd_table,
+        return {"generate": cmd_generate, "merge": cmd_merge, "estimate": cmd_estimate, "train": cmd_train,
+                "run": cmd_run, "table": cmd_table,
                 "info": cmd_info}[args.command](args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
         print(f"diffcore: error: {e}", file=sys.stderr)

@@ -4,8 +4,11 @@ On disk (`out_dir`):
     images/<label:04d>_<class>/<image>.png     one file per kept counterpart, ImageFolder-readable
     rejected/<label:04d>_<class>/<image>_a<attempt>.png   rejected attempts (if save_rejected)
     manifest.csv                               one row per attempt, kept or rejected, with its provenance
-    run.json                                   config, tau per class, discard counts, provenance (once finished)
+    run.json                                   settings, tau per class, discard counts (once finished)
     running.json                               the settings, while the run is not finished
+    plan.json                                  settings and tau per class, while running: made once, read by all
+    parts/chunk-<c>.csv                        while several processes run: the manifest of chunk c
+    logs/generate.rank-<r>-of-<n>.jsonl        one line per process and start: provenance, its chunks, wall time
 
 Seeds depend only on (run seed, image id, attempt), so any image can be regenerated alone.
 
@@ -16,6 +19,12 @@ the loop's own bookkeeping (`replay_queue`): whole batches are kept, a batch cut
 files no committed row references are deleted, and the loop continues with the very batches an uninterrupted run
 would form, so the final set and manifest are byte for byte those of an uninterrupted run (on the same machine)
 and no committed image is generated twice.
+
+Many processes (torchrun, a Slurm array; diffcore.distributed): the chosen sources are cut into fixed chunks of
+`chunk_size`, and process r of n makes the chunks c with c % n == r, each chunk to its end, as one process makes
+them one after the other. Chunks, hence batches, hence images do not depend on n; the manifest lists the chunks
+in order, each in the order it was made; run.json holds no clock or host (those go to logs/). So 1 and n
+processes write the same files, byte for byte (logs/ aside), and a run may be resumed on any number of them.
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ import io
 import json
 import logging
 import re
+import shutil
+import time
 from collections import Counter, defaultdict, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,12 +45,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from . import distributed as D
 from . import prompts as P
 from .data import ImageSet, choose_fraction, skipped_summary
 from .filter import ClipEncoder, FilterConfig, accept, class_pairs, class_thresholds, cosine, pairs_needed
 from .generate import GenerateConfig, check_guidance, draw_images
 from .runtime import derive_seed, provenance
-from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, fsync_dir, inside
+from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, fsync_dir, inside, tmp_path
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +75,18 @@ class CounterpartConfig:
     fraction: float = 1.0          # share of training images that get a counterpart: -50 -> 0.5, -100 -> 1.0
     selection_seed: int = 0        # which images, when fraction < 1
     save_rejected: bool = True     # keep rejected attempts on disk (Fig. 3: kept vs rejected); off for huge runs
+    # Sources per unit of work. Processes take whole chunks, so each image is made in the same batch on any number
+    # of GPUs (an image's bits depend on its batch); smaller: finer load balance, larger: fewer short batches at
+    # chunk ends. 1024: the embedded run (898 sources) is one chunk. The paper profile uses 256.
+    chunk_size: int = 1024
 
     def __post_init__(self):
         if not (0.0 < self.fraction <= 1.0):
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
         if self.selection_seed < 0:
             raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk")
 
 
 def safe_name(text: str, limit: int = 60) -> str:
@@ -175,19 +193,23 @@ def recover_manifest(manifest: Path, ids: list[str], chosen, batch_size: int) ->
     """The committed rows and the queue still to do. A torn tail (a cut line, the rows of an unfinished batch) is
     removed from the file, atomically, so that what follows is appended to whole batches."""
     rows, torn = _parse_manifest(manifest)
-    replayed = replay_queue(rows, ids, chosen, batch_size)
-    if replayed is None:
-        log.warning("%s: rows do not follow this version's batch order; resuming unfinished images in dataset "
-                    "order (they may differ by rounding from an uninterrupted run's)", manifest)
-        done, next_attempt = _resume_state(rows)
-        n, queue = len(rows), deque((int(i), next_attempt.get(ids[i], 0)) for i in chosen if ids[i] not in done)
-    else:
-        n, queue = replayed
+    n, queue = _replay(rows, ids, chosen, batch_size, manifest)
     if torn or n < len(rows):
         atomic_write_text(manifest, _csv_text(rows[:n], header=True))
         log.info("%s: cut the tail of a killed run (%d complete rows of an unfinished batch%s); redoing that batch",
                  manifest.name, len(rows) - n, " and a cut line" if torn else "")
     return rows[:n], queue
+
+
+def _replay(rows: list[dict], ids: list[str], chosen, batch_size: int, where: Path) -> tuple[int, deque]:
+    """replay_queue, or for rows it cannot follow (an older diffcore's), the unfinished images in dataset order."""
+    replayed = replay_queue(rows, ids, chosen, batch_size)
+    if replayed is not None:
+        return replayed
+    log.warning("%s: rows do not follow this version's batch order; resuming unfinished images in dataset "
+                "order (they may differ by rounding from an uninterrupted run's)", where)
+    done, next_attempt = _resume_state(rows)
+    return len(rows), deque((int(i), next_attempt.get(ids[i], 0)) for i in chosen if ids[i] not in done)
 
 
 def remove_orphans(out_dir: Path, rows: list[dict]) -> int:
@@ -257,7 +279,8 @@ def _open_out_dir(out_dir: Path, settings: dict) -> None:
     _check_out_dir(out_dir, settings)
     if _recorded_settings(out_dir) is None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / RUNNING, json.dumps({"settings": settings}, indent=2))
+        D.publish_once(out_dir / RUNNING, lambda: {"settings": settings})  # processes starting together: one wins
+        _check_out_dir(out_dir, settings)  # ... and any other settings than the winner's are refused
 
 
 def _load_source(ds: ImageSet, i: int, unreadable: set[int]):
@@ -292,11 +315,15 @@ def thresholds(ds: ImageSet, clip: ClipEncoder, cfg: FilterConfig, unreadable: s
 
 def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path, prompt_cfg: P.PromptConfig,
                       gen_cfg: GenerateConfig, filter_cfg: FilterConfig, cp_cfg: CounterpartConfig,
-                      model_name: str | None = None, progress: bool = True) -> dict:
+                      model_name: str | None = None, progress: bool = True, world: D.World = D.SINGLE) -> dict | None:
     """Generate, filter and write counterparts for `cp_cfg.fraction` of `ds`; returns the run summary.
 
     Resumes a killed run in `out_dir` (see the module docstring): the result equals an uninterrupted run's.
+    `world`: this process's shard (diffcore.distributed; its process group, if any, initialised). Rank 0 of the
+    group merges the shards at the end; a Slurm array task returns None, and `finish_counterparts` (`diffcore
+    merge`) merges once every task is done.
     """
+    t0 = time.perf_counter()
     _check_classes(ds)
     neg = P.negative_prompt(prompt_cfg)
     check_guidance(neg, gen_cfg)
@@ -304,32 +331,37 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
     settings = _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg)
     _open_out_dir(out_dir, settings)
     unreadable: set[int] = set()
-    taus = thresholds(ds, clip, filter_cfg, unreadable)
-    chosen = choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed)
-    manifest = out_dir / "manifest.csv"
-    rows, queue = recover_manifest(manifest, ds.ids, chosen, gen_cfg.batch_size)
-    remove_orphans(out_dir, rows)
+    taus = _plan(out_dir, ds, clip, filter_cfg, settings, world, unreadable)
+    chunks = D.chunks(choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed), cp_cfg.chunk_size)
+    mine = [c for c in range(len(chunks)) if c % world.size == world.rank]
+    queues, rows = _recover(out_dir, ds, chunks, mine, gen_cfg, filter_cfg, world)
     statuses = Counter(r["status"] for r in rows)
-    bar = tqdm(total=len(chosen), initial=len(chosen) - len(queue), desc="counterparts", unit="img",
-               disable=not progress)
+    total = sum(len(chunks[c]) for c in mine)
+    bar = tqdm(total=total, initial=total - sum(map(len, queues.values())), desc="counterparts", unit="img",
+               disable=not (progress and world.is_main))
     src_cache: dict[int, torch.Tensor | None] = {i: None for i in unreadable}
-    while queue:
-        batch = [queue.popleft() for _ in range(min(gen_cfg.batch_size, len(queue)))]
-        rows, retry = _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg, gen_cfg,
-                                 filter_cfg, cp_cfg, model_name or gen_cfg.model)
-        _commit(manifest, out_dir, rows)
-        statuses.update(r["status"] for r in rows)
-        _check_invalid_share(statuses, gen_cfg)
-        queue.extendleft(reversed(retry))  # rejected images are regenerated first, inside the next batch
-        bar.update(len(batch) - len(retry))
+    attempts = 0
+    for c in mine:  # each chunk to its end, as one process does: its batches do not depend on the process count
+        manifest, queue = out_dir / "manifest.csv" if world.size == 1 else _part(out_dir, c), queues[c]
+        while queue:
+            batch = [queue.popleft() for _ in range(min(gen_cfg.batch_size, len(queue)))]
+            rows, retry = _run_batch(ds, batch, pipe, clip, taus, src_cache, out_dir, prompt_cfg, neg, gen_cfg,
+                                     filter_cfg, cp_cfg, model_name or gen_cfg.model)
+            _commit(manifest, out_dir, rows)
+            statuses.update(r["status"] for r in rows)
+            _check_invalid_share(statuses, gen_cfg)
+            queue.extendleft(reversed(retry))  # rejected images are regenerated first, inside the next batch
+            bar.update(len(batch) - len(retry))
+            attempts += len(batch)
     bar.close()
-    summary = summarize(read_manifest(manifest), ds, taus, len(chosen))
-    info = {"settings": settings, "tau": {ds.classes[k]: t for k, t in taus.items()},
-            "summary": summary, "dataset_skipped": skipped_summary(ds),
-            "provenance": provenance(getattr(pipe, "device", None))}
-    atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2))
-    (out_dir / RUNNING).unlink(missing_ok=True)
-    return info
+    _log(out_dir, world, {"chunks": mine, "sources": total, "attempts_this_start": attempts,
+                          "wall_s": round(time.perf_counter() - t0, 3)}, getattr(pipe, "device", None))
+    D.barrier(world)
+    if not world.whole:
+        return None
+    info = finish_counterparts(ds, out_dir, prompt_cfg, gen_cfg, filter_cfg, cp_cfg) if world.is_main else None
+    D.barrier(world)
+    return info if world.is_main else json.loads((out_dir / "run.json").read_text(encoding="utf-8"))
 
 
 def _check_invalid_share(statuses: Counter, gen_cfg: GenerateConfig) -> None:
@@ -419,3 +451,135 @@ def kept_counterparts(out_dir: str | Path) -> dict[str, Path]:
         raise FileNotFoundError(f"{out_dir}/manifest.csv: no generated set here; run `diffcore generate` first")
     found = {r["source_id"]: inside(out_dir, r["file"]) for r in rows if r["status"] == "kept"}
     return {sid: path for sid, path in found.items() if path.is_file()}
+
+
+# ---------------------------------------------------------------- many processes: plan, chunks, parts, merge
+PLAN = "plan.json"  # settings and tau_k: made by one process, read by all, so that every shard filters alike
+PARTS = "parts"     # parts/chunk-<c>.csv: chunk c's manifest, appended by the one process that makes it (n > 1)
+
+
+def _plan(out_dir: Path, ds: ImageSet, clip: ClipEncoder, filter_cfg: FilterConfig, settings: dict,
+          world: D.World, unreadable: set[int]) -> dict[int, float]:
+    """tau_k per class (Eq. 5), from plan.json. Under torchrun rank 0 makes it while the others wait; the tasks
+    of a Slurm array may each make it, and all then use the first one published (distributed.publish_once)."""
+    def make() -> dict:
+        taus = thresholds(ds, clip, filter_cfg, unreadable)
+        return {"settings": settings, "classes": list(ds.classes), "tau": [taus[k] for k in range(len(ds.classes))]}
+
+    plan = D.publish_once(out_dir / PLAN, make) if world.is_main else None
+    D.barrier(world)
+    plan = plan or D.publish_once(out_dir / PLAN, make)
+    if plan["settings"] != json.loads(json.dumps(settings)):
+        raise ValueError(f"{out_dir}/{PLAN} was made with other settings; use a new --out folder")
+    return dict(enumerate(plan["tau"]))
+
+
+def _part(out_dir: Path, chunk: int) -> Path:
+    return out_dir / PARTS / f"chunk-{chunk:06d}.csv"
+
+
+def _by_chunk(rows: list[dict], ds: ImageSet, chunks: list[list[int]]) -> dict[int, list[dict]]:
+    """Rows grouped by the chunk of their source, each group in file order."""
+    chunk_of = {ds.ids[i]: c for c, chunk in enumerate(chunks) for i in chunk}
+    grouped = defaultdict(list)
+    for r in rows:
+        grouped[chunk_of.get(r["source_id"], -1)].append(r)
+    return grouped
+
+
+def _chunk_rows(out_dir: Path, ds: ImageSet, chunks: list[list[int]], wanted) -> dict[int, tuple[list[dict], bool]]:
+    """(committed rows, torn tail) of each wanted chunk: from its part file if there is one (it holds all of the
+    chunk's rows), else from manifest.csv (a single-process run, finished or not)."""
+    got, merged = {}, None
+    for c in wanted:
+        if _part(out_dir, c).is_file():
+            got[c] = _parse_manifest(_part(out_dir, c))
+        else:
+            merged = merged if merged is not None else _by_chunk(read_manifest(out_dir / "manifest.csv"), ds, chunks)
+            got[c] = (merged.get(c, []), False)
+    return got
+
+
+def _recover(out_dir: Path, ds: ImageSet, chunks: list[list[int]], mine: list[int], gen_cfg: GenerateConfig,
+             filter_cfg: FilterConfig, world: D.World) -> tuple[dict[int, deque], list[dict]]:
+    """recover_manifest and remove_orphans for this process's chunks: {chunk: queue still to do}, committed rows.
+
+    One process works in manifest.csv: the parts of an earlier run on several processes are folded into it.
+    A process among several works in its chunks' part files and touches no file of another chunk.
+    """
+    got = _chunk_rows(out_dir, ds, chunks, mine)
+    queues, kept = {}, []
+    for c in mine:
+        rows, torn = got[c]
+        n, queues[c] = _replay(rows, ds.ids, chunks[c], gen_cfg.batch_size, _part(out_dir, c))
+        kept += rows[:n]
+        if world.size > 1:
+            if torn or n < len(rows) or (queues[c] and rows and not _part(out_dir, c).is_file()):
+                atomic_write_text(_part(out_dir, c), _csv_text(rows[:n], header=True))  # whole batches only
+            _remove_chunk_orphans(out_dir, ds, chunks[c], rows[:n], filter_cfg.max_attempts)
+    if world.size == 1:
+        manifest = out_dir / "manifest.csv"
+        current, torn = _parse_manifest(manifest)
+        if kept != current or torn:
+            atomic_write_text(manifest, _csv_text(kept, header=True))
+            log.info("%s: kept %d committed rows (whole batches, chunk by chunk); redoing the rest", manifest, len(kept))
+        shutil.rmtree(out_dir / PARTS, ignore_errors=True)
+        remove_orphans(out_dir, kept)
+    return queues, kept
+
+
+def _remove_chunk_orphans(out_dir: Path, ds: ImageSet, chunk: list[int], rows: list[dict], max_attempts: int) -> None:
+    """remove_orphans for one chunk's sources only (other processes are writing other chunks' files)."""
+    referenced = {r["file"] for r in rows if r["file"]}
+    for i in chunk:
+        cdir, stem = class_dir(ds.labels[i], ds.classes[ds.labels[i]]), safe_name(ds.ids[i])
+        for rel in [f"images/{cdir}/{stem}.png"] + [f"rejected/{cdir}/{stem}_a{a}.png" for a in range(max_attempts)]:
+            for path, stray in ((out_dir / rel, rel not in referenced), (tmp_path(out_dir / rel), True)):
+                if stray and path.is_file():
+                    path.unlink()
+
+
+def finish_counterparts(ds: ImageSet, out_dir: str | Path, prompt_cfg: P.PromptConfig, gen_cfg: GenerateConfig,
+                        filter_cfg: FilterConfig, cp_cfg: CounterpartConfig) -> dict:
+    """The end of a run, on one process: manifest.csv (the chunks in order, each in the order it was made, from
+    the part files of several processes), run.json; the run's temporary files removed. Returns run.json's content.
+
+    Refused under other settings than the run's, and while a source is unfinished (a process still running, or
+    killed: start the same `diffcore generate` again, which resumes).
+    """
+    out_dir = Path(out_dir)
+    settings = _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg)
+    _check_out_dir(out_dir, settings)
+    if not (out_dir / PLAN).is_file() and (out_dir / "run.json").is_file():
+        return json.loads((out_dir / "run.json").read_text(encoding="utf-8"))  # finished (and merged) before
+    if not (out_dir / PLAN).is_file():
+        raise FileNotFoundError(f"{out_dir}/{PLAN}: no generation was started here; run `diffcore generate` first")
+    taus = dict(enumerate(json.loads((out_dir / PLAN).read_text(encoding="utf-8"))["tau"]))
+    chosen = choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed)
+    chunks = D.chunks(chosen, cp_cfg.chunk_size)
+    got = _chunk_rows(out_dir, ds, chunks, range(len(chunks)))
+    rows, unfinished = [], 0
+    for c, chunk in enumerate(chunks):
+        n, queue = _replay(got[c][0], ds.ids, chunk, gen_cfg.batch_size, _part(out_dir, c))
+        rows, unfinished = rows + got[c][0][:n], unfinished + len(queue)
+    if unfinished:
+        raise ValueError(f"{out_dir}: {unfinished} of {len(chosen)} sources unfinished (a process still running or "
+                         f"stopped); start the same `diffcore generate` again, it resumes")
+    manifest = out_dir / "manifest.csv"
+    if (rows, False) != _parse_manifest(manifest):  # one process wrote it in this order already: left alone
+        atomic_write_text(manifest, _csv_text(rows, header=True))
+    info = {"settings": settings, "tau": {ds.classes[k]: t for k, t in taus.items()},
+            "summary": summarize(rows, ds, taus, len(chosen)), "dataset_skipped": skipped_summary(ds)}
+    atomic_write_text(out_dir / "run.json", json.dumps(info, indent=2))
+    for name in (RUNNING, PLAN):
+        (out_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / PARTS, ignore_errors=True)
+    return info
+
+
+def _log(out_dir: Path, world: D.World, fields: dict, device) -> None:
+    """One JSON line per process and start in logs/: what only that process knows (who, where, how long)."""
+    line = {"world": asdict(world), **fields, "provenance": provenance(device)}
+    path = out_dir / "logs" / f"generate.{world.tag}.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    append_durable(path, json.dumps(line) + "\n")

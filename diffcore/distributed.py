@@ -18,10 +18,10 @@ rows rank::world of each global batch (`RankBatches`), so a step sees the same s
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -132,17 +132,19 @@ def device_for(world: World, name: str = "auto") -> torch.device:
 
 
 # ---------------------------------------------------------------- process group and collectives
-@contextmanager
-def process_group(world: World, backend: str):
-    """A torchrun process group for the duration of the block ('gloo' or 'nccl'); nothing for one process."""
+def init_process_group(world: World, backend: str) -> None:
+    """The torchrun process group ('gloo' or 'nccl'), made by the first call of a process and kept until it exits;
+    nothing for one process. Later calls reuse it: a second group after a destroyed one hung at times here
+    (torch 2.14, c10d rendezvous), so a process never makes two."""
     if world.group_size == 1 or dist.is_initialized():
-        yield
         return
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
     dist.init_process_group(backend, timeout=TIMEOUT, device_id=device)
-    try:
-        yield
-    finally:
+    atexit.register(_destroy)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -193,12 +195,16 @@ def from_main(obj, world: World):
 
 
 # ---------------------------------------------------------------- generation: shards of fixed chunks
-def my_chunks(items: Sequence[int], chunk_size: int, world: World) -> list[list[int]]:
-    """`items` cut into chunks of `chunk_size` (the last one shorter); chunk c belongs to shard c % world.size."""
+def chunks(items: Sequence[int], chunk_size: int) -> list[list[int]]:
+    """`items` cut into chunks of `chunk_size`, the last one shorter: the same whatever the number of shards."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: expected >= 1 sources per chunk")
-    starts = range(0, len(items), chunk_size)
-    return [list(items[s:s + chunk_size]) for c, s in enumerate(starts) if c % world.size == world.rank]
+    return [list(items[s:s + chunk_size]) for s in range(0, len(items), chunk_size)]
+
+
+def my_chunks(items: Sequence[int], chunk_size: int, world: World) -> list[tuple[int, list[int]]]:
+    """(c, chunk) for the chunks of `items` that belong to this shard: chunk c goes to shard c % world.size."""
+    return [(c, chunk) for c, chunk in enumerate(chunks(items, chunk_size)) if c % world.size == world.rank]
 
 
 def publish_once(path: Path, make: Callable[[], dict]) -> dict:

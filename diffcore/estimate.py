@@ -2,13 +2,16 @@
 
     attempts  = sources / (1 - discard)          every source ends kept; discard = discarded / generated (Fig. 7)
     GPU-hours = attempts * seconds per image / 3600
-    wall time = GPU-hours / GPUs                 (+ at most one chunk of imbalance, see distributed.my_chunks)
+    wall time = GPU-hours * ceil(chunks / GPUs) / chunks   GPUs take whole chunks (distributed.my_chunks)
 
 With the retry cap m the exact attempts are sources * (1 - d^m) / (1 - d) minus the sources left without a
 counterpart; at d ~ 0.1 and m = 5 this is the formula above to 1e-5. CLIP filtering (0.032 ms/img, ViT-B/32) and
-the tau pairs are negligible beside the diffusion model and are left out.
+the tau pairs are negligible beside the diffusion model and are left out, as are loading the model (about a
+minute per process) and tau_k's embeddings of the real images (read once, before generation).
 """
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass
 
@@ -43,23 +46,25 @@ class Cost:
 
 
 def generation_cost(images: int, fraction: float = 1.0, gpus: int = 1, s_per_img: float = H100_S_PER_IMG,
-                    discard: float = PAPER_DISCARD) -> Cost:
+                    discard: float = PAPER_DISCARD, chunk_size: int = 256) -> Cost:
+    """chunk_size: the paper profile's (profiles.PROFILES['paper'])."""
     if not (0 < fraction <= 1 and gpus >= 1 and s_per_img > 0 and 0 <= discard < 1 and images >= 0):
         raise ValueError(f"fraction={fraction}, gpus={gpus}, s_per_img={s_per_img}, discard={discard}: expected "
                          f"fraction in (0, 1], gpus >= 1, s_per_img > 0, discard in [0, 1)")
     sources = round(fraction * images)
     attempts = sources / (1 - discard)
     gpu_hours = attempts * s_per_img / 3600
-    return Cost(sources, attempts, gpu_hours, gpu_hours / gpus)
+    chunks = max(1, math.ceil(sources / chunk_size))
+    return Cost(sources, attempts, gpu_hours, gpu_hours * math.ceil(chunks / gpus) / chunks)
 
 
 def table(gpus: int = 8, fraction: float = 1.0, s_per_img: float = H100_S_PER_IMG,
-          discard: float = PAPER_DISCARD) -> str:
+          discard: float = PAPER_DISCARD, chunk_size: int = 256) -> str:
     """A markdown table of every paper dataset's generation cost."""
     lines = [f"| dataset | images with a counterpart | generations (at {100 * discard:.1f}% discarded) | "
              f"GPU-hours | wall time on {gpus} GPUs |", "|---|---|---|---|---|"]
     for name, n in TRAIN_IMAGES.items():
-        c = generation_cost(n, fraction, gpus, s_per_img, discard)
+        c = generation_cost(n, fraction, gpus, s_per_img, discard, chunk_size)
         lines.append(f"| {name} | {c.sources:,} | {c.attempts:,.0f} | {c.gpu_hours:,.1f} | {_hours(c.wall_hours)} |")
     return "\n".join(lines)
 

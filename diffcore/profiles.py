@@ -37,7 +37,7 @@ PROFILES: dict[str, dict] = {
                      "guidance_scale": 12.0, "size": 512, "batch_size": 32, "dtype": "auto"},  # 19 GB, H100
         "filter": {"clip_model": "ViT-B-32", "clip_pretrained": None, "z_pairs": 1000, "max_attempts": 5,
                    "batch_size": 256},
-        "counterparts": {"fraction": 1.0, "save_rejected": False},
+        "counterparts": {"fraction": 1.0, "save_rejected": False, "chunk_size": 256},  # ImageNet: 5,005 chunks
         "train": {"model": "densenet121", "epochs": 300, "batch_size": 16, "lr": 0.01, "image_size": 224,
                   "augment": "imagenet"},
         "seeds": [0],

@@ -1,7 +1,8 @@
-"""One torchrun process of tests/test_distributed.py::test_ddp_training_two_processes (not a test module itself).
+"""One torchrun process of tests/test_distributed.py (not a test module itself): one launch serves both tests.
 
-Writes <out>/rank<R>.json: what `train` returned on this rank, and the weights that `_fit` reached for a model
-without BatchNorm on unaugmented images (the case where 2 processes must equal 1 up to float rounding).
+1. `diffcore generate <GEN_FLAGS>` into <out>/two/gen, as `torchrun -m diffcore generate` would run it.
+2. Writes <out>/rank<R>.json: what `train` returned on this rank, and the weights that `_fit` reached for a model
+   without BatchNorm on unaugmented images (the case where 2 processes must equal 1 up to float rounding).
 """
 import json
 import sys
@@ -17,7 +18,7 @@ from diffcore.train import EvalSet, PairedTrainingSet, TrainConfig, _fit, train,
 def data():
     from diffcore.data import digits
 
-    return digits("train").subset(range(40)), digits("test").subset(range(30))
+    return digits("train").subset(range(16)), digits("test").subset(range(10))
 
 
 def linear_model():
@@ -37,23 +38,31 @@ def fit_linear(world):
     train_ds, test_ds = data()
     tr = PairedTrainingSet(train_ds, {}, transforms_for(cfg, False))  # deterministic: resize + normalise
     model = D.wrap_ddp(linear_model(), world, torch.device("cpu"))
-    history = _fit(model, tr, EvalSet(test_ds, transforms_for(cfg, False)), cfg, torch.device("cpu"), False, world)
+    history = _fit(model, tr, EvalSet(test_ds, transforms_for(cfg, False)), cfg, torch.device("cpu"), False, world=world)
     weights = torch.cat([p.detach().flatten() for p in D.unwrap(model).parameters()])
     return {"weights": weights.tolist(), "losses": [e["train_loss"] for e in history["epochs"]],
             "final": history["final"]}
 
 
+# the shipped tiny models, 20 digits in 5 chunks of 4, 2 denoising steps
+GEN_FLAGS = ["--few-shot", "2", "--steps", "2", "--gen-batch-size", "4", "--chunk-size", "4", "--max-attempts", "2",
+             "--z-pairs", "4", "--device", "cpu"]
+
+
 def main(out: Path) -> None:
+    from diffcore.cli import main as cli
+
+    assert cli(["generate", *GEN_FLAGS, "--out", str(out / "two" / "gen")]) == 0
     world = D.world_from_env()
-    with D.process_group(world, "gloo"):
-        train_ds, test_ds = data()
-        cfg = TrainConfig(method="vanilla", model="digits-cnn", epochs=1, batch_size=8, lr=0.05, image_size=32,
-                          augment="digits", device="cpu")
-        r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world)
-        linear = fit_linear(world)
-        # methods that look into the model (hooks, layers, input gradients) run through DDP too
-        looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
-                            world=world)["metrics"] for m, args in MODEL_METHODS.items()}
+    D.init_process_group(world, "gloo")  # made by the generation above: reused
+    train_ds, test_ds = data()
+    cfg = TrainConfig(method="vanilla", model="digits-cnn", epochs=1, batch_size=8, lr=0.05, image_size=32,
+                      augment="digits", device="cpu")
+    r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world)
+    linear = fit_linear(world)
+    # methods that look into the model (hooks, layers, input gradients) run through DDP too
+    looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
+                        world=world)["metrics"] for m, args in MODEL_METHODS.items()}
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"world": [world.rank, world.size], "metrics": r["metrics"], "history": r["history"],
          "processes": r["processes"], "linear": linear, "model_methods": looking}))

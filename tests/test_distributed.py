@@ -41,10 +41,10 @@ def test_bad_launch_variables_fail_in_one_line(env, message):
 def test_chunks_do_not_depend_on_the_number_of_shards():
     items = list(range(103))
     one = my_chunks(items, 10, World())
-    assert [len(c) for c in one] == [10] * 10 + [3]
+    assert [len(c) for _, c in one] == [10] * 10 + [3] and [c for c, _ in one] == list(range(11))
     for size in (2, 3, 7, 16):
         shards = [my_chunks(items, 10, World(rank=r, size=size)) for r in range(size)]
-        assert sorted(sum(shards, []), key=lambda c: c[0]) == one  # the same chunks, each taken exactly once
+        assert sorted(sum(shards, [])) == one  # the same chunks, each taken exactly once
         assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced to within one chunk
     with pytest.raises(ValueError, match="chunk_size=0"):
         my_chunks(items, 0, World())
@@ -112,20 +112,32 @@ def _torchrun(args, cwd, timeout=240, nproc=2):
     return done
 
 
-def test_ddp_training_two_processes(tmp_path):
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One torchrun launch of 2 gloo processes (tests/ddp_train_worker.py): a generation, then trainings."""
     from pathlib import Path
 
     import ddp_train_worker as W
 
-    _torchrun([str(Path(W.__file__)), str(tmp_path)], cwd=tmp_path)
+    out = tmp_path_factory.mktemp("torchrun")
+    return out, _torchrun([str(Path(W.__file__)), str(out)], cwd=out)
+
+
+def test_ddp_training_two_processes(two_processes):
+    import ddp_train_worker as W
+
+    tmp_path, _ = two_processes
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     # metrics and losses are reduced over the ranks: both return the same numbers, over the whole test set
-    assert r0["metrics"] == r1["metrics"] and r0["metrics"]["n"] == 30
+    assert r0["metrics"] == r1["metrics"] and r0["metrics"]["n"] == 10
     assert [e["train_loss"] for e in r0["history"]] == [e["train_loss"] for e in r1["history"]]
     assert r0["processes"] == r1["processes"] == 2
     assert r0["model_methods"] == r1["model_methods"] and set(r0["model_methods"]) == set(W.MODEL_METHODS)
-    # only rank 0 writes the result
+    # only rank 0 writes the result and the checkpoint, whose weights any process count can load (no "module.")
     assert (tmp_path / "result-0.json").is_file() and not (tmp_path / "result-1.json").exists()
+    assert (tmp_path / "result-0.ckpt.pt").is_file() and not (tmp_path / "result-1.ckpt.pt").exists()
+    state = torch.load(tmp_path / "result-0.ckpt.pt", weights_only=True)
+    assert state["state_dict"] and not any(k.startswith("module.") for k in state["state_dict"])
     assert json.loads((tmp_path / "result-0.json").read_text())["metrics"] == r0["metrics"]
     # the same global batches: without BatchNorm and augmentation, 2 processes end where 1 process does
     one = W.fit_linear(World())
@@ -133,5 +145,116 @@ def test_ddp_training_two_processes(tmp_path):
     torch.testing.assert_close(torch.tensor(r0["linear"]["weights"]), torch.tensor(one["weights"]), rtol=0,
                                atol=1e-6)
     assert r0["linear"]["losses"] == pytest.approx(one["losses"], rel=1e-6)
-    assert r0["linear"]["final"]["n"] == one["final"]["n"] == 30
+    assert r0["linear"]["final"]["n"] == one["final"]["n"] == 10
     assert r0["linear"]["final"]["top1"] == one["final"]["top1"]
+
+
+# ---------------------------------------------------------------- generation: shards write one set
+def _tree(root):
+    """{relative path: sha256} of every file under root, logs/ (per-process provenance) aside."""
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] != "logs"}
+
+
+@pytest.fixture(scope="module")
+def gen_parts(tiny_sd_dir, tiny_clip_files):
+    import numpy as np
+
+    from diffcore.counterparts import CounterpartConfig
+    from diffcore.data import ImageSet, digits
+    from diffcore.filter import FilterConfig, load_clip
+    from diffcore.generate import GenerateConfig, load_pipeline
+    from diffcore.prompts import PromptConfig
+
+    cpu = torch.device("cpu")
+    gen = GenerateConfig(model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=3,
+                         dtype="float32", run_seed=11)
+    filt = FilterConfig(clip_model="test-tiny-clip", clip_config=str(tiny_clip_files[0]),
+                        clip_pretrained=str(tiny_clip_files[1]), z_pairs=20, max_attempts=3)
+    full = digits("train", size=16)
+    labels = np.asarray(full.labels)
+    idx = np.concatenate([np.flatnonzero(labels == k)[:4] for k in (1, 4, 8)])  # 12 sources: chunks of 4 -> 3
+    ds = ImageSet("digits-1-4-8", ["one", "four", "eight"], [full.ids[i] for i in idx], [0] * 4 + [1] * 4 + [2] * 4,
+                  loader=lambda j: full.load(int(idx[j])), dataset_type="digits")
+    cfgs = (PromptConfig(dataset_type="handwritten digit", negative_key="digits"), gen, filt,
+            CounterpartConfig(chunk_size=4))
+    return load_pipeline(gen, cpu, torch.float32), load_clip(filt, cpu), ds, cfgs
+
+
+def _generate(gen_parts, out, world=World()):
+    from diffcore.counterparts import make_counterparts
+
+    pipe, clip, ds, cfgs = gen_parts
+    return make_counterparts(ds, pipe, clip, out, *cfgs, progress=False, world=world)
+
+
+def test_shards_write_the_same_files_as_one_process(gen_parts, tmp_path):
+    from diffcore.counterparts import finish_counterparts, read_manifest
+
+    _, _, ds, cfgs = gen_parts
+    one = _generate(gen_parts, tmp_path / "one")
+    rows = read_manifest(tmp_path / "one" / "manifest.csv")
+    assert one["summary"]["sources"] == 12 and any(r["attempt"] != "0" for r in rows)  # retries happened
+    assert not (tmp_path / "one" / "parts").exists()
+    for size in (3,):  # shards of a Slurm array (no process group, merged afterwards); 2 under torchrun below
+        out = tmp_path / f"array-{size}"
+        assert all(_generate(gen_parts, out, World(rank=r, size=size)) is None for r in range(size))
+        assert not (out / "manifest.csv").exists()
+        merged = finish_counterparts(ds, out, *cfgs)
+        assert merged == json.loads((tmp_path / "one" / "run.json").read_text())
+        assert _tree(out) == _tree(tmp_path / "one"), f"{size} shards differ from one process"
+        assert len(list((out / "logs").iterdir())) == size  # one provenance log per process
+    assert len(_tree(tmp_path / "one")) > 12  # images, rejected attempts, manifest, run.json, plan.json
+
+
+def test_a_run_resumes_on_another_number_of_processes(gen_parts, tmp_path):
+    from diffcore.counterparts import finish_counterparts, read_manifest
+
+    _, _, ds, cfgs = gen_parts
+    _generate(gen_parts, tmp_path / "one")
+    out = tmp_path / "mixed"
+    _generate(gen_parts, out, World(rank=0, size=2))  # shard 0 of 2 runs (chunks 0 and 2), shard 1 never starts
+    with pytest.raises(ValueError, match="4 of 12 sources unfinished"):
+        finish_counterparts(ds, out, *cfgs)
+    _generate(gen_parts, out)  # one process finishes the run: only chunk 1 is left
+    assert _tree(out) == _tree(tmp_path / "one")
+    logs = [json.loads(line) for p in sorted((out / "logs").iterdir()) for line in p.read_text().splitlines()]
+    assert [(g["world"]["size"], g["chunks"]) for g in logs] == [(1, [0, 1, 2]), (2, [0, 2])]
+    chunk1 = set(ds.ids[4:8])  # chunks 0 and 2 were found finished in their parts, not redone
+    assert logs[0]["attempts_this_start"] == sum(r["source_id"] in chunk1 for r in read_manifest(out / "manifest.csv"))
+    before = _tree(out)
+    _generate(gen_parts, out, World(rank=1, size=3))  # a finished set started again as an array, and merged:
+    finish_counterparts(ds, out, *cfgs)               # nothing changes
+    assert _tree(out) == before
+
+
+def test_torchrun_generation_equals_one_process(two_processes, tmp_path):
+    """`diffcore generate` under torchrun with 2 processes and in one process write the same files (logs/ aside)."""
+    import ddp_train_worker as W
+    from diffcore.cli import main
+
+    two, done = two_processes
+    assert main(["generate", *W.GEN_FLAGS, "--out", str(tmp_path / "one" / "gen")]) == 0  # same folder name
+    one, two_files = _tree(tmp_path / "one" / "gen"), _tree(two / "two" / "gen")
+    assert one == two_files, f"{len(set(one.items()) ^ set(two_files.items()))} files differ"
+    assert len(one) >= 10 and "preview.png" in one and "manifest.csv" in one
+    assert done.stdout.count("preview (real | kept | rejected") == 1  # rank 0 alone reports and draws the preview
+    logs = sorted((two / "two" / "gen" / "logs").iterdir())
+    assert [p.name for p in logs] == ["generate.rank-00000-of-00002.jsonl", "generate.rank-00001-of-00002.jsonl"]
+    assert [json.loads(p.read_text())["chunks"] for p in logs] == [[0, 2, 4], [1, 3]]
+
+
+@pytest.mark.gpu
+def test_torchrun_generation_on_one_gpu_equals_one_process(tmp_path):
+    """As above on CUDA, where batched kernels do round by batch composition: 2 processes share cuda:0."""
+    import ddp_train_worker as W
+    from diffcore.cli import main
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    flags = [*W.GEN_FLAGS[:-2], "--device", "cuda:0"]
+    assert main(["generate", *flags, "--out", str(tmp_path / "one" / "gen")]) == 0
+    _torchrun(["-m", "diffcore", "generate", *flags, "--out", str(tmp_path / "two" / "gen")], cwd=tmp_path)
+    assert _tree(tmp_path / "one" / "gen") == _tree(tmp_path / "two" / "gen")
