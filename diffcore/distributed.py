@@ -33,9 +33,11 @@ from torch.utils.data import Sampler
 
 from .runtime import resolve_device
 
-# Ranks wait at a barrier for the slowest one: a generation shard can be a chunk behind the others (256 sources at
-# ~0.5 s/img on an H100 ~ 2 min); 60 min leaves room for slow storage without hanging forever on a dead rank.
-TIMEOUT = timedelta(minutes=60)
+# How long a rank waits at a barrier before it gives up. The longest legitimate wait: generation ranks wait while
+# rank 0 makes tau_k (Eq. 5), which for ImageNet-1K reads nearly every training image once (z = 1000 pairs per
+# class of ~1,300 images; ~20-40 min at ~1,150 JPEG decodes/s on one core, REFERENCE.md); then ranks finishing
+# up to a chunk apart (256 images ~ 2 min on an H100). A dead rank ends the job through torchrun anyway.
+TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,8 @@ def device_for(world: World, name: str = "auto") -> torch.device:
 # ---------------------------------------------------------------- process group and collectives
 def init_process_group(world: World, backend: str) -> None:
     """The torchrun process group ('gloo' or 'nccl'), made by the first call of a process and kept until it exits;
-    nothing for one process. Later calls reuse it: a second group after a destroyed one hung at times here
-    (torch 2.14, c10d rendezvous), so a process never makes two."""
+    nothing for one process. Later calls reuse it: making a second group after destroying the first hung in 2 of
+    our first 4 test launches (torch 2.14, c10d rendezvous; cause not established), so a process makes one."""
     if world.group_size == 1 or dist.is_initialized():
         return
     device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
