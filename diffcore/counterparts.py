@@ -516,13 +516,15 @@ def _recover(out_dir: Path, ds: ImageSet, chunks: list[list[int]], mine: list[in
         if world.size > 1:
             if torn or n < len(rows) or (queues[c] and rows and not _part(out_dir, c).is_file()):
                 atomic_write_text(_part(out_dir, c), _csv_text(rows[:n], header=True))  # whole batches only
-            _remove_chunk_orphans(out_dir, ds, chunks[c], rows[:n], filter_cfg.max_attempts)
+            if queues[c]:  # a finished chunk's files are all committed
+                _remove_chunk_orphans(out_dir, ds, chunks[c], rows[:n], filter_cfg.max_attempts)
     if world.size == 1:
         manifest = out_dir / "manifest.csv"
         current, torn = _parse_manifest(manifest)
         if kept != current or torn:
             atomic_write_text(manifest, _csv_text(kept, header=True))
-            log.info("%s: kept %d committed rows (whole batches, chunk by chunk); redoing the rest", manifest, len(kept))
+            log.info("%s: kept %d committed rows (whole batches, chunk by chunk); redoing the rest", manifest,
+                     len(kept))
         shutil.rmtree(out_dir / PARTS, ignore_errors=True)
         remove_orphans(out_dir, kept)
     return queues, kept
@@ -561,7 +563,8 @@ def finish_counterparts(ds: ImageSet, out_dir: str | Path, prompt_cfg: P.PromptC
     rows, unfinished = [], 0
     for c, chunk in enumerate(chunks):
         n, queue = _replay(got[c][0], ds.ids, chunk, gen_cfg.batch_size, _part(out_dir, c))
-        rows, unfinished = rows + got[c][0][:n], unfinished + len(queue)
+        rows.extend(got[c][0][:n])
+        unfinished += len(queue)
     if unfinished:
         raise ValueError(f"{out_dir}: {unfinished} of {len(chosen)} sources unfinished (a process still running or "
                          f"stopped); start the same `diffcore generate` again, it resumes")

@@ -335,8 +335,8 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
                                           _STD.get(cfg.augment, IMAGENET_STD), gens["augment"], device)
             losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
         sched.step()
-        epochs.append({"epoch": epoch + 1, "train_loss": D.mean_over_ranks(losses, world), "lr": opt.param_groups[0]["lr"],
-                       "time_s": time.perf_counter() - t0})
+        epochs.append({"epoch": epoch + 1, "train_loss": D.mean_over_ranks(losses, world),
+                       "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
         if ckpt is not None and world.is_main:
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)

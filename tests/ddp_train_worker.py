@@ -38,7 +38,8 @@ def fit_linear(world):
     train_ds, test_ds = data()
     tr = PairedTrainingSet(train_ds, {}, transforms_for(cfg, False))  # deterministic: resize + normalise
     model = D.wrap_ddp(linear_model(), world, torch.device("cpu"))
-    history = _fit(model, tr, EvalSet(test_ds, transforms_for(cfg, False)), cfg, torch.device("cpu"), False, world=world)
+    te = EvalSet(test_ds, transforms_for(cfg, False))
+    history = _fit(model, tr, te, cfg, torch.device("cpu"), False, world=world)
     weights = torch.cat([p.detach().flatten() for p in D.unwrap(model).parameters()])
     return {"weights": weights.tolist(), "losses": [e["train_loss"] for e in history["epochs"]],
             "final": history["final"]}

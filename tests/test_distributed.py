@@ -231,6 +231,46 @@ def test_a_run_resumes_on_another_number_of_processes(gen_parts, tmp_path):
     assert _tree(out) == before
 
 
+def test_a_shard_killed_mid_chunk_resumes_to_the_same_set(gen_parts, tmp_path):
+    """SIGKILL of an array task while it writes its chunks; the task run again, the other task, the merge: the
+    set of one uninterrupted process, and no partial file behind any row."""
+    import os
+    import signal
+    import time
+
+    from PIL import Image
+
+    from diffcore.counterparts import finish_counterparts, read_manifest
+
+    _, _, ds, cfgs = gen_parts
+    _generate(gen_parts, tmp_path / "one")
+    out, task0 = tmp_path / "killed", World(rank=0, size=2)  # chunks 0 and 2
+    pid = os.fork()
+    if pid == 0:  # the task, killed below
+        try:
+            torch.set_num_threads(1)
+            _generate(gen_parts, out, task0)
+        finally:
+            os._exit(0)
+    part, ended = out / "parts" / "chunk-000000.csv", False
+    while len(read_manifest(part)) < 3 and not ended:
+        ended = bool(os.waitpid(pid, os.WNOHANG)[0])
+        time.sleep(0.002)
+    if not ended:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert not ended, "the task ended before it could be killed"
+    for r in read_manifest(part):  # every committed row names a whole file
+        if r["file"]:
+            with Image.open(out / r["file"]) as im:
+                im.load()
+    killed_rows = len(read_manifest(part))
+    _generate(gen_parts, out, World(rank=1, size=2))
+    _generate(gen_parts, out, task0)  # resumes chunk 0 from its part (or 2, if 0 was done)
+    finish_counterparts(ds, out, *cfgs)
+    assert killed_rows >= 3 and _tree(out) == _tree(tmp_path / "one")
+
+
 def test_torchrun_generation_equals_one_process(two_processes, tmp_path):
     """`diffcore generate` under torchrun with 2 processes and in one process write the same files (logs/ aside)."""
     import ddp_train_worker as W
