@@ -141,8 +141,9 @@ def _method_args(items: list[str]) -> dict:
 
 
 # ---------------------------------------------------------------- commands
-def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
-    """ds: the training set when the caller has opened it already (`run`), else opened from the flags."""
+def cmd_generate(args, ds: D.ImageSet | None = None, world=None) -> int:
+    """ds: the training set when the caller has opened it already (`run`), else opened from the flags; world:
+    `run`'s (whose Slurm array, if any, is a sweep), else this process's shard from the environment."""
     from .counterparts import check_out_dir, make_counterparts
     from .filter import load_clip
     from .generate import load_pipeline
@@ -154,7 +155,9 @@ def cmd_generate(args, ds: D.ImageSet | None = None) -> int:
         ds = open_dataset(args.dataset or c["profile"]["dataset"], args.data_root, "train", _few_shot(args, c))
     cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
     check_out_dir(ds, args.out, *cfgs)  # a resume with other settings fails before any model is loaded
-    world = world_from_env()  # torchrun / Slurm array: this process's shard (diffcore.distributed)
+    world = world or world_from_env()  # torchrun / Slurm array: this process's shard (diffcore.distributed)
+    if world.size > 1:
+        log.info("shard %s: chunks c with c %% %d == %d of %s", world.tag, world.size, world.rank, args.out)
     device = device_for(world, args.device or "auto")
     dtype = resolve_dtype(c["generate"].dtype, device)
     clip = load_clip(c["filter"], device)
@@ -226,7 +229,7 @@ def cmd_train(args, datasets: tuple[D.ImageSet, D.ImageSet] | None = None) -> in
     cfg = replace(c["train"], seed=args.seed if args.seed is not None else c["train"].seed)
     check_train_out(args.out)
     check_generated(cfg, args.generated)
-    world = world_from_env()  # under torchrun: DDP, rank 0 writes (diffcore.distributed)
+    world = world_from_env(array=False)  # under torchrun: DDP, rank 0 writes; an array's tasks: separate runs
     device = device_for(world, cfg.device)  # cuda asked for on a machine without: fail now, not after the data
     train_ds, test_ds = datasets or open_train_test(args, c)
     init_process_group(world, backend_for(device))
@@ -244,13 +247,13 @@ def cmd_run(args) -> int:
     c = build_configs(args)
     p = c["profile"]
     check_generation(args, c)
-    world = world_from_env()
+    world = world_from_env(array=False)  # a Slurm array of `run` jobs is a sweep of separate runs
     device = device_for(world, c["train"].device)
     datasets = open_train_test(args, c)  # opened once; a bad evaluation split fails now, not after generation
     init_process_group(world, backend_for(device))  # one group for generation and training
     gen_dir = out / "generated"
     t0 = time.perf_counter()
-    cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}), datasets[0])
+    cmd_generate(argparse.Namespace(**{**vars(args), "out": str(gen_dir), "fraction": 1.0}), datasets[0], world)
     t_gen = time.perf_counter() - t0
     runs = [("vanilla", 1.0)] + [("diffcore", f) for f in p["fractions"]]
     for seed in args.seeds or p["seeds"]:

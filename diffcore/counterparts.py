@@ -333,7 +333,7 @@ def make_counterparts(ds: ImageSet, pipe, clip: ClipEncoder, out_dir: str | Path
     unreadable: set[int] = set()
     taus = _plan(out_dir, ds, clip, filter_cfg, settings, world, unreadable)
     chunks = D.chunks(choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed), cp_cfg.chunk_size)
-    mine = [c for c in range(len(chunks)) if c % world.size == world.rank]
+    mine = D.my_chunks(len(chunks), world)
     queues, rows = _recover(out_dir, ds, chunks, mine, gen_cfg, filter_cfg, world)
     statuses = Counter(r["status"] for r in rows)
     total = sum(len(chunks[c]) for c in mine)

@@ -3,9 +3,12 @@ generation and training need. In a single process every function here is a no-op
 process and 1,000.
 
 Who this process is, read in one place (`world_from_env`):
-- torchrun (one process per GPU, one or many machines): RANK, WORLD_SIZE, LOCAL_RANK. A process group (gloo
-  for generation, which only needs a barrier; NCCL for training on GPUs) gives barriers and reductions.
-- a Slurm job array (independent tasks, no process group): SLURM_ARRAY_TASK_ID, _COUNT, _MIN, _STEP.
+- torchrun (one process per GPU, one or many machines): RANK, WORLD_SIZE, LOCAL_RANK. A process group gives
+  barriers and reductions (NCCL when training on GPUs; gloo otherwise, and for `generate`, which only needs
+  barriers).
+- a Slurm job array (independent tasks, no process group): SLURM_ARRAY_TASK_ID, _COUNT, _MIN, _STEP. Only
+  `generate` (and `merge`) read them: an array of `train` or `run` jobs is a sweep of independent runs, and so is
+  an array of `generate` jobs when DIFFCORE_SLURM_ARRAY=ignore is set.
 - both, an array of torchrun jobs: shard = task * torchrun world + torchrun rank.
 
 Generation (`counterparts.make_counterparts`) cuts the chosen source images into fixed chunks and gives chunk c to
@@ -111,11 +114,13 @@ def _slurm_array(env: Mapping[str, str]) -> tuple[int, int]:
     return (task - lo) // step, count
 
 
-def world_from_env(env: Mapping[str, str] | None = None) -> World:
-    """This process's place from torchrun's and Slurm's environment variables (see the module docstring)."""
+def world_from_env(env: Mapping[str, str] | None = None, array: bool = True) -> World:
+    """This process's place from torchrun's and Slurm's environment variables (see the module docstring).
+    array=False, or DIFFCORE_SLURM_ARRAY=ignore: a Slurm array's tasks are independent runs, not shards."""
     env = os.environ if env is None else env
     g_rank, g_size, local = _torchrun(env)
-    task, tasks = _slurm_array(env)
+    shards = array and env.get("DIFFCORE_SLURM_ARRAY", "") != "ignore"
+    task, tasks = _slurm_array(env) if shards else (0, 1)
     return World(rank=task * g_size + g_rank, size=tasks * g_size, group_rank=g_rank, group_size=g_size,
                  local_rank=local)
 
@@ -204,9 +209,9 @@ def chunks(items: Sequence[int], chunk_size: int) -> list[list[int]]:
     return [list(items[s:s + chunk_size]) for s in range(0, len(items), chunk_size)]
 
 
-def my_chunks(items: Sequence[int], chunk_size: int, world: World) -> list[tuple[int, list[int]]]:
-    """(c, chunk) for the chunks of `items` that belong to this shard: chunk c goes to shard c % world.size."""
-    return [(c, chunk) for c, chunk in enumerate(chunks(items, chunk_size)) if c % world.size == world.rank]
+def my_chunks(n_chunks: int, world: World) -> list[int]:
+    """The chunks of this shard: chunk c goes to shard c % world.size."""
+    return list(range(world.rank, n_chunks, world.size))
 
 
 def publish_once(path: Path, make: Callable[[], dict]) -> dict:

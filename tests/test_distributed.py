@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from diffcore.distributed import RankBatches, World, my_chunks, publish_once, world_from_env
+from diffcore.distributed import RankBatches, World, chunks, my_chunks, publish_once, world_from_env
 
 
 def test_world_from_torchrun_slurm_array_and_both():
@@ -24,6 +24,9 @@ def test_world_from_torchrun_slurm_array_and_both():
     both = world_from_env({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "RANK": "1", "WORLD_SIZE": "2"})
     assert (both.rank, both.size, both.group_rank, both.group_size, both.is_main, both.whole) == (5, 6, 1, 2, False,
                                                                                                   False)
+    # an array of independent runs (train, run, or generate with DIFFCORE_SLURM_ARRAY=ignore): no shards
+    sweep = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "7"}
+    assert world_from_env(sweep, array=False) == World() == world_from_env({**sweep, "DIFFCORE_SLURM_ARRAY": "ignore"})
 
 
 @pytest.mark.parametrize("env,message", [
@@ -40,14 +43,14 @@ def test_bad_launch_variables_fail_in_one_line(env, message):
 
 def test_chunks_do_not_depend_on_the_number_of_shards():
     items = list(range(103))
-    one = my_chunks(items, 10, World())
-    assert [len(c) for _, c in one] == [10] * 10 + [3] and [c for c, _ in one] == list(range(11))
+    cut = chunks(items, 10)
+    assert [len(c) for c in cut] == [10] * 10 + [3] and sum(cut, []) == items and my_chunks(11, World()) == [*range(11)]
     for size in (2, 3, 7, 16):
-        shards = [my_chunks(items, 10, World(rank=r, size=size)) for r in range(size)]
-        assert sorted(sum(shards, [])) == one  # the same chunks, each taken exactly once
+        shards = [my_chunks(len(cut), World(rank=r, size=size)) for r in range(size)]
+        assert sorted(sum(shards, [])) == list(range(11))  # every chunk taken exactly once
         assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced to within one chunk
     with pytest.raises(ValueError, match="chunk_size=0"):
-        my_chunks(items, 0, World())
+        chunks(items, 0)
 
 
 def test_publish_once_first_writer_wins(tmp_path):
