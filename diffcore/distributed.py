@@ -299,6 +299,14 @@ def wrap_ddp(model: torch.nn.Module, world: World, device: torch.device) -> torc
     return DistributedDataParallel(model)
 
 
+def share_buffers(model: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. Without SyncBatchNorm (CPUs) each rank's
+    statistics drift apart over its own rows; after this every rank holds the model rank 0 saves."""
+    if world.group_size > 1:
+        for b in unwrap(model).buffers():
+            dist.broadcast(b, src=0)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside DistributedDataParallel (for evaluation, state dicts and hooks)."""
     return getattr(model, "module", model)

@@ -340,6 +340,7 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
         if ckpt is not None and world.is_main:
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)
+    D.share_buffers(model, world)  # evaluate, everywhere, the model that rank 0 saved
     final = evaluate(model, test_loader, device, world)
     return {"final": final, "epochs": epochs, "resumed_at": start or None}
 

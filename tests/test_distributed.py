@@ -142,6 +142,17 @@ def test_ddp_training_two_processes(two_processes):
     state = torch.load(tmp_path / "result-0.ckpt.pt", weights_only=True)
     assert state["state_dict"] and not any(k.startswith("module.") for k in state["state_dict"])
     assert json.loads((tmp_path / "result-0.json").read_text())["metrics"] == r0["metrics"]
+    # the reported metrics are those of the saved model, evaluated by one process on the whole test set
+    from diffcore.models import build_model
+    from diffcore.train import EvalSet, TrainConfig, evaluate, transforms_for
+
+    saved = build_model("digits-cnn", 10, image_size=32)
+    saved.load_state_dict(state["state_dict"])
+    _, test_ds = W.data()
+    cfg = TrainConfig(model="digits-cnn", image_size=32, augment="digits")
+    again = evaluate(saved, DataLoader(EvalSet(test_ds, transforms_for(cfg, False)), batch_size=64), torch.device("cpu"))
+    assert (again["top1"], again["top5"], again["n"]) == (r0["metrics"]["top1"], r0["metrics"]["top5"], 10)
+    assert again["loss"] == pytest.approx(r0["metrics"]["loss"], rel=1e-6)
     # the same global batches: without BatchNorm and augmentation, 2 processes end where 1 process does
     one = W.fit_linear(World())
     assert r0["linear"]["weights"] == r1["linear"]["weights"]  # DDP keeps the ranks in step, bit for bit
