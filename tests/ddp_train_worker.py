@@ -64,9 +64,12 @@ def main(out: Path) -> None:
     # methods that look into the model (hooks, layers, input gradients) run through DDP too
     looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
                         world=world)["metrics"] for m, args in MODEL_METHODS.items()}
+    # the device loader: rank 0 decodes the cache once, the other rank maps it
+    device_loader = train(replace(cfg, loader="device", cache_dir=str(out / "cache")), train_ds, test_ds,
+                          progress=False, world=world)["metrics"]
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"world": [world.rank, world.size], "metrics": r["metrics"], "history": r["history"],
-         "processes": r["processes"], "linear": linear, "model_methods": looking}))
+         "processes": r["processes"], "linear": linear, "model_methods": looking, "device_loader": device_loader}))
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ def test_ddp_training_two_processes(two_processes):
     assert [e["train_loss"] for e in r0["history"]] == [e["train_loss"] for e in r1["history"]]
     assert r0["processes"] == r1["processes"] == 2
     assert r0["model_methods"] == r1["model_methods"] and set(r0["model_methods"]) == set(W.MODEL_METHODS)
+    assert r0["device_loader"] == r1["device_loader"] and r0["device_loader"]["n"] == 10
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".done", ".npy"]  # one cache, made once
     # only rank 0 writes the result and the checkpoint, whose weights any process count can load (no "module.")
     assert (tmp_path / "result-0.json").is_file() and not (tmp_path / "result-1.json").exists()
     assert (tmp_path / "result-0.ckpt.pt").is_file() and not (tmp_path / "result-1.ckpt.pt").exists()
