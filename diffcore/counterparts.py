@@ -466,9 +466,7 @@ def _plan(out_dir: Path, ds: ImageSet, clip: ClipEncoder, filter_cfg: FilterConf
         taus = thresholds(ds, clip, filter_cfg, unreadable)
         return {"settings": settings, "classes": list(ds.classes), "tau": [taus[k] for k in range(len(ds.classes))]}
 
-    plan = D.publish_once(out_dir / PLAN, make) if world.is_main else None
-    D.barrier(world)
-    plan = plan or D.publish_once(out_dir / PLAN, make)
+    plan = D.main_first(world, lambda: D.publish_once(out_dir / PLAN, make))
     if plan["settings"] != json.loads(json.dumps(settings)):
         raise ValueError(f"{out_dir}/{PLAN} was made with other settings; use a new --out folder")
     return dict(enumerate(plan["tau"]))
