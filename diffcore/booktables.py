@@ -510,14 +510,14 @@ def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "t
 # Per table and profile: our columns, {label: settings}. Settings are `diffcore train` flags (None: the profile's).
 # embedded: the bundled digits stand in for every dataset, the digits CNN for every network, short schedules.
 TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
-    "Table 2": {"embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=40)},
+    "Table 2": {"embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=30)},
                 "paper": {"Flowers-102, 10 per class": dict(dataset="flowers102", few_shot=10, arch="preactresnet34")}},
-    "Table 3": {"embedded": {"digits": dict(dataset="digits", epochs=5)},
+    "Table 3": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
                 "paper": {"ImageNet-1K": dict(dataset="imagenet-1k", arch="resnet50"),
                           "Tiny ImageNet-200": dict(dataset="tiny-imagenet-200", arch="preactresnet18", image_size=64,
                                                     augment="small"),
                           "CIFAR-100": dict(dataset="cifar100", arch="preactresnet18", image_size=32, augment="small")}},
-    "Table 4": {"embedded": {"digits": dict(dataset="digits", epochs=5)},
+    "Table 4": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
                 "paper": {"CUB": dict(dataset="cub-200-2011", arch="densenet121"),
                           "Cars": dict(dataset="stanford-cars", arch="densenet121"),
                           "Caltech": dict(dataset="caltech101", arch="densenet121")}},
@@ -525,7 +525,7 @@ TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
                              dict(dataset="digits", few_shot=10, epochs=20, lr=0.01, tag="finetune")},
                 "paper": {"CUB-Birds": dict(dataset="cub-200-2011", arch="wide_resnet101_2", tag="finetune"),
                           "Flowers-102": dict(dataset="flowers102", arch="wide_resnet101_2", tag="finetune")}},
-    "Table 7": {"embedded": {"digits": dict(dataset="digits", epochs=5)},
+    "Table 7": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
                 "paper": {"Stanford Cars": dict(dataset="stanford-cars", arch="resnet50")}},
 }
 _FLAG_KEYS = ("few_shot", "arch", "epochs", "batch_size", "lr", "image_size", "augment", "pretrained", "device")
