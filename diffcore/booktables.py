@@ -7,6 +7,7 @@ each of our numbers. Paper numbers come from `assets/paper_tables.csv`, transcri
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shlex
 import time
@@ -239,9 +240,14 @@ def capture_models():
         models.build_model = original
 
 
+def quiet():
+    """No progress bars in the pages: train/generate draw them on stderr (tqdm), which is dropped here."""
+    return contextlib.redirect_stderr(io.StringIO())
+
+
 def _train_one(args, datasets, keep_model: bool) -> None:
     """`diffcore train` with these args; with keep_model the weights go beside the result (.safetensors)."""
-    with capture_models() as built:
+    with capture_models() as built, quiet():
         cli.cmd_train(args, datasets)
     if keep_model:
         from safetensors.torch import save_file
@@ -329,7 +335,8 @@ def ensure_generated(flags: list[str], out: str | Path) -> dict:
     """`diffcore generate <flags> --out <out>` unless a finished run is there already; returns its run.json."""
     out = Path(out)
     if not (out / "run.json").is_file():
-        cli.cmd_generate(cli.parser().parse_args(["generate", *flags, "--out", str(out)]))
+        with quiet():
+            cli.cmd_generate(cli.parser().parse_args(["generate", *flags, "--out", str(out)]))
     return json.loads((out / "run.json").read_text())
 
 
@@ -344,7 +351,9 @@ def ensure_edits(exp: Experiment) -> dict:
         argv = ["--out", str(out), "--profile", a.profile, "--dataset", a.dataset or cli.profile(a.profile)["dataset"]]
         argv += (["--data-root", a.data_root] if a.data_root else []) + (["--few-shot", str(a.few_shot)] if a.few_shot else [])
         argv += (["--device", a.device] if a.device else []) + list(exp.edit_flags or [])
-        if edit.main(argv):
+        with quiet():
+            failed = edit.main(argv)
+        if failed:
             raise ValueError(f"python -m diffcore.edit {shlex.join(argv)} failed")
     return json.loads((out / "run.json").read_text())
 
@@ -419,6 +428,17 @@ def _timed_generation(flags: list[str], fraction: float, folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- pictures
+def png(fig, dpi: int = 110):
+    """The figure as a PNG for the page, whatever matplotlib backend is active (generation switches to Agg)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Image(data=buf.getvalue(), format="png")
+
+
 def kept_grid(generated: str | Path, ds, per_class: int = 6):
     """Fig.: per class (rows), the first `per_class` kept counterparts."""
     import matplotlib.pyplot as plt
@@ -435,11 +455,12 @@ def kept_grid(generated: str | Path, ds, per_class: int = 6):
             axes[r, j].imshow(Image.open(Path(generated) / row.file).convert("RGB"))
         axes[r, 0].set_title(ds.classes[k], fontsize=7, loc="left")
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 def similarity_histograms(generated: str | Path, col_wrap: int = 5):
     """Fig.: per class, the CLIP similarity S of every attempt, kept vs rejected, with the class's tau."""
+    import matplotlib.pyplot as plt
     import seaborn as sns
 
     df = manifest_frame(generated)
@@ -449,7 +470,7 @@ def similarity_histograms(generated: str | Path, col_wrap: int = 5):
     for name, ax in g.axes_dict.items():
         ax.axvline(df[df.class_name == name].tau.iloc[0], color="k", ls="--", lw=1)
     g.set_titles("{col_name}")
-    return g.figure
+    return png(g.figure)
 
 
 def mixed_examples(generated: str | Path, ds, n: int = 6, seed: int = 0):
@@ -478,7 +499,7 @@ def mixed_examples(generated: str | Path, ds, n: int = 6, seed: int = 0):
             axes[i, j].axis("off")
             axes[i, j].set_title(title + ("" if lam is None else f" λ={float(lam[i]):.2f}"), fontsize=6)
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "top1", title: str = "",
@@ -503,7 +524,7 @@ def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "t
         ax.set_xlabel(f"{what} (%)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 # ---------------------------------------------------------------- which experiments make our side of each table
@@ -732,7 +753,7 @@ def saliency_figure(models: dict, exp: Experiment, n_images: int = 8, seed: int 
         ax.set_xticks([]), ax.set_yticks([])
     axes[0, 0].set_ylabel("image", fontsize=7, rotation=0, ha="right", va="center")
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 def cam_concentration(models: dict, exp: Experiment, n_images: int = 64, seed: int = 0) -> pd.DataFrame:
@@ -831,7 +852,7 @@ def fig4_overhead_vs_accuracy(rows: list[dict], ours: pd.DataFrame, batch_size: 
         ax.set_ylabel("top-1 (%)")
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 def fig6_batch_time(rows: list[dict]):
@@ -849,7 +870,7 @@ def fig6_batch_time(rows: list[dict]):
                 ylabel="ms per batch", xticks=sorted(df.batch_size.unique()))
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    return fig
+    return png(fig)
 
 
 def fig7_plot(cost: pd.DataFrame):
@@ -867,4 +888,4 @@ def fig7_plot(cost: pd.DataFrame):
     axes[1].set(title="discarded by the τ_k filter", ylabel="% of attempts", ylim=(0, 100))
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    return fig
+    return png(fig)

@@ -27,7 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book"]
+BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book", "benchmarks"]  # benchmarks/: book/benchmarks.md
+                                                                                # includes its README
 
 # Every notebook in seconds rather than minutes: tiny subsets, one epoch, a few methods (tests and CI).
 QUICK = {"few_shot": 3, "epochs": 1, "seeds": [0], "methods": ["Vanilla", "Mixup", "R50 + GenAug", "DiffCoRe-Mix-100"],
@@ -131,6 +132,8 @@ def build_book(out: Path) -> Path:
                          f"(run without --only first)")
     for name in BOOK_FILES:
         src, dst = REPO / name, stage / name
+        if not src.exists():
+            continue
         if src.is_dir():
             shutil.copytree(src, dst, dirs_exist_ok=True)
         else:
