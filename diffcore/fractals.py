@@ -152,3 +152,13 @@ def save_fractals(out_dir: str | Path, n: int, size: int, seed: int = 0) -> list
         paths.append(out / f"fractal_{i:05d}.png")
         Image.fromarray((img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(paths[-1])
     return paths
+
+
+def bank_on_device(cache: dict, n: int, seed: int, height: int, width: int, device, dtype) -> torch.Tensor:
+    """(n, 3, H, W) fractals resized to the batch and moved to its device, made once per (size, device, dtype)."""
+    key = (n, seed, height, width, str(device), dtype)
+    if key not in cache:
+        f = fractal_bank(n, max(height, width), seed)  # (n, 3, S, S)
+        cache[key] = torch.nn.functional.interpolate(f, size=(height, width), mode="bilinear",
+                                                     antialias=True).to(device, dtype)
+    return cache[key]

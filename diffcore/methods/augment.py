@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..fractals import fractal_bank
+from ..fractals import bank_on_device
 from . import _util as U
 from .base import Batch, Method, register
 
@@ -239,11 +239,7 @@ class PixMix(Method):
 
     def bank(self, h: int, w: int, device, dtype) -> torch.Tensor:
         """(N, 3, H, W) fractals on the device, made once per image size."""
-        key = (h, w, str(device), dtype)
-        if key not in self._banks:
-            f = fractal_bank(self.fractals, max(h, w), self.fractal_seed)
-            self._banks[key] = F.interpolate(f, size=(h, w), mode="bilinear", antialias=True).to(device, dtype)
-        return self._banks[key]
+        return bank_on_device(self._banks, self.fractals, self.fractal_seed, h, w, device, dtype)
 
     def pixmix(self, p: torch.Tensor, generator) -> torch.Tensor:
         b, c, h, w = p.shape

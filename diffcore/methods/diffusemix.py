@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..fractals import fractal_bank
+from ..fractals import bank_on_device
 from . import _util as U
 from .base import Batch, Method, register
 
@@ -57,11 +57,8 @@ class DiffuseMix(Method):
         U.check("diffusemix fractals", self.fractals, self.fractals >= 1, "at least 1 fractal")
 
     def bank(self, h: int, w: int, device, dtype) -> torch.Tensor:
-        key = (h, w, str(device), dtype)
-        if key not in self._banks:
-            f = fractal_bank(self.fractals, max(h, w), self.fractal_seed)
-            self._banks[key] = F.interpolate(f, size=(h, w), mode="bilinear", antialias=True).to(device, dtype)
-        return self._banks[key]
+        """(N, 3, H, W) fractals on the device, made once per image size."""
+        return bank_on_device(self._banks, self.fractals, self.fractal_seed, h, w, device, dtype)
 
     def mix(self, batch: Batch, generator, model=None):
         if batch.gen is None:
