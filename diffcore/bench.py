@@ -256,6 +256,76 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
     return res
 
 
+# ---------------------------------------------------------------- the generation loop's host work
+class SimulatedGPU:
+    """Stands in for the pipeline in `make_counterparts`: sleeps `s_per_image` per image (a GPU busy with the
+    UNet leaves the CPU free, as a sleep does) and returns one of 16 smooth random `size` px images per seed,
+    made once (so making them costs the loop nothing). The images come back on the CPU: draw_images' checks and
+    uint8 conversion, GPU work in a real run, count as host time here (an upper bound)."""
+
+    def __init__(self, size: int, s_per_image: float, bank: int = 16):
+        g = torch.Generator().manual_seed(0)
+        low = torch.rand(bank, 3, 8, 8, generator=g)                                              # (K, 3, 8, 8)
+        x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic")               # (K, 3, H, W)
+        self.bank = (x + 0.03 * torch.rand(bank, 3, size, size, generator=g)).clamp(0, 1)        # photo grain
+        self.s_per_image, self.starts = s_per_image, []
+
+    def __call__(self, prompt, negative_prompt, num_inference_steps, guidance_scale, height, width, generator,
+                 output_type="pt"):
+        self.starts.append(time.perf_counter())
+        time.sleep(self.s_per_image * len(prompt))
+        pick = torch.tensor([int(g.initial_seed()) % len(self.bank) for g in generator])         # (b,)
+        return type("Out", (), {"images": self.bank[pick]})                                      # (b, 3, H, W)
+
+
+class _ClipOnGPU(torch.nn.Module):
+    """encode_image at no host cost (on an H100 CLIP ViT-B/32 takes 0.03 ms per image): the host work timed is
+    the preprocessing, the decoding and the writing, not a CPU running a ViT."""
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3)).repeat(1, 4)  # (b, 12)
+
+
+def time_host_loop(s_per_image: float = 0.346, batch_size: int = 32, batches: int = 4, size: int = 512,
+                   io_threads: tuple[int, ...] = (0, 4), log=print) -> list[dict]:
+    """Host time per image that `make_counterparts` adds to the GPU's, for each `io_threads` (0: in line).
+
+    The real loop (source decoding, CLIP preprocessing, filtering, PNG encoding, fsync'd commits) around a
+    simulated GPU that takes `s_per_image` (default: diffcore's measured 0.346 s on an H100 at batch 32). The
+    cycle time between two pipeline calls minus the GPU's share is what the host adds on the critical path.
+    """
+    import open_clip
+
+    from . import counterparts as C
+    from . import prompts as P
+    from .data import image_folder
+    from .filter import ClipEncoder, FilterConfig
+    from .generate import GenerateConfig
+
+    preprocess = open_clip.image_transform(224, is_train=False)  # ViT-B/32's eval preprocessing
+    clip = ClipEncoder(_ClipOnGPU(), preprocess, torch.device("cpu"))
+    n = batch_size * batches
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        real, _ = synthetic_pairs(Path(tmp) / "data", n)
+        ds = image_folder(real)
+        prompt = P.PromptConfig(dataset_type="natural object")
+        gen = GenerateConfig(model="simulated", steps=50, guidance_scale=12.0, size=size, batch_size=batch_size)
+        filt = FilterConfig(z_pairs=20, max_attempts=1)  # one attempt each: every batch is a full one
+        for threads in io_threads:
+            pipe = SimulatedGPU(size, s_per_image)
+            C.make_counterparts(ds, pipe, clip, Path(tmp) / f"out-{threads}", prompt, gen, filt,
+                                C.CounterpartConfig(), progress=False, io_threads=threads)
+            cycles = np.diff(pipe.starts) / batch_size  # s per image, one per batch after the first
+            host_ms = (float(np.median(cycles)) - s_per_image) * 1e3
+            rows.append({"io_threads": threads, "batch_size": batch_size, "images": n, "size": size,
+                         "simulated_gpu_s_per_image": s_per_image, "cycle_s_per_image": float(np.median(cycles)),
+                         "host_ms_per_image": host_ms, "host_share_pct": host_ms / (s_per_image * 1e3) * 100})
+            log(f"  io_threads {threads}: {host_ms:6.1f} ms/img of host work on the critical path "
+                f"(+{rows[-1]['host_share_pct']:.1f}% over {s_per_image:.3f} s/img on the GPU)")
+    return rows
+
+
 # ---------------------------------------------------------------- training, Eq. (9)
 def time_training(methods: list[str], batch_sizes: list[int], model: str = "digits-cnn", image_size: int = 32,
                   steps: int = 20, warmup: int = 3, device: str = "auto", rounds: int = 3, num_classes: int = 10,
@@ -412,7 +482,8 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
     # no `choices=`: Python 3.11's argparse checks an empty nargs="*" list against them and fails
-    p.add_argument("what", nargs="*", metavar="{generation,training,loader}", help="what to time (default: all three)")
+    p.add_argument("what", nargs="*", metavar="{generation,host,training,loader}",
+                   help="what to time (default: all four)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
@@ -422,6 +493,9 @@ def main(argv=None) -> int:
     p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
     p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
     p.add_argument("--compile-mode", default="default")
+    p.add_argument("--host-gpu-s", type=float, default=0.346,
+                   help="host: simulated GPU s per image (default: diffcore's measured H100 figure at batch 32)")
+    p.add_argument("--host-batches", type=int, default=4, help="host: batches of 32 per variant")
     p.add_argument("--train-model", help="default resnet50 at 224 px on CUDA, digits-cnn at 32 px on CPU")
     p.add_argument("--train-batch", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--methods", nargs="+", help="default: every registered method")
@@ -431,7 +505,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
     a = p.parse_args(argv)
-    parts = ["generation", "training", "loader"]
+    parts = ["generation", "host", "training", "loader"]
     if any(w not in parts for w in a.what):
         p.error(f"what={a.what}: expected any of {parts}")
     a.what = a.what or parts
@@ -456,6 +530,10 @@ def main(argv=None) -> int:
                                              a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
                                              a.fp8, a.compile_mode, on_row=lambda r: save("generation", r))
         _print_generation(out["generation"])
+    if "host" in a.what:
+        print("\ngeneration loop's host work, GPU simulated (make_counterparts: decode, CLIP preprocess, PNG, commit)")
+        out["host"] = time_host_loop(a.host_gpu_s, batches=a.host_batches)
+        save()
     model = a.train_model or ("resnet50" if gpu else "digits-cnn")
     size = 224 if model == "resnet50" else 32
     if "training" in a.what:

@@ -138,3 +138,45 @@ def test_fraction_selects_that_share_of_each_class(parts, tmp_path):
     for r in rows:
         per_class.setdefault(r["label"], set()).add(r["source_id"])
     assert {k: len(v) for k, v in per_class.items()} == {"0": 2, "1": 2}  # round(0.5 * 3) = 2 per class
+
+
+def _tree(out):
+    import hashlib
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.relative_to(out).parts[0] != "logs"}
+
+
+def test_background_writing_gives_the_files_of_writing_in_line(parts, tmp_path):
+    """PNGs encoded and committed on threads while the next batch generates: the same bytes as in line."""
+    _run(parts, tmp_path / "inline", io_threads=0)
+    _run(parts, tmp_path / "threads", io_threads=3)
+    inline, threads = _tree(tmp_path / "inline"), _tree(tmp_path / "threads")
+    assert inline == threads
+    assert sum(k.endswith(".png") for k in inline) >= 6  # every source wrote at least one image
+
+
+def test_a_failed_write_stops_the_run_and_its_rows_are_never_committed(parts, tmp_path, monkeypatch):
+    """A PNG that cannot be written (disk full) raises in the generating thread; no manifest row names a file
+    that was not written, and a resume with writing fixed ends with the uninterrupted set."""
+    real_save, calls = C._save_png, []
+
+    def full_disk(array, path):
+        calls.append(path)
+        if len(calls) > 5:  # the second batch (4 per batch) fails part-way
+            raise OSError(28, "No space left on device")
+        real_save(array, path)
+
+    monkeypatch.setattr(C, "_save_png", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _run(parts, tmp_path / "run", io_threads=2)
+    rows = C.read_manifest(tmp_path / "run" / "manifest.csv")
+    assert 0 < len(rows) < 6 and all((tmp_path / "run" / r["file"]).is_file() for r in rows if r["file"])
+    monkeypatch.setattr(C, "_save_png", real_save)
+    _run(parts, tmp_path / "run", io_threads=2)
+    _run(parts, tmp_path / "whole", io_threads=0)
+    assert _tree(tmp_path / "run") == _tree(tmp_path / "whole")
+
+
+def test_io_threads_must_not_be_negative(parts, tmp_path):
+    with pytest.raises(ValueError, match=r"io_threads=-1: expected >= 0"):
+        _run(parts, tmp_path, io_threads=-1)

@@ -103,7 +103,19 @@ def test_bench_command_line_defaults_to_every_part(monkeypatch, tmp_path):
     seen = []
     monkeypatch.setattr(B, "bench_generation", lambda *a, **k: seen.append("generation") or {"rows": []})
     monkeypatch.setattr(B, "_print_generation", lambda g: None)
+    monkeypatch.setattr(B, "time_host_loop", lambda *a, **k: seen.append("host") or [])
     monkeypatch.setattr(B, "time_training", lambda *a, **k: seen.append("training") or [])
     monkeypatch.setattr(B, "time_training_loader", lambda *a, **k: seen.append("loader") or [])
     assert B.main(["--device", "cpu", "--out", str(tmp_path / "b.json")]) == 0
-    assert seen == ["generation", "training", "loader"] and (tmp_path / "b.json").is_file()
+    assert seen == ["generation", "host", "training", "loader"] and (tmp_path / "b.json").is_file()
+
+
+def test_host_loop_bench_times_the_real_loop_around_a_simulated_gpu():
+    """Every variant runs make_counterparts to its end; cycle = GPU share + host share, by construction."""
+    from diffcore.bench import time_host_loop
+
+    rows = time_host_loop(s_per_image=0.01, batch_size=4, batches=3, size=64, io_threads=(0, 2), log=lambda m: None)
+    assert [r["io_threads"] for r in rows] == [0, 2]
+    for r in rows:
+        assert r["images"] == 12 and r["cycle_s_per_image"] >= 0.01
+        assert r["host_ms_per_image"] == pytest.approx((r["cycle_s_per_image"] - 0.01) * 1e3)
