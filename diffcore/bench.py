@@ -161,8 +161,9 @@ def _write_pngs(pool: ThreadPoolExecutor, images: np.ndarray, folder: Path, star
 
 def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], steps: int, size: int,
                      guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print,
-                     on_row=lambda res: None) -> dict:
-    """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image."""
+                     on_row=lambda res: None, production_batches: int = 3) -> dict:
+    """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image; and
+    `make_counterparts` itself (the code `diffcore generate` runs) over `production_batches` batches."""
     from .fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_uint8
     from .generate import GenerateConfig, generate_images
 
@@ -195,6 +196,13 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
         on_row(res)  # written as it goes: a run cut short keeps what it measured
         log(f"  {name:<34} batch {bs:>3}: {dt:7.3f} s/img" + (f", peak {row['peak_gb']:.1f} GB" if row["peak_gb"] else ""))
         return out
+
+    def timed_loop(pipe, clip, cfg, batches, name):
+        row = time_make_counterparts(pipe, clip, cfg, batches)
+        res["rows"].append({"path": name, **row, "peak_gb": _peak_gb(device)})
+        on_row(res)
+        log(f"  {name:<34} batch {cfg.batch_size:>3}: {row['s_per_image']:7.3f} s/img (median batch cycle of the "
+            f"real loop: generate, CLIP filter, PNG, commit)")
 
     warm = GenerateConfig(steps=2, guidance_scale=guidance, size=size, batch_size=1)
     generate_images(pipe, *prompts(1), warm)  # cuDNN/cuBLAS warm-up, not timed
@@ -243,6 +251,8 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
             e_ref, e_new = (clip_embed_on_device(clip, torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 255)
                             for a in (ref, u8))
             row["vs_stock_clip_cos"] = float((e_ref * e_new).sum(1).mean())
+            if production_batches:
+                timed_loop(gen, clip, cfg, production_batches, f"{name} make_counterparts (what runs)")
         del gen
     # CLIP filtering alone, per image, on the device
     x = torch.rand(max(batch_sizes), 3, size, size, device=device)
@@ -254,6 +264,49 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
     _sync(device)
     res["clip_s_per_image"] = (time.perf_counter() - t) / (5 * len(x))
     return res
+
+
+class _Stamped:
+    """A FastGenerator that notes when each batch starts: the loop's cycle time per batch."""
+
+    def __init__(self, pipe):
+        self.pipe, self.starts = pipe, []
+
+    def call_pipeline(self, *args, **kw):
+        self.starts.append(time.perf_counter())
+        return self.pipe.call_pipeline(*args, **kw)
+
+    def __getattr__(self, name):
+        if name == "pipe":
+            raise AttributeError(name)
+        return getattr(self.pipe, name)
+
+
+def time_make_counterparts(pipe, clip, cfg, batches: int, io_threads: int = 4) -> dict:
+    """`make_counterparts` with `pipe` over `batches` full batches of synthetic 500x375 JPEG sources.
+
+    s_per_image: the median time from one batch's start to the next's, per image: generation, the CLIP filter
+    (source decoding, preprocessing), PNG encoding and the durable commit as the loop overlaps them. One attempt
+    per source, so every batch is full (a shorter batch would recompile a compiled UNet).
+    """
+    from . import counterparts as C
+    from . import prompts as P
+    from .data import image_folder
+    from .filter import FilterConfig
+
+    n = cfg.batch_size * batches
+    with tempfile.TemporaryDirectory() as tmp:
+        real, _ = synthetic_pairs(Path(tmp) / "data", n)
+        stamped = _Stamped(pipe)
+        t = time.perf_counter()
+        C.make_counterparts(image_folder(real), stamped, clip, Path(tmp) / "out",
+                            P.PromptConfig(dataset_type="natural object"), cfg,
+                            FilterConfig(z_pairs=20, max_attempts=1), C.CounterpartConfig(), progress=False,
+                            io_threads=io_threads)
+        wall = time.perf_counter() - t
+    cycles = np.diff(stamped.starts) / cfg.batch_size if len(stamped.starts) > 1 else [wall / n]
+    return {"batch_size": cfg.batch_size, "images": n, "s_per_image": float(np.median(cycles)),
+            "wall_s_per_image_incl_tau": wall / n, "io_threads": io_threads}
 
 
 # ---------------------------------------------------------------- the generation loop's host work
@@ -561,7 +614,7 @@ def _print_generation(g: dict) -> None:
     for r in rows:
         stock = next((s["s_per_image"] for s in rows if s["path"] == "stock pipeline"
                       and s["batch_size"] == r["batch_size"]), None)
-        extra = "" if r["path"] == "stock pipeline" else \
+        extra = "" if r["path"] == "stock pipeline" or "vs_stock_max_abs" not in r else \
             f"  x{one / r['s_per_image']:.1f} vs stock b1, x{stock / r['s_per_image']:.2f} vs stock same batch; " \
             f"vs stock images: max|d| {r['vs_stock_max_abs']}, CLIP cos {r['vs_stock_clip_cos']:.4f}"
         print(f"  {r['path']:<36} b{r['batch_size']:<3} {r['s_per_image']:.3f} s/img{extra}")

@@ -66,7 +66,8 @@ class ClipEncoder:
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(b, 3, h, w) preprocessed images -> (b, D) float32 unit vectors on CPU (embed = preprocess + encode)."""
-        e = self.model.encode_image(x.to(self.device)).float()  # (b, D)
+        dtype = next(self.model.parameters(), x).dtype  # a bf16 CLIP (the bench's) takes bf16 pixels
+        e = self.model.encode_image(x.to(self.device, dtype)).float()  # (b, D)
         return torch.nn.functional.normalize(e, dim=-1).cpu()
 
 

@@ -78,8 +78,11 @@ def test_bench_runs_tiny_and_reports_side_by_side(tmp_path):
     g = bench_generation("tiny", CPU, [2], steps=2, size=32, guidance=4.0, one_at_a_time=1, fp8=False,
                          compile_mode="default", log=lambda *a: None)
     paths = [(r["path"], r["batch_size"]) for r in g["rows"]]
-    assert paths == [("stock pipeline", 1), ("stock pipeline", 2), ("diffcore float32 + CLIP filter + PNG", 2)]  # CPU: fp32
-    assert g["rows"][-1]["vs_stock_max_abs"] <= 1 and g["flops_per_image_step"] > 0
+    assert paths == [("stock pipeline", 1), ("stock pipeline", 2), ("diffcore float32 + CLIP filter + PNG", 2),
+                     ("diffcore float32 make_counterparts (what runs)", 2)]  # CPU: fp32
+    assert g["rows"][2]["vs_stock_max_abs"] <= 1 and g["flops_per_image_step"] > 0
+    loop = g["rows"][3]
+    assert loop["images"] == 6 and 0 < loop["s_per_image"] <= loop["wall_s_per_image_incl_tau"] * 3
     rows = time_training(["diffcore"], [4], "digits-cnn", 16, steps=1, warmup=1, device="cpu", rounds=1)
     assert [r["method"] for r in rows] == ["vanilla", "diffcore"] and rows[0]["overhead_pct"] == 0.0
 
