@@ -345,8 +345,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     t.add_argument("--image-size", type=int)
     t.add_argument("--augment", choices=["imagenet", "small", "digits"])
     t.add_argument("--workers", type=int)
-    t.add_argument("--loader", choices=["pil", "device"],
-                   help="device: decode each image once into a uint8 cache and augment batches on the device")
+    t.add_argument("--loader", choices=["pil", "device", "resident"],
+                   help="device: decode each image once into a uint8 cache and augment batches on the device; "
+                        "resident: that cache held in device memory, batches gathered there (same weights)")
     t.add_argument("--cache-dir", help="where the device loader's decode-once caches go (default: beside --out)")
     t.add_argument("--pretrained", help="local weights file to fine-tune from (Table 5)")
     t.add_argument("--mix-mode", choices=["both", "pixel", "patch", "none"])

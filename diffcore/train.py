@@ -63,14 +63,17 @@ class TrainConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     loader: str = "pil"               # "pil": decode + augment each sample on CPU workers; "device": decode once into
                                       # a uint8 cache, crop/flip/normalise whole batches on the device (loader.py;
-                                      # on an H100 +8% instead of +192% Eq. 9 overhead at batch 64, benchmarks/)
-    cache_dir: str | None = None      # the device loader's decode-once caches; default: <result folder>/cache
+                                      # on an H100 +8% instead of +192% Eq. 9 overhead at batch 64, benchmarks/);
+                                      # "resident": the same caches copied once into device memory (at most half
+                                      # of what is free), batches gathered there: no workers, no host copies; the
+                                      # same batches and draws as "device", so the same weights on the same device
+    cache_dir: str | None = None      # the device/resident loaders' decode-once caches; default: <result folder>/cache
 
     def __post_init__(self):
         from .models import MODELS
 
-        if self.loader not in ("pil", "device"):
-            raise ValueError(f"loader={self.loader!r}: expected 'pil' or 'device'")
+        if self.loader not in ("pil", "device", "resident"):
+            raise ValueError(f"loader={self.loader!r}: expected 'pil', 'device' or 'resident'")
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
         method_for(self)  # bad hyperparameters fail here, before any data is read
@@ -221,7 +224,12 @@ def method_for(cfg: TrainConfig) -> Method:
 
 
 def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes: int,
-               mix_gen: torch.Generator, device) -> float:
+               mix_gen: torch.Generator, device) -> torch.Tensor:
+    """One optimizer step on `batch`; returns the detached loss, a 0-d tensor on the device.
+
+    No host sync: reading the loss (float(loss)) would wait for the step to finish and drain the launch queue, so
+    the loop keeps the losses on the device and reads them once per epoch.
+    """
     real, gen, y, is_pair = (t.to(device, non_blocking=True) for t in batch)
     mean, std = _MEAN.get(cfg.augment, IMAGENET_MEAN), _STD.get(cfg.augment, IMAGENET_STD)
     logits, target = method.forward(model, Batch(real, y, num_classes, mean, std, gen, is_pair), mix_gen)
@@ -229,7 +237,7 @@ def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes:
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 def check_train_out(out: str | Path | None) -> None:
@@ -259,10 +267,14 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
     device = D.device_for(world, cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
-    if cfg.loader == "device":  # under torchrun rank 0 decodes the cache, the other ranks then map it
+    if cfg.loader in ("device", "resident"):  # under torchrun rank 0 decodes the cache, the other ranks then map it
         pairs = tr.pairs
+        if cfg.loader == "resident":  # too big for the device: say so before decoding anything
+            L.check_resident_fits(len(train_ds) + len(pairs), _cache_side(cfg), device)
         tr = D.main_first(world, lambda: L.cached_pairs(train_ds, pairs, _cache_dir(cfg, out), _cache_side(cfg),
                                                         max(1, cfg.workers)))
+        if cfg.loader == "resident":  # every rank holds the whole cache on its own device and gathers its rows
+            tr = L.ResidentPairs(tr, device)
     te = EvalSet(test_ds, transforms_for(cfg, False))
     ckpt = CK.checkpoint_path(out) if out is not None and checkpoint else None
     identity = {"config": _jsonable(asdict(cfg)), "dataset": train_ds.name, "real": len(train_ds),
@@ -288,14 +300,19 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
 
 
 def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SINGLE):
-    """DataLoaders, optimizer, scheduler and the loop's own generators (data order, mixing draws).
+    """Loaders, optimizer, scheduler and the loop's own generators (data order, mixing draws).
 
     Under torchrun every rank draws the same global batches (the order generator is the same on all) and takes
-    its rows of each (distributed.RankBatches); each rank evaluates its share of the test set."""
+    its rows of each (distributed.RankBatches); each rank evaluates its share of the test set. The resident loader
+    draws its batches from the same sampler and order generator as the DataLoader of the other loaders."""
     loader_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "order") % 2**63)
-    loader = DataLoader(tr, batch_sampler=D.train_batches(tr, cfg.batch_size, loader_gen, world), generator=loader_gen,
-                        num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None)
+    batches = D.train_batches(tr, cfg.batch_size, loader_gen, world)
+    if cfg.loader == "resident":
+        loader = L.ResidentBatches(tr, batches, loader_gen)
+    else:
+        loader = DataLoader(tr, batch_sampler=batches, generator=loader_gen, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda",
+                            worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None)
     test_loader = DataLoader(Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size),
                              num_workers=cfg.workers)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -304,7 +321,7 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SING
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
     mix_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "mix") % 2**63)
     gens = {"order": loader_gen, "mix": mix_gen}
-    if cfg.loader == "device":  # crops and flips drawn on the device
+    if cfg.loader in ("device", "resident"):  # crops and flips drawn on the device
         gens["augment"] = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "augment") % 2**63)
     return loader, test_loader, opt, sched, gens
 
@@ -330,10 +347,11 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
                     gens[name].manual_seed(derive_seed(rs, name, epoch, "gen") % 2**63)
         t0, losses = time.perf_counter(), []
         for batch in loader:
-            if cfg.loader == "device":
+            if cfg.loader in ("device", "resident"):  # resident batches are on the device already
                 batch = L.to_device_batch(batch, cfg.image_size, cfg.augment, _MEAN.get(cfg.augment, IMAGENET_MEAN),
                                           _STD.get(cfg.augment, IMAGENET_STD), gens["augment"], device)
             losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
+        losses = torch.stack(losses).tolist() if losses else []  # the epoch's one host sync: (steps,) losses
         sched.step()
         epochs.append({"epoch": epoch + 1, "train_loss": D.mean_over_ranks(losses, world),
                        "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0})
@@ -354,7 +372,7 @@ def _cache_dir(cfg: TrainConfig, out: str | Path | None) -> Path:
     if cfg.cache_dir is not None:
         return Path(cfg.cache_dir)
     if out is None:
-        raise ValueError("loader='device' needs cache_dir or a result path (the cache goes beside it)")
+        raise ValueError(f"loader={cfg.loader!r} needs cache_dir or a result path (the cache goes beside it)")
     return Path(out).parent / "cache"
 
 

@@ -3,6 +3,8 @@
 1. `diffcore generate <GEN_FLAGS>` into <out>/two/gen, as `torchrun -m diffcore generate` would run it.
 2. Writes <out>/rank<R>.json: what `train` returned on this rank, and the weights that `_fit` reached for a model
    without BatchNorm on unaugmented images (the case where 2 processes must equal 1 up to float rounding).
+   Asserts on every rank that the resident loader ends with the device loader's metrics (a failed rank fails
+   the torchrun launch, and with it the test).
 """
 import json
 import sys
@@ -65,11 +67,21 @@ def main(out: Path) -> None:
     looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
                         world=world)["metrics"] for m, args in MODEL_METHODS.items()}
     # the device loader: rank 0 decodes the cache once, the other rank maps it
-    device_loader = train(replace(cfg, loader="device", cache_dir=str(out / "cache")), train_ds, test_ds,
-                          progress=False, world=world)["metrics"]
+    dl = train(replace(cfg, loader="device", cache_dir=str(out / "cache")), train_ds, test_ds, progress=False,
+               world=world)
+    device_loader = dl["metrics"]
+    # the resident loader: each rank holds that cache in its own device memory and gathers its rows of the same
+    # global batches, with the same draws as the device loader: the same model (checked here, on every rank)
+    rl = train(replace(cfg, loader="resident", cache_dir=str(out / "cache")), train_ds, test_ds, progress=False,
+               world=world)
+    resident = rl["metrics"]
+    losses = [[h["train_loss"] for h in x["history"]] for x in (dl, rl)]
+    assert resident == device_loader and losses[0] == losses[1], \
+        f"rank {world.rank}: resident loader {resident} {losses[1]} != device loader {device_loader} {losses[0]}"
     (out / f"rank{world.rank}.json").write_text(json.dumps(
         {"world": [world.rank, world.size], "metrics": r["metrics"], "history": r["history"],
-         "processes": r["processes"], "linear": linear, "model_methods": looking, "device_loader": device_loader}))
+         "processes": r["processes"], "linear": linear, "model_methods": looking, "device_loader": device_loader,
+         "resident_loader": resident}))
 
 
 if __name__ == "__main__":
