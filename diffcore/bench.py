@@ -161,15 +161,16 @@ def _write_pngs(pool: ThreadPoolExecutor, images: np.ndarray, folder: Path, star
 
 def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], steps: int, size: int,
                      guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print,
-                     on_row=lambda res: None, production_batches: int = 3) -> dict:
+                     on_row=lambda res: None, production_batches: int = 3, step_caches: tuple[int, ...] = ()) -> dict:
     """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image; and
-    `make_counterparts` itself (the code `diffcore generate` runs) over `production_batches` batches."""
+    `make_counterparts` itself (the code `diffcore generate` runs) over `production_batches` batches; and the
+    opt-in variants (fp8, each DeepCache interval of `step_caches`), each compared with the stock images."""
     from .fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_uint8
     from .generate import GenerateConfig, generate_images
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)  # the fp8 variant rebuilds the same weights
+        torch.manual_seed(0)  # every later variant rebuilds the same weights
         pipe = random_sdxl(arch, device, dtype)
     clip = random_clip(arch, device, dtype)
     n_params = sum(p.numel() for p in pipe.unet.parameters())
@@ -216,8 +217,10 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
     variants = [(f"diffcore {str(dtype).removeprefix('torch.')}", FastConfig(compile_mode=compile_mode))]
     if fp8 and device.type == "cuda":
         variants.append(("diffcore fp8 (opt-in)", FastConfig(compile_mode=compile_mode, fp8=True)))
-    for name, fast in variants:
-        if fast.fp8:  # a fresh copy with the same weights: the bf16 variant compiled the first one in place
+    variants += [(f"diffcore step-cache {n} (opt-in)", FastConfig(compile_mode=compile_mode, step_cache=n))
+                 for n in step_caches]
+    for k, (name, fast) in enumerate(variants):
+        if k > 0:  # a fresh copy with the same weights: the variant before compiled or wrapped the UNet in place
             del pipe
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -251,7 +254,7 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
             e_ref, e_new = (clip_embed_on_device(clip, torch.from_numpy(a).to(device).permute(0, 3, 1, 2).float() / 255)
                             for a in (ref, u8))
             row["vs_stock_clip_cos"] = float((e_ref * e_new).sum(1).mean())
-            if production_batches:
+            if production_batches and k == 0:
                 timed_loop(gen, clip, cfg, production_batches, f"{name} make_counterparts (what runs)")
         del gen
     # CLIP filtering alone, per image, on the device
@@ -307,6 +310,65 @@ def time_make_counterparts(pipe, clip, cfg, batches: int, io_threads: int = 4) -
     cycles = np.diff(stamped.starts) / cfg.batch_size if len(stamped.starts) > 1 else [wall / n]
     return {"batch_size": cfg.batch_size, "images": n, "s_per_image": float(np.median(cycles)),
             "wall_s_per_image_incl_tau": wall / n, "io_threads": io_threads}
+
+
+# ---------------------------------------------------------------- what the opt-in step cache changes
+def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 200, seed: int = 0,
+                      log=print) -> dict:
+    """DeepCache's effect on what DiffCoRe-Mix keeps, with the embedded profile's TRAINED tiny models on the CPU.
+
+    For `sources` digits (first attempt of each, the profile's seeds), per interval n (1 = exact): s per image,
+    the share the CLIP filter accepts (S > tau_k, Eq. 5, tau from the same profile), the CLIP cosine between
+    each image and the exact image of its seed, and the mean pixel change. The tiny models are stand-ins:
+    their numbers show the direction and size of the effect on this pipeline, not on CosXL/SDXL.
+    """
+    from dataclasses import replace
+
+    from . import counterparts as C
+    from . import prompts as P
+    from .cli import open_dataset
+    from .fastgen import FastConfig, FastGenerator
+    from .filter import FilterConfig, cosine, load_clip
+    from .generate import GenerateConfig, draw_images, load_pipeline
+    from .profiles import profile
+    from .runtime import derive_seed
+    from .stepcache import uninstall
+
+    prof, cpu = profile("embedded"), torch.device("cpu")
+    gen_cfg, filt = GenerateConfig(**prof["generate"]), FilterConfig(**prof["filter"])
+    prompt_cfg = P.PromptConfig(**prof["prompt"])
+    ds = open_dataset(prof["dataset"], None, "train")
+    pick = np.random.default_rng(seed).permutation(len(ds))[:sources]
+    pipe, clip = load_pipeline(gen_cfg, cpu, torch.float32), load_clip(filt, cpu)
+    taus = C.thresholds(ds, clip, filt)
+    labels = [ds.labels[i] for i in pick]
+    texts = [P.contextual_prompt(ds.classes[k], prompt_cfg) for k in labels]
+    negs = [P.negative_prompt(prompt_cfg)] * len(pick)
+    seeds = [derive_seed(gen_cfg.run_seed, ds.ids[i], 0) for i in pick]
+    src = clip.embed([ds.load(int(i)) for i in pick])                                  # (n, D)
+    tau = torch.tensor([taus[k] for k in labels])                                      # (n,)
+    res = {"profile": "embedded (tiny trained stand-ins)", "sources": len(pick), "steps": gen_cfg.steps, "rows": []}
+    exact = None
+    for n in intervals:
+        cfg = replace(gen_cfg, step_cache=n)
+        fast = FastGenerator(pipe, cfg, FastConfig(compile=False, channels_last=False, step_cache=n))
+        draw_images(fast, texts[:8], negs[:8], seeds[:8], replace(cfg, batch_size=8))  # warm-up, not timed
+        t = time.perf_counter()
+        images, _ = draw_images(fast, texts, negs, seeds, cfg)                          # (n, H, W, 3) uint8
+        dt = (time.perf_counter() - t) / len(pick)
+        uninstall(pipe) if n > 1 else None
+        emb = clip.embed([Image.fromarray(im) for im in images])                       # (n, D)
+        if exact is None:
+            exact = (images, emb, dt)
+        row = {"step_cache": n, "s_per_image": dt, "speedup": exact[2] / dt,
+               "accepted_pct": float((cosine(src, emb) > tau).float().mean()) * 100,
+               "clip_cos_to_exact": float((emb * exact[1]).sum(1).mean()),
+               "mean_abs_pixel_change": float(np.abs(images.astype(np.int16) - exact[0].astype(np.int16)).mean())}
+        res["rows"].append(row)
+        log(f"  step cache {n}: {dt * 1e3:7.1f} ms/img (x{row['speedup']:.2f}), filter accepts "
+            f"{row['accepted_pct']:.1f}%, CLIP cos to exact {row['clip_cos_to_exact']:.4f}, "
+            f"mean |d pixel| {row['mean_abs_pixel_change']:.2f}/255")
+    return res
 
 
 # ---------------------------------------------------------------- the generation loop's host work
@@ -457,13 +519,14 @@ def synthetic_pairs(root: Path, n: int, classes: int = 4, real_size=(500, 375), 
 def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_size: int = 224, steps: int = 20,
                          warmup: int = 3, device: str = "auto", workers: int = 4, n_images: int = 256,
                          amp: bool = False, channels_last: bool = False, method: str = "diffcore",
-                         loaders: tuple[str, ...] = ("pil", "device")) -> list[dict]:
+                         loaders: tuple[str, ...] = ("pil", "device", "resident")) -> list[dict]:
     """ms per step end to end, each sample read from disk: one JPEG (vanilla) or a JPEG + its PNG (pairs).
 
     loader "pil": train.PairedTrainingSet (decode + augment per sample on CPU workers);
-    loader "device": loader.CachedPairs (decoded once, timed separately) + loader.to_device_batch.
+    loader "device": loader.CachedPairs (decoded once, timed separately) + loader.to_device_batch;
+    loader "resident": the same caches copied to the device once, batches gathered there (no workers).
     """
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import BatchSampler, DataLoader, Subset, SubsetRandomSampler
 
     from . import loader as L
     from .data import image_folder
@@ -483,6 +546,7 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
         caches = (L.DecodedCache(Path(tmp) / "real.npy", len(ds), side).fill(ds.load, workers),
                   L.DecodedCache(Path(tmp) / "gen.npy", len(ds), side).fill(lambda i: Image.open(order[i]), workers))
         decode_once_ms = (time.perf_counter() - t) / (2 * len(ds)) * 1e3
+        resident = {}  # method -> L.ResidentPairs: uploaded once for every batch size
         for kind in loaders:
             for bs in batch_sizes:
                 net = build_model(model, len(ds.classes), image_size=image_size).to(dev)
@@ -498,8 +562,15 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
                     else:
                         full = L.CachedPairs(ds.labels, caches[0], [(i, i) for i in range(len(ds)) if pairs], caches[1])
                     items = range(len(ds)) if m == "vanilla" else range(len(ds), len(full))  # real only | pairs only
-                    dl = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
-                                    num_workers=workers, pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+                    if kind == "resident":  # batches gathered on the device: no workers, no host copies
+                        if m not in resident:
+                            resident[m] = L.ResidentPairs(full, dev)
+                        dl = L.ResidentBatches(resident[m], BatchSampler(SubsetRandomSampler(list(items)), bs,
+                                                                         drop_last=True))
+                    else:
+                        dl = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
+                                        num_workers=workers, pin_memory=dev.type == "cuda",
+                                        persistent_workers=workers > 0)
                     impl, g = method_for(cfg), torch.Generator(device=dev).manual_seed(0)
                     aug_g = torch.Generator(device=dev).manual_seed(1)
                     res[m] = _time_loader_steps(dl, warmup, steps, dev, lambda batch: train_step(
@@ -510,8 +581,8 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
                     rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms,
                                  "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100, "model": model,
                                  "image_size": image_size, "device": str(dev), "amp": amp, "loader": kind,
-                                 "workers": workers, "decode_once_ms_per_image": decode_once_ms if kind == "device"
-                                 else None, "reads": "JPEG" if m == "vanilla" else "JPEG + PNG"})
+                                 "workers": 0 if kind == "resident" else workers,
+                                 "decode_once_ms_per_image": None if kind == "pil" else decode_once_ms, "reads": "JPEG" if m == "vanilla" else "JPEG + PNG"})
     return rows
 
 
@@ -535,8 +606,8 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
     # no `choices=`: Python 3.11's argparse checks an empty nargs="*" list against them and fails
-    p.add_argument("what", nargs="*", metavar="{generation,host,training,loader}",
-                   help="what to time (default: all four)")
+    p.add_argument("what", nargs="*", metavar="{generation,host,stepcache,training,loader}",
+                   help="what to time (default: all five)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
@@ -546,6 +617,11 @@ def main(argv=None) -> int:
     p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
     p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
     p.add_argument("--compile-mode", default="default")
+    p.add_argument("--step-cache", type=int, nargs="*", default=[],
+                   help="generation: also time these opt-in DeepCache intervals (e.g. 2 3)")
+    p.add_argument("--cache-intervals", type=int, nargs="+", default=[1, 2, 3, 5],
+                   help="stepcache: intervals whose effect on the filter is measured (1 = exact)")
+    p.add_argument("--cache-sources", type=int, default=200, help="stepcache: digits generated per interval")
     p.add_argument("--host-gpu-s", type=float, default=0.346,
                    help="host: simulated GPU s per image (default: diffcore's measured H100 figure at batch 32)")
     p.add_argument("--host-batches", type=int, default=4, help="host: batches of 32 per variant")
@@ -558,7 +634,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
     a = p.parse_args(argv)
-    parts = ["generation", "host", "training", "loader"]
+    parts = ["generation", "host", "stepcache", "training", "loader"]
     if any(w not in parts for w in a.what):
         p.error(f"what={a.what}: expected any of {parts}")
     a.what = a.what or parts
@@ -581,8 +657,13 @@ def main(argv=None) -> int:
         out["generation"] = bench_generation(arch, dev, a.gen_batch or ([16, 32] if arch == "sdxl" else [8]),
                                              a.steps or (50 if arch == "sdxl" else 10),
                                              a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
-                                             a.fp8, a.compile_mode, on_row=lambda r: save("generation", r))
+                                             a.fp8, a.compile_mode, on_row=lambda r: save("generation", r),
+                                             step_caches=tuple(a.step_cache))
         _print_generation(out["generation"])
+    if "stepcache" in a.what:
+        print("\nopt-in step cache (DeepCache): its effect on what the filter keeps, embedded trained tiny models")
+        out["stepcache"] = step_cache_effect(tuple(a.cache_intervals), a.cache_sources)
+        save()
     if "host" in a.what:
         print("\ngeneration loop's host work, GPU simulated (make_counterparts: decode, CLIP preprocess, PNG, commit)")
         out["host"] = time_host_loop(a.host_gpu_s, batches=a.host_batches)

@@ -95,7 +95,7 @@ def build_configs(args) -> dict:
     gen = GenerateConfig(**{**p["generate"], **_pick(args, {
         "model": "model", "config_dir": "config_dir", "vae": "vae", "steps": "steps", "guidance_scale": "guidance_scale",
         "size": "size", "gen_batch_size": "batch_size", "dtype": "dtype", "seed": "run_seed",
-        "compile": "compile", "fp8": "fp8"})})
+        "compile": "compile", "fp8": "fp8", "step_cache": "step_cache"})})
     filt = FilterConfig(**{**p["filter"], **_pick(args, {
         "clip_model": "clip_model", "clip_pretrained": "clip_pretrained", "clip_config": "clip_config",
         "z_pairs": "z_pairs", "max_attempts": "max_attempts"})})
@@ -121,6 +121,8 @@ def check_generation(args, c: dict) -> None:
     from .runtime import resolve_device, resolve_dtype
 
     check_guidance(negative_prompt(c["prompt"]), c["generate"])
+    if getattr(args, "io_threads", None) is not None and args.io_threads < 0:
+        raise ValueError(f"io_threads={args.io_threads}: expected >= 0 (0: PNG writing and source decoding in line)")
     check_clip_files(c["filter"])
     _check_model_path(c["generate"])
     resolve_dtype(c["generate"].dtype, resolve_device(args.device or "auto"))
@@ -163,7 +165,8 @@ def cmd_generate(args, ds: D.ImageSet | None = None, world=None) -> int:
     clip = load_clip(c["filter"], device)
     pipe = load_pipeline(c["generate"], device, dtype)
     init_process_group(world, "gloo")  # generation only needs barriers; `run` may have made the group already
-    info = make_counterparts(ds, pipe, clip, args.out, *cfgs, world=world)
+    io_threads = 4 if getattr(args, "io_threads", None) is None else args.io_threads
+    info = make_counterparts(ds, pipe, clip, args.out, *cfgs, world=world, io_threads=io_threads)
     if info is None:
         print(f"shard {world.tag} done -> {args.out}; once every task of the array is done, run `diffcore merge` "
               f"with the same flags")
@@ -327,6 +330,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CUDA: call the stock pipeline instead of fastgen's compiled path (same images up to rounding)")
     g.add_argument("--fp8", action="store_true", default=None,
                    help="opt-in, Hopper GPUs: float8 matmuls in the UNet's attention blocks (changes the images)")
+    g.add_argument("--step-cache", type=int, metavar="N",
+                   help="opt-in DeepCache: full UNet every N-th step, its outer blocks on cached features between "
+                        "(changes the images; `diffcore bench stepcache` measures how much); default 1 = off")
+    g.add_argument("--io-threads", type=int, metavar="N",
+                   help="threads that decode sources and write PNGs while the GPU generates (default 4; 0: in line)")
     f = p.add_argument_group("filtration (Eq. 5)")
     f.add_argument("--clip-model")
     f.add_argument("--clip-pretrained", help="local open_clip weights file")

@@ -9,6 +9,8 @@ uint8 images) and calls the same pipeline, so the images are the stock ones up t
 - images stay on the device for CLIP (`clip_embed_on_device`), so the filter costs no host round trip.
 Opt-in, changes the images (measured side by side by `diffcore bench`):
 - `fp8=True`: the UNet's transformer linears run as float8 e4m3 matmuls with rowwise scales (Hopper).
+- `step_cache=n > 1`: DeepCache (stepcache.py): the full UNet every n-th step, only its outermost blocks in
+  between, on the deep features cached at the last full step.
 """
 from __future__ import annotations
 
@@ -29,10 +31,13 @@ class FastConfig:
     compile_mode: str = "default"  # torch.compile mode; "max-autotune" searches GEMM tilings (much longer compile)
     channels_last: bool = True    # NHWC for the convolutions
     fp8: bool = False             # opt-in float8 matmuls in the UNet's transformer blocks (changes the images)
+    step_cache: int = 1           # opt-in DeepCache interval (stepcache.StepCache); 1 = the stock UNet every step
 
     def __post_init__(self):
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile_mode={self.compile_mode!r}: expected a torch.compile mode")
+        if isinstance(self.step_cache, bool) or not isinstance(self.step_cache, int) or self.step_cache < 1:
+            raise ValueError(f"step_cache={self.step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
 
 
 class Float8Linear(torch.nn.Module):
@@ -88,8 +93,16 @@ class FastGenerator:
         if fast.channels_last:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.vae.to(memory_format=torch.channels_last)
+        self.step_cache = None
+        if fast.step_cache > 1:  # installed before compiling: the full UNet and the shallow pass compile apart
+            from .stepcache import install
+
+            self.step_cache = install(pipe, fast.step_cache)
         if fast.compile and self.device.type == "cuda":
-            pipe.unet = torch.compile(pipe.unet, mode=fast.compile_mode)
+            if self.step_cache is not None:
+                self.step_cache.compile(mode=fast.compile_mode)
+            else:
+                pipe.unet = torch.compile(pipe.unet, mode=fast.compile_mode)
             pipe.vae.decoder = torch.compile(pipe.vae.decoder, mode=fast.compile_mode)
 
     @torch.no_grad()
@@ -134,6 +147,8 @@ class FastGenerator:
     def call_pipeline(self, prompts: Sequence[str], negatives: Sequence[str | None], generators) -> torch.Tensor:
         """One pipeline call on one batch, prompt embeddings from the cache: (b, 3, H, W) in [0, 1]."""
         cfg = self.cfg
+        if self.step_cache is not None:
+            self.step_cache.reset()  # each batch starts with a full UNet step; nothing carries over between batches
         return self.pipe(**self._embeds(prompts, negatives), num_inference_steps=cfg.steps,
                          guidance_scale=cfg.guidance_scale, height=cfg.size, width=cfg.size, generator=generators,
                          output_type="pt").images

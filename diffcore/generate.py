@@ -36,6 +36,8 @@ class GenerateConfig:
     compile: bool = True              # on CUDA: fastgen.FastGenerator (prompts encoded once, channels_last,
                                       # torch.compile); 0.346 vs 0.437 s/img stock at batch 32 on an H100, benchmarks/
     fp8: bool = False                 # opt-in, CUDA/Hopper: float8 matmuls in the UNet's attention blocks (changes images)
+    step_cache: int = 1               # opt-in DeepCache (stepcache.py): full UNet every n-th step, its shallow blocks
+                                      # in between on cached deep features; 1 = off, the exact images (changes images)
     dtype: str = "auto"               # "auto": bf16 on CUDA, fp32 on CPU
     run_seed: int = 0                 # image seed = derive_seed(run_seed, image id, attempt)
 
@@ -48,6 +50,8 @@ class GenerateConfig:
             raise ValueError(f"size={self.size}: expected a multiple of 8 (the VAE downsamples by 8 for SD/SDXL)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: expected >= 1")
+        if isinstance(self.step_cache, bool) or not isinstance(self.step_cache, int) or self.step_cache < 1:
+            raise ValueError(f"step_cache={self.step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
         if self.scheduler not in ("auto", "edm-euler-vpred"):
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'auto' or 'edm-euler-vpred'")
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
@@ -112,10 +116,10 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
         pipe.safety_checker = None  # would blank images silently; the filter decides what is kept
     pipe.set_progress_bar_config(disable=True)  # diffcore shows one bar over images instead
     pipe = pipe.to(device)
-    if device.type == "cuda" and (cfg.compile or cfg.fp8):
+    if (device.type == "cuda" and (cfg.compile or cfg.fp8)) or cfg.step_cache > 1:
         from .fastgen import FastConfig, FastGenerator
 
-        return FastGenerator(pipe, cfg, FastConfig(compile=cfg.compile, fp8=cfg.fp8))
+        return FastGenerator(pipe, cfg, FastConfig(compile=cfg.compile, fp8=cfg.fp8, step_cache=cfg.step_cache))
     return pipe
 
 

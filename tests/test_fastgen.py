@@ -107,10 +107,11 @@ def test_bench_command_line_defaults_to_every_part(monkeypatch, tmp_path):
     monkeypatch.setattr(B, "bench_generation", lambda *a, **k: seen.append("generation") or {"rows": []})
     monkeypatch.setattr(B, "_print_generation", lambda g: None)
     monkeypatch.setattr(B, "time_host_loop", lambda *a, **k: seen.append("host") or [])
+    monkeypatch.setattr(B, "step_cache_effect", lambda *a, **k: seen.append("stepcache") or {})
     monkeypatch.setattr(B, "time_training", lambda *a, **k: seen.append("training") or [])
     monkeypatch.setattr(B, "time_training_loader", lambda *a, **k: seen.append("loader") or [])
     assert B.main(["--device", "cpu", "--out", str(tmp_path / "b.json")]) == 0
-    assert seen == ["generation", "host", "training", "loader"] and (tmp_path / "b.json").is_file()
+    assert seen == ["generation", "stepcache", "host", "training", "loader"] and (tmp_path / "b.json").is_file()
 
 
 def test_host_loop_bench_times_the_real_loop_around_a_simulated_gpu():
@@ -122,3 +123,39 @@ def test_host_loop_bench_times_the_real_loop_around_a_simulated_gpu():
     for r in rows:
         assert r["images"] == 12 and r["cycle_s_per_image"] >= 0.01
         assert r["host_ms_per_image"] == pytest.approx((r["cycle_s_per_image"] - 0.01) * 1e3)
+
+
+def test_step_cache_is_opt_in_installed_by_load_pipeline_and_reset_per_batch(tiny_sd_dir):
+    """step_cache=n: the generator runs the full UNet ceil(steps/n) times per batch, every batch alike; the images
+    move away from the exact ones (it is opt-in for that reason) and n=1 keeps them exactly."""
+    from dataclasses import replace
+
+    from diffcore.generate import draw_images
+    from diffcore.stepcache import StepCache
+
+    cfg = GenerateConfig(model=str(tiny_sd_dir), steps=5, guidance_scale=3.0, size=16, batch_size=2, dtype="float32")
+    args = (["one", "two", "one", "two"], ["thin"] * 4, [5, 6, 5, 6])
+    exact, _ = draw_images(load_pipeline(cfg, CPU, torch.float32), *args, cfg)
+    cached_cfg = replace(cfg, step_cache=2)
+    fast = load_pipeline(cached_cfg, CPU, torch.float32)
+    assert isinstance(fast, FastGenerator) and isinstance(fast.unet, StepCache) and fast.unet.interval == 2
+    cached, _ = draw_images(fast, *args, cached_cfg)
+    assert fast.unet.full_calls == 2 * 3 and fast.unet.shallow_calls == 2 * 2  # 2 batches x steps 0, 2, 4 full
+    assert np.array_equal(cached[:2], cached[2:])  # same seeds in the next batch: the same images (reset per batch)
+    assert not np.array_equal(cached, exact)
+    assert np.abs(cached.astype(int) - exact.astype(int)).mean() < 8  # close to the exact images
+    with pytest.raises(ValueError, match=r"step_cache=0: expected an int >= 1"):
+        GenerateConfig(step_cache=0)
+    with pytest.raises(ValueError, match=r"step_cache=2.5: expected an int >= 1"):
+        FastConfig(step_cache=2.5)
+
+
+def test_step_cache_effect_reports_the_filter_on_the_trained_stand_ins():
+    from diffcore.bench import step_cache_effect
+
+    res = step_cache_effect(intervals=(1, 3), sources=6, log=lambda m: None)
+    exact, cached = res["rows"]
+    assert exact["mean_abs_pixel_change"] == 0.0 and exact["clip_cos_to_exact"] == pytest.approx(1.0, abs=1e-6)
+    assert cached["mean_abs_pixel_change"] > 0 and 0.9 < cached["clip_cos_to_exact"] < 1.0
+    assert all(0 <= r["accepted_pct"] <= 100 and r["accepted_pct"] * 6 / 100 == pytest.approx(
+        round(r["accepted_pct"] * 6 / 100)) for r in res["rows"])  # a share of the 6 sources

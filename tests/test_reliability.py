@@ -352,6 +352,7 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
         (g + ["--clip-pretrained", "/no/clip.safetensors"], "clip_pretrained", "/no/clip.safetensors"),
         (g + ["--clip-config", "/no/c.json"], "clip_config", "/no/c.json"),
         (g + ["--z-pairs", "0"], "z_pairs", "0"), (g + ["--max-attempts", "0"], "max_attempts", "0"),
+        (g + ["--step-cache", "0"], "step_cache", "0"), (g + ["--io-threads", "-1"], "io_threads", "-1"),
         (g + ["--profile", "laptop"], "profile", "'laptop'"), (g + ["--dataset", "mnist"], "dataset", "'mnist'"),
         (g + ["--dataset", "cifar100"], "dataset", "cifar100"),
         (g + ["--dataset", "folder", "--data-root", "/no/root"], "data_root", "/no/root"),
