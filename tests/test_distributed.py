@@ -137,6 +137,7 @@ def test_ddp_training_two_processes(two_processes):
     assert r0["processes"] == r1["processes"] == 2
     assert r0["model_methods"] == r1["model_methods"] and set(r0["model_methods"]) == set(W.MODEL_METHODS)
     assert r0["device_loader"] == r1["device_loader"] and r0["device_loader"]["n"] == 10
+    assert r0["resident_loader"] == r0["device_loader"] == r1["resident_loader"]  # a cache in each rank's memory
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".done", ".npy"]  # one cache, made once
     # only rank 0 writes the result and the checkpoint, whose weights any process count can load (no "module.")
     assert (tmp_path / "result-0.json").is_file() and not (tmp_path / "result-1.json").exists()
