@@ -617,6 +617,8 @@ def main(argv=None) -> int:
     p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
     p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
     p.add_argument("--compile-mode", default="default")
+    p.add_argument("--loop-batches", type=int, default=3,
+                   help="generation: batches of the timed make_counterparts run (0: skip it)")
     p.add_argument("--step-cache", type=int, nargs="*", default=[],
                    help="generation: also time these opt-in DeepCache intervals (e.g. 2 3)")
     p.add_argument("--cache-intervals", type=int, nargs="+", default=[1, 2, 3, 5],
@@ -658,7 +660,7 @@ def main(argv=None) -> int:
                                              a.steps or (50 if arch == "sdxl" else 10),
                                              a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
                                              a.fp8, a.compile_mode, on_row=lambda r: save("generation", r),
-                                             step_caches=tuple(a.step_cache))
+                                             step_caches=tuple(a.step_cache), production_batches=a.loop_batches)
         _print_generation(out["generation"])
     if "stepcache" in a.what:
         print("\nopt-in step cache (DeepCache): its effect on what the filter keeps, embedded trained tiny models")
