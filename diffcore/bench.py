@@ -314,13 +314,14 @@ def time_make_counterparts(pipe, clip, cfg, batches: int, io_threads: int = 4) -
 
 # ---------------------------------------------------------------- what the opt-in step cache changes
 def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 200, seed: int = 0,
-                      log=print) -> dict:
+                      log=print, figure: str | Path | None = None) -> dict:
     """DeepCache's effect on what DiffCoRe-Mix keeps, with the embedded profile's TRAINED tiny models on the CPU.
 
     For `sources` digits (first attempt of each, the profile's seeds), per interval n (1 = exact): s per image,
     the share the CLIP filter accepts (S > tau_k, Eq. 5, tau from the same profile), the CLIP cosine between
     each image and the exact image of its seed, and the mean pixel change. The tiny models are stand-ins:
     their numbers show the direction and size of the effect on this pipeline, not on CosXL/SDXL.
+    `figure`: a PNG with the first 12 images of each interval in a row (same seeds in each column).
     """
     from dataclasses import replace
 
@@ -348,7 +349,7 @@ def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 
     src = clip.embed([ds.load(int(i)) for i in pick])                                  # (n, D)
     tau = torch.tensor([taus[k] for k in labels])                                      # (n,)
     res = {"profile": "embedded (tiny trained stand-ins)", "sources": len(pick), "steps": gen_cfg.steps, "rows": []}
-    exact = None
+    exact, shown = None, []
     for n in intervals:
         cfg = replace(gen_cfg, step_cache=n)
         fast = FastGenerator(pipe, cfg, FastConfig(compile=False, channels_last=False, step_cache=n))
@@ -365,10 +366,32 @@ def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 
                "clip_cos_to_exact": float((emb * exact[1]).sum(1).mean()),
                "mean_abs_pixel_change": float(np.abs(images.astype(np.int16) - exact[0].astype(np.int16)).mean())}
         res["rows"].append(row)
+        shown.append(images[:12])
         log(f"  step cache {n}: {dt * 1e3:7.1f} ms/img (x{row['speedup']:.2f}), filter accepts "
             f"{row['accepted_pct']:.1f}%, CLIP cos to exact {row['clip_cos_to_exact']:.4f}, "
             f"mean |d pixel| {row['mean_abs_pixel_change']:.2f}/255")
+    if figure is not None:
+        res["figure"] = str(image_rows(shown, [f"N={n}" for n in intervals], figure))
     return res
+
+
+def image_rows(rows: list[np.ndarray], labels: list[str], path: str | Path, scale: int = 3) -> Path:
+    """A PNG: one row of (k, H, W, 3) uint8 images per entry, its label on the left, upscaled `scale` times."""
+    from PIL import ImageDraw
+
+    k, h, w, _ = rows[0].shape
+    pad, left = 4, 44
+    sheet = Image.new("RGB", (left + k * (w * scale + pad), len(rows) * (h * scale + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (images, label) in enumerate(zip(rows, labels)):
+        y = pad + r * (h * scale + pad)
+        draw.text((4, y + h * scale // 2 - 6), label, fill="black")
+        for c, im in enumerate(images):
+            sheet.paste(Image.fromarray(im).resize((w * scale, h * scale), Image.NEAREST),
+                        (left + c * (w * scale + pad), y))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return Path(path)
 
 
 # ---------------------------------------------------------------- the generation loop's host work
@@ -664,7 +687,8 @@ def main(argv=None) -> int:
         _print_generation(out["generation"])
     if "stepcache" in a.what:
         print("\nopt-in step cache (DeepCache): its effect on what the filter keeps, embedded trained tiny models")
-        out["stepcache"] = step_cache_effect(tuple(a.cache_intervals), a.cache_sources)
+        fig = None if a.out is None else Path(a.out).with_suffix(".stepcache.png")
+        out["stepcache"] = step_cache_effect(tuple(a.cache_intervals), a.cache_sources, figure=fig)
         save()
     if "host" in a.what:
         print("\ngeneration loop's host work, GPU simulated (make_counterparts: decode, CLIP preprocess, PNG, commit)")

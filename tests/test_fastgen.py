@@ -150,10 +150,14 @@ def test_step_cache_is_opt_in_installed_by_load_pipeline_and_reset_per_batch(tin
         FastConfig(step_cache=2.5)
 
 
-def test_step_cache_effect_reports_the_filter_on_the_trained_stand_ins():
+def test_step_cache_effect_reports_the_filter_on_the_trained_stand_ins(tmp_path):
+    from PIL import Image
+
     from diffcore.bench import step_cache_effect
 
-    res = step_cache_effect(intervals=(1, 3), sources=6, log=lambda m: None)
+    res = step_cache_effect(intervals=(1, 3), sources=6, log=lambda m: None, figure=tmp_path / "grid.png")
+    with Image.open(res["figure"]) as grid:  # two rows of 6 digits, 32 px shown at 96 px
+        assert grid.size == (44 + 6 * (96 + 4), 2 * (96 + 4) + 4)
     exact, cached = res["rows"]
     assert exact["mean_abs_pixel_change"] == 0.0 and exact["clip_cos_to_exact"] == pytest.approx(1.0, abs=1e-6)
     assert cached["mean_abs_pixel_change"] > 0 and 0.9 < cached["clip_cos_to_exact"] < 1.0
