@@ -229,3 +229,38 @@ def test_flop_share_on_meta_and_speedup_formula():
     assert expected_speedup(3, 0.25) == 2.0
     with pytest.raises(ValueError, match="share=1.5"):
         expected_speedup(3, 1.5)
+
+
+def test_compiled_full_and_shallow_passes_trace_once_without_graph_breaks():
+    """What FastGenerator does on CUDA (StepCache.compile), traced by dynamo here with the eager backend: two
+    graphs (full UNet with its capture hook, shallow pass), no graph break, no recompile when each batch brings new
+    cached features, and the images of the uncompiled cache, bit for bit."""
+    from torch._dynamo.utils import counters
+
+    from diffcore.bench import random_sdxl
+    from diffcore.stepcache import install
+
+    torch.manual_seed(0)
+    pipe = random_sdxl("tiny", torch.device("cpu"), torch.float32)
+    kw = dict(prompt=["a", "b"], negative_prompt=["n", "n"], num_inference_steps=5, guidance_scale=4.0, height=32,
+              width=32, output_type="pt")
+    cache = install(pipe, 2)
+
+    def two_batches():
+        out = []
+        for _ in range(2):
+            cache.reset()
+            out.append(pipe(**kw, generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images)
+        return out
+
+    plain = two_batches()
+    torch._dynamo.reset()
+    counters.clear()
+    cache.compile(backend="eager")
+    try:
+        compiled = two_batches()
+        assert counters["stats"]["unique_graphs"] == 2 and counters["frames"]["total"] == 2
+        assert sum(counters["graph_break"].values()) == 0
+    finally:
+        torch._dynamo.reset()
+    assert all(torch.equal(a, b) for a, b in zip(plain, compiled))
