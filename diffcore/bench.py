@@ -312,23 +312,26 @@ def time_make_counterparts(pipe, clip, cfg, batches: int, io_threads: int = 4) -
             "wall_s_per_image_incl_tau": wall / n, "io_threads": io_threads}
 
 
-# ---------------------------------------------------------------- what the opt-in step cache changes
-def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 200, seed: int = 0,
-                      log=print, figure: str | Path | None = None) -> dict:
-    """DeepCache's effect on what DiffCoRe-Mix keeps, with the embedded profile's TRAINED tiny models on the CPU.
+# ---------------------------------------------------------------- what the opt-in modes change
+def opt_in_effect(intervals: tuple[int, ...] = (2, 3, 5), fp8: bool = True, half_steps: bool = True,
+                  sources: int = 200, seed: int = 0, log=print, figure: str | Path | None = None) -> dict:
+    """What each opt-in mode does to the images DiffCoRe-Mix keeps, with the embedded profile's TRAINED tiny models
+    on the CPU: exact; the step cache at each interval of `intervals`; fp8 (the same Float8Linear swap as
+    `--fp8`, run by torch's float8 matmul on the CPU); half the denoising steps.
 
-    For `sources` digits (first attempt of each, the profile's seeds), per interval n (1 = exact): s per image,
-    the share the CLIP filter accepts (S > tau_k, Eq. 5, tau from the same profile), the CLIP cosine between
-    each image and the exact image of its seed, and the mean pixel change. The tiny models are stand-ins:
-    their numbers show the direction and size of the effect on this pipeline, not on CosXL/SDXL.
-    `figure`: a PNG with the first 12 images of each interval in a row (same seeds in each column).
+    For `sources` digits (first attempt of each, the profile's seeds), per mode: s per image, the share the CLIP
+    filter accepts (S > tau_k, Eq. 5, tau from the same profile), the CLIP cosine between each image and the exact
+    image of its seed, and the mean pixel change. The tiny models are stand-ins: their numbers show the direction
+    and size of each effect on this pipeline, not on CosXL/SDXL. The fp8 time is not a speed measurement (the CPU
+    has no float8 units). `figure`: a PNG with the first 12 images of each mode in a row (same seed per column).
     """
+    import copy
     from dataclasses import replace
 
     from . import counterparts as C
     from . import prompts as P
     from .cli import open_dataset
-    from .fastgen import FastConfig, FastGenerator
+    from .fastgen import FastConfig, FastGenerator, to_fp8_linears
     from .filter import FilterConfig, cosine, load_clip
     from .generate import GenerateConfig, draw_images, load_pipeline
     from .profiles import profile
@@ -348,30 +351,39 @@ def step_cache_effect(intervals: tuple[int, ...] = (1, 2, 3, 5), sources: int = 
     seeds = [derive_seed(gen_cfg.run_seed, ds.ids[i], 0) for i in pick]
     src = clip.embed([ds.load(int(i)) for i in pick])                                  # (n, D)
     tau = torch.tensor([taus[k] for k in labels])                                      # (n,)
+    modes = [("exact", gen_cfg, 1, False)] + [(f"step cache {n}", gen_cfg, n, False) for n in intervals]
+    modes += [("fp8", gen_cfg, 1, True)] if fp8 else []
+    modes += [(f"{gen_cfg.steps // 2} steps", replace(gen_cfg, steps=gen_cfg.steps // 2), 1, False)] if half_steps else []
     res = {"profile": "embedded (tiny trained stand-ins)", "sources": len(pick), "steps": gen_cfg.steps, "rows": []}
     exact, shown = None, []
-    for n in intervals:
-        cfg = replace(gen_cfg, step_cache=n)
+    for name, cfg, n, fp in modes:
+        unet = pipe.unet
+        if fp:  # a float8 copy of the UNet, as FastGenerator(fp8=True) makes on a GPU
+            pipe.unet = copy.deepcopy(unet)
+            to_fp8_linears(pipe.unet)
+        cfg = replace(cfg, step_cache=n)
         fast = FastGenerator(pipe, cfg, FastConfig(compile=False, channels_last=False, step_cache=n))
         draw_images(fast, texts[:8], negs[:8], seeds[:8], replace(cfg, batch_size=8))  # warm-up, not timed
         t = time.perf_counter()
         images, _ = draw_images(fast, texts, negs, seeds, cfg)                          # (n, H, W, 3) uint8
         dt = (time.perf_counter() - t) / len(pick)
-        uninstall(pipe) if n > 1 else None
+        uninstall(pipe)
+        pipe.unet = unet
         emb = clip.embed([Image.fromarray(im) for im in images])                       # (n, D)
         if exact is None:
             exact = (images, emb, dt)
-        row = {"step_cache": n, "s_per_image": dt, "speedup": exact[2] / dt,
+        row = {"mode": name, "step_cache": n, "fp8": fp, "steps": cfg.steps, "s_per_image": dt,
+               "speedup": None if fp else exact[2] / dt,
                "accepted_pct": float((cosine(src, emb) > tau).float().mean()) * 100,
                "clip_cos_to_exact": float((emb * exact[1]).sum(1).mean()),
                "mean_abs_pixel_change": float(np.abs(images.astype(np.int16) - exact[0].astype(np.int16)).mean())}
         res["rows"].append(row)
         shown.append(images[:12])
-        log(f"  step cache {n}: {dt * 1e3:7.1f} ms/img (x{row['speedup']:.2f}), filter accepts "
-            f"{row['accepted_pct']:.1f}%, CLIP cos to exact {row['clip_cos_to_exact']:.4f}, "
-            f"mean |d pixel| {row['mean_abs_pixel_change']:.2f}/255")
+        speed = "time not a speed (no float8 units on a CPU)" if fp else f"x{row['speedup']:.2f}"
+        log(f"  {name:<13} {dt * 1e3:7.1f} ms/img ({speed}), filter accepts {row['accepted_pct']:.1f}%, "
+            f"CLIP cos to exact {row['clip_cos_to_exact']:.4f}, mean |d pixel| {row['mean_abs_pixel_change']:.2f}/255")
     if figure is not None:
-        res["figure"] = str(image_rows(shown, [f"N={n}" for n in intervals], figure))
+        res["figure"] = str(image_rows(shown, [m[0].replace("step cache ", "N=") for m in modes], figure))
     return res
 
 
@@ -629,7 +641,7 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
     # no `choices=`: Python 3.11's argparse checks an empty nargs="*" list against them and fails
-    p.add_argument("what", nargs="*", metavar="{generation,host,stepcache,training,loader}",
+    p.add_argument("what", nargs="*", metavar="{generation,host,optin,training,loader}",
                    help="what to time (default: all five)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="default: sdxl on CUDA, tiny on CPU")
     p.add_argument("--device", default="auto")
@@ -644,9 +656,9 @@ def main(argv=None) -> int:
                    help="generation: batches of the timed make_counterparts run (0: skip it)")
     p.add_argument("--step-cache", type=int, nargs="*", default=[],
                    help="generation: also time these opt-in DeepCache intervals (e.g. 2 3)")
-    p.add_argument("--cache-intervals", type=int, nargs="+", default=[1, 2, 3, 5],
-                   help="stepcache: intervals whose effect on the filter is measured (1 = exact)")
-    p.add_argument("--cache-sources", type=int, default=200, help="stepcache: digits generated per interval")
+    p.add_argument("--optin-intervals", type=int, nargs="+", default=[2, 3, 5],
+                   help="optin: step-cache intervals whose effect on the filter is measured")
+    p.add_argument("--optin-sources", type=int, default=200, help="optin: digits generated per mode")
     p.add_argument("--host-gpu-s", type=float, default=0.346,
                    help="host: simulated GPU s per image (default: diffcore's measured H100 figure at batch 32)")
     p.add_argument("--host-batches", type=int, default=4, help="host: batches of 32 per variant")
@@ -659,7 +671,7 @@ def main(argv=None) -> int:
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
     a = p.parse_args(argv)
-    parts = ["generation", "host", "stepcache", "training", "loader"]
+    parts = ["generation", "host", "optin", "training", "loader"]
     if any(w not in parts for w in a.what):
         p.error(f"what={a.what}: expected any of {parts}")
     a.what = a.what or parts
@@ -685,10 +697,11 @@ def main(argv=None) -> int:
                                              a.fp8, a.compile_mode, on_row=lambda r: save("generation", r),
                                              step_caches=tuple(a.step_cache), production_batches=a.loop_batches)
         _print_generation(out["generation"])
-    if "stepcache" in a.what:
-        print("\nopt-in step cache (DeepCache): its effect on what the filter keeps, embedded trained tiny models")
-        fig = None if a.out is None else Path(a.out).with_suffix(".stepcache.png")
-        out["stepcache"] = step_cache_effect(tuple(a.cache_intervals), a.cache_sources, figure=fig)
+    if "optin" in a.what:
+        print("\nopt-in modes (step cache, fp8, half the steps): their effect on what the filter keeps, "
+              "embedded trained tiny models")
+        fig = None if a.out is None else Path(a.out).with_suffix(".optin.png")
+        out["optin"] = opt_in_effect(tuple(a.optin_intervals), sources=a.optin_sources, figure=fig)
         save()
     if "host" in a.what:
         print("\ngeneration loop's host work, GPU simulated (make_counterparts: decode, CLIP preprocess, PNG, commit)")

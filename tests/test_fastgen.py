@@ -107,11 +107,11 @@ def test_bench_command_line_defaults_to_every_part(monkeypatch, tmp_path):
     monkeypatch.setattr(B, "bench_generation", lambda *a, **k: seen.append("generation") or {"rows": []})
     monkeypatch.setattr(B, "_print_generation", lambda g: None)
     monkeypatch.setattr(B, "time_host_loop", lambda *a, **k: seen.append("host") or [])
-    monkeypatch.setattr(B, "step_cache_effect", lambda *a, **k: seen.append("stepcache") or {})
+    monkeypatch.setattr(B, "opt_in_effect", lambda *a, **k: seen.append("optin") or {})
     monkeypatch.setattr(B, "time_training", lambda *a, **k: seen.append("training") or [])
     monkeypatch.setattr(B, "time_training_loader", lambda *a, **k: seen.append("loader") or [])
     assert B.main(["--device", "cpu", "--out", str(tmp_path / "b.json")]) == 0
-    assert seen == ["generation", "stepcache", "host", "training", "loader"] and (tmp_path / "b.json").is_file()
+    assert seen == ["generation", "optin", "host", "training", "loader"] and (tmp_path / "b.json").is_file()
 
 
 def test_host_loop_bench_times_the_real_loop_around_a_simulated_gpu():
@@ -150,16 +150,18 @@ def test_step_cache_is_opt_in_installed_by_load_pipeline_and_reset_per_batch(tin
         FastConfig(step_cache=2.5)
 
 
-def test_step_cache_effect_reports_the_filter_on_the_trained_stand_ins(tmp_path):
+def test_opt_in_effect_reports_the_filter_on_the_trained_stand_ins(tmp_path):
     from PIL import Image
 
-    from diffcore.bench import step_cache_effect
+    from diffcore.bench import opt_in_effect
 
-    res = step_cache_effect(intervals=(1, 3), sources=6, log=lambda m: None, figure=tmp_path / "grid.png")
-    with Image.open(res["figure"]) as grid:  # two rows of 6 digits, 32 px shown at 96 px
-        assert grid.size == (44 + 6 * (96 + 4), 2 * (96 + 4) + 4)
-    exact, cached = res["rows"]
+    res = opt_in_effect(intervals=(3,), sources=6, log=lambda m: None, figure=tmp_path / "grid.png")
+    assert [r["mode"] for r in res["rows"]] == ["exact", "step cache 3", "fp8", "10 steps"]
+    exact, *changed = res["rows"]
     assert exact["mean_abs_pixel_change"] == 0.0 and exact["clip_cos_to_exact"] == pytest.approx(1.0, abs=1e-6)
-    assert cached["mean_abs_pixel_change"] > 0 and 0.9 < cached["clip_cos_to_exact"] < 1.0
+    for r in changed:  # every opt-in mode changes the images, none beyond recognition
+        assert r["mean_abs_pixel_change"] > 0 and 0.9 < r["clip_cos_to_exact"] < 1.0, r
     assert all(0 <= r["accepted_pct"] <= 100 and r["accepted_pct"] * 6 / 100 == pytest.approx(
         round(r["accepted_pct"] * 6 / 100)) for r in res["rows"])  # a share of the 6 sources
+    with Image.open(res["figure"]) as grid:  # four rows of 6 digits, 32 px shown at 96 px
+        assert grid.size == (44 + 6 * (96 + 4), 4 * (96 + 4) + 4)
