@@ -332,7 +332,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="opt-in, Hopper GPUs: float8 matmuls in the UNet's attention blocks (changes the images)")
     g.add_argument("--step-cache", type=int, metavar="N",
                    help="opt-in DeepCache: full UNet every N-th step, its outer blocks on cached features between "
-                        "(changes the images; `diffcore bench stepcache` measures how much); default 1 = off")
+                        "(changes the images; `diffcore bench optin` measures how much); default 1 = off")
     g.add_argument("--io-threads", type=int, metavar="N",
                    help="threads that decode sources and write PNGs while the GPU generates (default 4; 0: in line)")
     f = p.add_argument_group("filtration (Eq. 5)")
