@@ -637,6 +637,57 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
     return (time.perf_counter() - t) / steps * 1e3
 
 
+# ---------------------------------------------------------------- Markdown tables from a bench JSON file
+def report(bench: dict) -> str:
+    """The Markdown tables of the sections a bench JSON holds (generation, host, optin, loader), one after another."""
+    parts = [table(bench[k]) for k, table in (("generation", _md_generation), ("host", _md_host),
+                                              ("optin", _md_optin), ("loader", _md_loader)) if k in bench]
+    return "\n\n".join(parts)
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _md_generation(g: dict) -> str:
+    rows = []
+    for r in g["rows"]:
+        stock = next((x["s_per_image"] for x in g["rows"] if x["path"] == "stock pipeline"
+                      and x["batch_size"] == r["batch_size"]), None)
+        ratio = "" if r["path"] == "stock pipeline" or stock is None else f"×{stock / r['s_per_image']:.2f}"
+        change = f"{r['vs_stock_max_abs']}/255" if "vs_stock_max_abs" in r else ""
+        rows.append([r["path"], str(r["batch_size"]), f"{r['s_per_image']:.3f}", ratio, change])
+    return _md(["path", "batch", "s/img", "vs stock, same batch", "max pixel change vs stock"], rows)
+
+
+def _md_host(rows: list[dict]) -> str:
+    gpu = rows[0]["simulated_gpu_s_per_image"]
+    return _md(["`--io-threads`", "host work on the critical path per image", f"on top of {gpu:.3f} s/img of GPU time"],
+               [[f"{r['io_threads']}" + (" (in line)" if r["io_threads"] == 0 else ""),
+                 f"{r['host_ms_per_image']:.1f} ms", f"+{r['host_share_pct']:.1f}%"] for r in rows])
+
+
+def _md_optin(res: dict) -> str:
+    rows = []
+    for r in res["rows"]:
+        ms = r["s_per_image"] * 1e3
+        speed = f"({ms:.1f}, emulated)" if r["fp8"] else f"{ms:.1f}" if r["mode"] == "exact" else \
+            f"{ms:.1f} (×{r['speedup']:.2f})"
+        change = "0" if r["mean_abs_pixel_change"] == 0 else f"{r['mean_abs_pixel_change']:.2f}/255"
+        rows.append([r["mode"], speed, f"{r['accepted_pct']:.1f}%", f"{r['clip_cos_to_exact']:.4f}", change])
+    return _md(["mode", "ms/img (speed-up)", "filter accepts (S > τ_k)", "CLIP cos to the exact image of the same seed",
+                "mean pixel change"], rows)
+
+
+def _md_loader(rows: list[dict]) -> str:
+    sizes = sorted({r["batch_size"] for r in rows})
+    kinds = list(dict.fromkeys(r["loader"] for r in rows))
+    pct = {(r["loader"], r["batch_size"]): r["overhead_pct"] for r in rows if r["method"] != "vanilla"}
+    return _md(["loader"] + [f"batch {b}" for b in sizes],
+               [[k] + [f"{pct[k, b]:+.1f}%".replace("-", "−") for b in sizes] for k in kinds])
+
+
 # ---------------------------------------------------------------- command line
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffcore.bench", description=__doc__.splitlines()[0])
@@ -670,7 +721,12 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--amp", action="store_true", help="bf16 autocast + channels_last for training (CUDA)")
     p.add_argument("--out", help="write every measured number here (JSON)")
+    p.add_argument("--report", metavar="JSON", help="print the Markdown tables of a bench JSON file and exit "
+                   "(the tables in benchmarks/README.md are this output; a test checks they still match)")
     a = p.parse_args(argv)
+    if a.report:
+        print(report(json.loads(Path(a.report).read_text())))
+        return 0
     parts = ["generation", "host", "optin", "training", "loader"]
     if any(w not in parts for w in a.what):
         p.error(f"what={a.what}: expected any of {parts}")
@@ -749,3 +805,4 @@ def _print_rows(title: str, rows: list[dict]) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
