@@ -9,6 +9,8 @@
 #
 # On the device machine (from the repository root; .whl carried: diffusers, open_clip and their needs):
 #   bash benchmarks/h100-next.sh            # writes $OUT/h100-<date>-*.json and .log
+# Back here: copy them into benchmarks/, `python -m diffcore.bench --report benchmarks/h100-<date>-gen.json` for the
+# tables, add the files to RENDERED in tests/test_benchmark_docs.py.
 # Budget: SDXL build + FLOP count ~40 s, stock b1 + b32 ~30 s, compile ~150 s, timed + loop ~50 s, step-cache
 # rebuild + compile of the full and shallow passes ~150 s, loader ~90 s. Set STEP_CACHE="" or LOADER=0 to skip.
 set -euo pipefail
