@@ -161,7 +161,8 @@ def _write_pngs(pool: ThreadPoolExecutor, images: np.ndarray, folder: Path, star
 
 def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], steps: int, size: int,
                      guidance: float, one_at_a_time: int, fp8: bool, compile_mode: str, log=print,
-                     on_row=lambda res: None, production_batches: int = 3, step_caches: tuple[int, ...] = ()) -> dict:
+                     on_row=lambda res: None, production_batches: int = 3, step_caches: tuple[int, ...] = (),
+                     regional: bool = False) -> dict:
     """Stock pipeline (batch 1 and each batch size) vs FastGenerator (each batch size), s per image; and
     `make_counterparts` itself (the code `diffcore generate` runs) over `production_batches` batches; and the
     opt-in variants (fp8, each DeepCache interval of `step_caches`), each compared with the stock images."""
@@ -217,6 +218,8 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
     variants = [(f"diffcore {str(dtype).removeprefix('torch.')}", FastConfig(compile_mode=compile_mode))]
     if fp8 and device.type == "cuda":
         variants.append(("diffcore fp8 (opt-in)", FastConfig(compile_mode=compile_mode, fp8=True)))
+    if regional:
+        variants.append(("diffcore regional compile", FastConfig(compile_mode=compile_mode, compile_scope="regional")))
     variants += [(f"diffcore step-cache {n} (opt-in)", FastConfig(compile_mode=compile_mode, step_cache=n))
                  for n in step_caches]
     for k, (name, fast) in enumerate(variants):
@@ -703,6 +706,8 @@ def main(argv=None) -> int:
     p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
     p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
     p.add_argument("--compile-mode", default="default")
+    p.add_argument("--regional", action="store_true",
+                   help="generation: also time the regional compile (transformer blocks only; CUDA)")
     p.add_argument("--loop-batches", type=int, default=3,
                    help="generation: batches of the timed make_counterparts run (0: skip it)")
     p.add_argument("--step-cache", type=int, nargs="*", default=[],
@@ -751,7 +756,8 @@ def main(argv=None) -> int:
                                              a.steps or (50 if arch == "sdxl" else 10),
                                              a.size or (512 if arch == "sdxl" else 64), a.guidance, a.one_at_a_time,
                                              a.fp8, a.compile_mode, on_row=lambda r: save("generation", r),
-                                             step_caches=tuple(a.step_cache), production_batches=a.loop_batches)
+                                             step_caches=tuple(a.step_cache), production_batches=a.loop_batches,
+                                             regional=a.regional)
         _print_generation(out["generation"])
     if "optin" in a.what:
         print("\nopt-in modes (step cache, fp8, half the steps): their effect on what the filter keeps, "

@@ -95,7 +95,7 @@ def build_configs(args) -> dict:
     gen = GenerateConfig(**{**p["generate"], **_pick(args, {
         "model": "model", "config_dir": "config_dir", "vae": "vae", "steps": "steps", "guidance_scale": "guidance_scale",
         "size": "size", "gen_batch_size": "batch_size", "dtype": "dtype", "seed": "run_seed",
-        "compile": "compile", "fp8": "fp8", "step_cache": "step_cache"})})
+        "compile": "compile", "fp8": "fp8", "step_cache": "step_cache", "compile_scope": "compile_scope"})})
     filt = FilterConfig(**{**p["filter"], **_pick(args, {
         "clip_model": "clip_model", "clip_pretrained": "clip_pretrained", "clip_config": "clip_config",
         "z_pairs": "z_pairs", "max_attempts": "max_attempts"})})
@@ -330,6 +330,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="CUDA: call the stock pipeline instead of fastgen's compiled path (same images up to rounding)")
     g.add_argument("--fp8", action="store_true", default=None,
                    help="opt-in, Hopper GPUs: float8 matmuls in the UNet's attention blocks (changes the images)")
+    g.add_argument("--compile-scope", help="CUDA: full (default: UNet + VAE decoder, ~2.5 min per batch shape) | "
+                   "regional (the UNet's transformer blocks only: less to compile)")
     g.add_argument("--step-cache", type=int, metavar="N",
                    help="opt-in DeepCache: full UNet every N-th step, its outer blocks on cached features between "
                         "(changes the images; `diffcore bench optin` measures how much); default 1 = off")

@@ -244,6 +244,19 @@ def _settings(ds, prompt_cfg, gen_cfg, filter_cfg, cp_cfg) -> dict:
 RUNNING = "running.json"  # the settings of a run not finished yet; run.json appears only when it is finished
 
 
+def _with_new_fields(old: dict) -> dict:
+    """Settings recorded by an older diffcore, read with today's fields: a field it did not have yet takes its
+    default (which is what that version did), so its run resumes, and is refused only if the field is set."""
+    defaults = {"prompt": P.PromptConfig(), "generate": GenerateConfig(), "filter": FilterConfig(),
+                "counterparts": CounterpartConfig()}
+    out = json.loads(json.dumps(old))
+    for section, cfg in defaults.items():
+        if isinstance(out.get(section), dict):
+            for name, value in json.loads(json.dumps(asdict(cfg))).items():
+                out[section].setdefault(name, value)
+    return out
+
+
 def _recorded_settings(out_dir: Path) -> dict | None:
     for name in ("run.json", RUNNING):
         if (out_dir / name).is_file():
@@ -257,6 +270,7 @@ def _check_out_dir(out_dir: Path, settings: dict) -> None:
         raise ValueError(f"out={out_dir}: is a file; expected a folder for the generated set")
     old = _recorded_settings(out_dir)
     if old is not None:
+        old, settings = _with_new_fields(old), json.loads(json.dumps(settings))
         if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
@@ -537,7 +551,7 @@ def _plan(out_dir: Path, ds: ImageSet, clip: ClipEncoder, filter_cfg: FilterConf
         return {"settings": settings, "classes": list(ds.classes), "tau": [taus[k] for k in range(len(ds.classes))]}
 
     plan = D.main_first(world, lambda: D.publish_once(out_dir / PLAN, make))
-    if plan["settings"] != json.loads(json.dumps(settings)):
+    if _with_new_fields(plan["settings"]) != json.loads(json.dumps(settings)):
         raise ValueError(f"{out_dir}/{PLAN} was made with other settings; use a new --out folder")
     return dict(enumerate(plan["tau"]))
 

@@ -36,6 +36,8 @@ class GenerateConfig:
     compile: bool = True              # on CUDA: fastgen.FastGenerator (prompts encoded once, channels_last,
                                       # torch.compile); 0.346 vs 0.437 s/img stock at batch 32 on an H100, benchmarks/
     fp8: bool = False                 # opt-in, CUDA/Hopper: float8 matmuls in the UNet's attention blocks (changes images)
+    compile_scope: str = "full"       # on CUDA: "full" (measured, ~2.5 min per batch shape) or "regional" (transformer
+                                      # blocks only: less to compile; speed unmeasured), see fastgen.compile_unet
     step_cache: int = 1               # opt-in DeepCache (stepcache.py): full UNet every n-th step, its shallow blocks
                                       # in between on cached deep features; 1 = off, the exact images (changes images)
     dtype: str = "auto"               # "auto": bf16 on CUDA, fp32 on CPU
@@ -52,6 +54,8 @@ class GenerateConfig:
             raise ValueError(f"batch_size={self.batch_size}: expected >= 1")
         if isinstance(self.step_cache, bool) or not isinstance(self.step_cache, int) or self.step_cache < 1:
             raise ValueError(f"step_cache={self.step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
+        if self.compile_scope not in ("full", "regional"):
+            raise ValueError(f"compile_scope={self.compile_scope!r}: expected 'full' or 'regional'")
         if self.scheduler not in ("auto", "edm-euler-vpred"):
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'auto' or 'edm-euler-vpred'")
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
@@ -119,7 +123,8 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     if (device.type == "cuda" and (cfg.compile or cfg.fp8)) or cfg.step_cache > 1:
         from .fastgen import FastConfig, FastGenerator
 
-        return FastGenerator(pipe, cfg, FastConfig(compile=cfg.compile, fp8=cfg.fp8, step_cache=cfg.step_cache))
+        return FastGenerator(pipe, cfg, FastConfig(compile=cfg.compile, fp8=cfg.fp8, step_cache=cfg.step_cache,
+                                                   compile_scope=cfg.compile_scope))
     return pipe
 
 

@@ -165,3 +165,39 @@ def test_opt_in_effect_reports_the_filter_on_the_trained_stand_ins(tmp_path):
         round(r["accepted_pct"] * 6 / 100)) for r in res["rows"])  # a share of the 6 sources
     with Image.open(res["figure"]) as grid:  # four rows of 6 digits, 32 px shown at 96 px
         assert grid.size == (44 + 6 * (96 + 4), 4 * (96 + 4) + 4)
+
+
+@pytest.mark.parametrize("scope,cached", [("regional", False), ("regional", True), ("full", True)])
+def test_compile_unet_scopes_trace_without_breaks_and_keep_the_images(scope, cached):
+    """What FastGenerator compiles on CUDA, traced here by dynamo with the eager backend: the same images, no graph
+    break; regional: one graph per transformer-block shape, shared by every block of that shape."""
+    from torch._dynamo.utils import counters
+
+    from diffcore.bench import random_sdxl
+    from diffcore.fastgen import compile_unet
+    from diffcore.stepcache import install
+
+    torch.manual_seed(0)
+    pipe = random_sdxl("tiny", CPU, torch.float32)
+    cache = install(pipe, 2) if cached else None
+    kw = dict(prompt=["a", "b"], negative_prompt=["n", "n"], num_inference_steps=3, guidance_scale=4.0, height=32,
+              width=32, output_type="pt")
+
+    def images():
+        if cache is not None:
+            cache.reset()
+        return pipe(**kw, generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).images
+
+    plain = images()
+    torch._dynamo.reset()
+    counters.clear()
+    compile_unet(pipe, scope, backend="eager")
+    try:
+        compiled = images()
+        assert sum(counters["graph_break"].values()) == 0
+        blocks = {m.norm1.normalized_shape for m in pipe.unet.modules() if type(m).__name__ == "BasicTransformerBlock"}
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs == (len(blocks) if scope == "regional" else 3 if cached else 2)  # full: UNet (+shallow) + VAE
+    finally:
+        torch._dynamo.reset()
+    assert torch.equal(plain, compiled)

@@ -253,6 +253,33 @@ def test_other_settings_refused_even_when_the_first_run_was_killed(job, tmp_path
     assert (stranger / "notes.txt").read_text() == "mine"
 
 
+def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_their_defaults(job, reference,
+                                                                                             tmp_path):
+    """Settings recorded before a field existed (here: step_cache, compile_scope) read as that field's default: the
+    killed run resumes to the uninterrupted set; setting the new field to anything else is refused."""
+    import shutil
+
+    ds, _, _, (prompt, gen, filt, cp) = job
+    ref, _ = reference
+    out = tmp_path / "old"
+    shutil.copytree(ref, out)
+    info = json.loads((out / "run.json").read_text())
+    old = info["settings"]
+    for name in ("step_cache", "compile_scope"):
+        del old["generate"][name]
+    (out / "run.json").unlink()  # what an older version's run killed after its first batch leaves
+    (out / C.RUNNING).write_text(json.dumps({"settings": old}))
+    (out / C.PLAN).write_text(json.dumps({"settings": old, "classes": list(ds.classes),
+                                          "tau": [info["tau"][c] for c in ds.classes]}))
+    rows = C.read_manifest(out / "manifest.csv")
+    (out / "manifest.csv").write_text(C._csv_text(rows[:gen.batch_size], header=True), newline="")
+    assert _wait(_fork(_generate(job, out)), 120) == 0
+    assert _files(out) == _files(ref)
+    (out / C.RUNNING).write_text(json.dumps({"settings": old}))
+    with pytest.raises(ValueError, match=r"other settings \(generate differ\)"):
+        C.check_out_dir(ds, out, prompt, gen.__class__(**{**gen.__dict__, "step_cache": 2}), filt, cp)
+
+
 # ---------------------------------------------------------------- NaN, black, constant images
 def test_invalid_images_are_nan_or_constant():
     x = torch.rand(5, 3, 8, 8)
@@ -353,6 +380,7 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
         (g + ["--clip-config", "/no/c.json"], "clip_config", "/no/c.json"),
         (g + ["--z-pairs", "0"], "z_pairs", "0"), (g + ["--max-attempts", "0"], "max_attempts", "0"),
         (g + ["--step-cache", "0"], "step_cache", "0"), (g + ["--io-threads", "-1"], "io_threads", "-1"),
+        (g + ["--compile-scope", "half"], "compile_scope", "'half'"),
         (g + ["--profile", "laptop"], "profile", "'laptop'"), (g + ["--dataset", "mnist"], "dataset", "'mnist'"),
         (g + ["--dataset", "cifar100"], "dataset", "cifar100"),
         (g + ["--dataset", "folder", "--data-root", "/no/root"], "data_root", "/no/root"),
