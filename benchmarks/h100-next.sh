@@ -29,8 +29,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 if [ "$PART" != loader ]; then
     python3 -m diffcore.bench generation --gen-batch 32 --one-at-a-time 1 --loop-batches 3 $REGIONAL \
         ${STEP_CACHE:+--step-cache $STEP_CACHE} --out "$OUT/h100-$day-gen.json" 2>&1 | tee "$OUT/h100-$day-gen.log"
+    python3 -m diffcore.bench --report "$OUT/h100-$day-gen.json" | tee "$OUT/h100-$day-gen.md"
 fi
 if [ "$PART" != gen ]; then
     python3 -m diffcore.bench loader --amp --workers 12 --train-steps 20 \
         --out "$OUT/h100-$day-loader.json" 2>&1 | tee "$OUT/h100-$day-loader.log"
+    python3 -m diffcore.bench --report "$OUT/h100-$day-loader.json" | tee "$OUT/h100-$day-loader.md"
 fi

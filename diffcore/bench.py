@@ -642,9 +642,10 @@ def _time_loader_steps(dl, warmup: int, steps: int, dev, step, amp: bool) -> flo
 
 # ---------------------------------------------------------------- Markdown tables from a bench JSON file
 def report(bench: dict) -> str:
-    """The Markdown tables of the sections a bench JSON holds (generation, host, optin, loader), one after another."""
+    """The Markdown tables of the sections a bench JSON holds (generation, host, optin, training, loader)."""
     parts = [table(bench[k]) for k, table in (("generation", _md_generation), ("host", _md_host),
-                                              ("optin", _md_optin), ("loader", _md_loader)) if k in bench]
+                                              ("optin", _md_optin), ("training", _md_training),
+                                              ("loader", _md_loader)) if k in bench]
     return "\n\n".join(parts)
 
 
@@ -660,8 +661,11 @@ def _md_generation(g: dict) -> str:
                       and x["batch_size"] == r["batch_size"]), None)
         ratio = "" if r["path"] == "stock pipeline" or stock is None else f"×{stock / r['s_per_image']:.2f}"
         change = f"{r['vs_stock_max_abs']}/255" if "vs_stock_max_abs" in r else ""
-        rows.append([r["path"], str(r["batch_size"]), f"{r['s_per_image']:.3f}", ratio, change])
-    return _md(["path", "batch", "s/img", "vs stock, same batch", "max pixel change vs stock"], rows)
+        peak = f"{r['peak_gb']:.1f}" if r.get("peak_gb") else ""
+        compile_s = f"{r['compile_s']:.0f}" if r.get("compile_s") and g.get("arch") == "sdxl" else ""
+        rows.append([r["path"], str(r["batch_size"]), f"{r['s_per_image']:.3f}", ratio, change, peak, compile_s])
+    return _md(["path", "batch", "s/img", "vs stock, same batch", "max pixel change vs stock", "peak GPU GB",
+                "first batch incl. compile (s)"], rows)
 
 
 def _md_host(rows: list[dict]) -> str:
@@ -683,12 +687,26 @@ def _md_optin(res: dict) -> str:
                 "mean pixel change"], rows)
 
 
+def _pct(x: float | None) -> str:
+    return "" if x is None else f"{x:+.1f}%".replace("-", "−")
+
+
 def _md_loader(rows: list[dict]) -> str:
+    """Eq. 9 overhead of the mixing method over vanilla, per loader (rows: time_training_loader's)."""
     sizes = sorted({r["batch_size"] for r in rows})
-    kinds = list(dict.fromkeys(r["loader"] for r in rows))
-    pct = {(r["loader"], r["batch_size"]): r["overhead_pct"] for r in rows if r["method"] != "vanilla"}
-    return _md(["loader"] + [f"batch {b}" for b in sizes],
-               [[k] + [f"{pct[k, b]:+.1f}%".replace("-", "−") for b in sizes] for k in kinds])
+    mixed = [r for r in rows if r["method"] != "vanilla"]
+    kinds = list(dict.fromkeys(r["loader"] for r in mixed))
+    pct = {(r["loader"], r["batch_size"]): r["overhead_pct"] for r in mixed}
+    return _md(["loader"] + [f"batch {b}" for b in sizes], [[k] + [_pct(pct.get((k, b))) for b in sizes] for k in kinds])
+
+
+def _md_training(rows: list[dict]) -> str:
+    """ms per step and Eq. 9 overhead per method, tensors already on the device (rows: time_training's)."""
+    sizes = sorted({r["batch_size"] for r in rows})
+    cell = {(r["method"], r["batch_size"]): f"{r['ms_per_batch']:.2f} ({_pct(r['overhead_pct'])})" for r in rows}
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    return _md(["method"] + [f"batch {b}: ms (Eq. 9)" for b in sizes],
+               [[m] + [cell.get((m, b), "") for b in sizes] for m in methods])
 
 
 # ---------------------------------------------------------------- command line

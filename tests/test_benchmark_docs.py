@@ -33,3 +33,28 @@ def test_report_command_prints_the_tables(capsys):
     assert main(["--report", str(BENCH / "cpu-2026-11-25-optin.json")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| mode | ms/img (speed-up) |") and "| exact |" in out
+
+
+def _numbers(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[+−]?\d+\.\d+%?", text))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("h100-*.json")))
+def test_the_h100_numbers_on_the_page_are_those_of_the_stored_runs(name):
+    """The first session's H100 tables were typed by hand: every s/img, ratio, peak memory and Eq. 9 figure of
+    the runs they cite must be in the stored JSON (the vanilla/DiffCoRe-Mix rows; other methods are not shown)."""
+    from diffcore.bench import _md_generation, _md_loader, _md_training
+
+    run = json.loads((BENCH / name).read_text())
+    page = (BENCH / "README.md").read_text(encoding="utf-8")
+    shown = []
+    if "generation" in run:
+        shown.append(_md_generation(run["generation"]))
+    if "training" in run:
+        shown.append(_md_training([r for r in run["training"] if r["method"] in ("vanilla", "diffcore")]))
+    if "loader" in run and "12 workers, JPEG" not in run["loader"][0]["loader"]:  # the earlier loader run: not shown
+        shown.append(_md_loader(run["loader"]))
+    numbers = _numbers("\n".join(shown)) - {"+0.0%"}
+    assert numbers and not sorted(n for n in numbers if n not in page)
