@@ -3,7 +3,6 @@ metrics of an uninterrupted run on CPU. Checkpoints are read with weights_only=T
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 from diffcore import checkpoint as CK
 from diffcore.data import digits
 from diffcore.train import TrainConfig, train
+from hostile import RunsAShellCommand
 from test_reliability import _fork, _kill, _wait
 from test_train import _fake_generated
 
@@ -98,17 +98,9 @@ def test_checkpoint_of_other_settings_is_refused_in_one_line(data, reference, tm
         _train(data, out, lr=0.1)()
 
 
-class _RunsAShellCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):  # unpickling calls os.system("touch <marker>")
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_pickled_checkpoint_carrying_code_is_refused_and_never_run(data, tmp_path):
     marker, out = tmp_path / "code-ran", tmp_path / "r.json"
-    torch.save({"format": CK.FORMAT, "epoch": _RunsAShellCommand(marker)}, CK.checkpoint_path(out))
+    torch.save({"format": CK.FORMAT, "epoch": RunsAShellCommand(marker)}, CK.checkpoint_path(out))
     with pytest.raises(ValueError, match=r"checkpoint=.*refused, not a plain tensor file"):
         _train(data, out)()
     assert not marker.exists()

@@ -26,6 +26,7 @@ from diffcore import cli
 from diffcore.data import choose_fraction
 from diffcore.filter import load_clip
 from diffcore.generate import draw_images, invalid_images, load_pipeline
+from hostile import RunsAShellCommand
 
 CPU = torch.device("cpu")
 ARGV = ["generate", "--few-shot", "2", "--steps", "2", "--gen-batch-size", "4", "--max-attempts", "3"]
@@ -462,21 +463,13 @@ def test_a_model_folder_that_ships_code_is_refused_and_the_code_never_runs(tiny_
     assert not marker.exists()
 
 
-class _RunsAShellCommand:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):  # unpickling calls os.system("touch <marker>")
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_pickled_weights_in_a_model_folder_are_never_unpickled(tiny_sd_dir, tmp_path):
     import shutil
 
     evil, marker = tmp_path / "evil", tmp_path / "code-ran"
     shutil.copytree(tiny_sd_dir, evil)
     (evil / "unet" / "diffusion_pytorch_model.safetensors").unlink()
-    torch.save({"conv_in.weight": _RunsAShellCommand(marker)}, evil / "unet" / "diffusion_pytorch_model.bin")
+    torch.save({"conv_in.weight": RunsAShellCommand(marker)}, evil / "unet" / "diffusion_pytorch_model.bin")
     cfg = __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(model=str(evil), size=16)
     with pytest.raises((FileNotFoundError, ValueError), match=f"model={evil}"):
         load_pipeline(cfg, CPU, torch.float32)  # safetensors only
