@@ -273,7 +273,7 @@ def bench_generation(arch: str, device: torch.device, batch_sizes: list[int], st
 
 
 class _Stamped:
-    """A FastGenerator that notes when each batch starts: the loop's cycle time per batch."""
+    """A FastGenerator (or SimulatedGPU) that notes when each batch starts: the loop's cycle time per batch."""
 
     def __init__(self, pipe):
         self.pipe, self.starts = pipe, []
@@ -411,7 +411,7 @@ def image_rows(rows: list[np.ndarray], labels: list[str], path: str | Path, scal
 
 # ---------------------------------------------------------------- the generation loop's host work
 class SimulatedGPU:
-    """Stands in for the pipeline in `make_counterparts`: sleeps `s_per_image` per image (a GPU busy with the
+    """Stands in for a FastGenerator in `make_counterparts`: sleeps `s_per_image` per image (a GPU busy with the
     UNet leaves the CPU free, as a sleep does) and returns one of 16 smooth random `size` px images per seed,
     made once (so making them costs the loop nothing). The images come back on the CPU: draw_images' checks and
     uint8 conversion, GPU work in a real run, count as host time here (an upper bound)."""
@@ -421,14 +421,13 @@ class SimulatedGPU:
         low = torch.rand(bank, 3, 8, 8, generator=g)                                              # (K, 3, 8, 8)
         x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic")               # (K, 3, H, W)
         self.bank = (x + 0.03 * torch.rand(bank, 3, size, size, generator=g)).clamp(0, 1)        # photo grain
-        self.s_per_image, self.starts = s_per_image, []
+        self.s_per_image = s_per_image
 
-    def __call__(self, prompt, negative_prompt, num_inference_steps, guidance_scale, height, width, generator,
-                 output_type="pt"):
-        self.starts.append(time.perf_counter())
-        time.sleep(self.s_per_image * len(prompt))
-        pick = torch.tensor([int(g.initial_seed()) % len(self.bank) for g in generator])         # (b,)
-        return type("Out", (), {"images": self.bank[pick]})                                      # (b, 3, H, W)
+    def call_pipeline(self, prompts, negatives, generators) -> torch.Tensor:
+        """FastGenerator's batch call: (b, 3, H, W) in [0, 1] after `s_per_image` seconds per image."""
+        time.sleep(self.s_per_image * len(prompts))
+        pick = torch.tensor([int(g.initial_seed()) % len(self.bank) for g in generators])        # (b,)
+        return self.bank[pick]                                                                   # (b, 3, H, W)
 
 
 class _ClipOnGPU(torch.nn.Module):
@@ -449,33 +448,21 @@ def time_host_loop(s_per_image: float = 0.346, batch_size: int = 32, batches: in
     """
     import open_clip
 
-    from . import counterparts as C
-    from . import prompts as P
-    from .data import image_folder
-    from .filter import ClipEncoder, FilterConfig
+    from .filter import ClipEncoder
     from .generate import GenerateConfig
 
     preprocess = open_clip.image_transform(224, is_train=False)  # ViT-B/32's eval preprocessing
     clip = ClipEncoder(_ClipOnGPU(), preprocess, torch.device("cpu"))
-    n = batch_size * batches
+    gen = GenerateConfig(model="simulated", steps=50, guidance_scale=12.0, size=size, batch_size=batch_size)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        real, _ = synthetic_pairs(Path(tmp) / "data", n)
-        ds = image_folder(real)
-        prompt = P.PromptConfig(dataset_type="natural object")
-        gen = GenerateConfig(model="simulated", steps=50, guidance_scale=12.0, size=size, batch_size=batch_size)
-        filt = FilterConfig(z_pairs=20, max_attempts=1)  # one attempt each: every batch is a full one
-        for threads in io_threads:
-            pipe = SimulatedGPU(size, s_per_image)
-            C.make_counterparts(ds, pipe, clip, Path(tmp) / f"out-{threads}", prompt, gen, filt,
-                                C.CounterpartConfig(), progress=False, io_threads=threads)
-            cycles = np.diff(pipe.starts) / batch_size  # s per image, one per batch after the first
-            host_ms = (float(np.median(cycles)) - s_per_image) * 1e3
-            rows.append({"io_threads": threads, "batch_size": batch_size, "images": n, "size": size,
-                         "simulated_gpu_s_per_image": s_per_image, "cycle_s_per_image": float(np.median(cycles)),
-                         "host_ms_per_image": host_ms, "host_share_pct": host_ms / (s_per_image * 1e3) * 100})
-            log(f"  io_threads {threads}: {host_ms:6.1f} ms/img of host work on the critical path "
-                f"(+{rows[-1]['host_share_pct']:.1f}% over {s_per_image:.3f} s/img on the GPU)")
+    for threads in io_threads:
+        run = time_make_counterparts(SimulatedGPU(size, s_per_image), clip, gen, batches, io_threads=threads)
+        host_ms = (run["s_per_image"] - s_per_image) * 1e3
+        rows.append({"io_threads": threads, "batch_size": batch_size, "images": run["images"], "size": size,
+                     "simulated_gpu_s_per_image": s_per_image, "cycle_s_per_image": run["s_per_image"],
+                     "host_ms_per_image": host_ms, "host_share_pct": host_ms / (s_per_image * 1e3) * 100})
+        log(f"  io_threads {threads}: {host_ms:6.1f} ms/img of host work on the critical path "
+            f"(+{rows[-1]['host_share_pct']:.1f}% over {s_per_image:.3f} s/img on the GPU)")
     return rows
 
 

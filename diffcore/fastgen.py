@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .generate import GenerateConfig
+from .generate import GenerateConfig, check_fast_path
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 
@@ -39,10 +39,7 @@ class FastConfig:
     def __post_init__(self):
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile_mode={self.compile_mode!r}: expected a torch.compile mode")
-        if self.compile_scope not in ("full", "regional"):
-            raise ValueError(f"compile_scope={self.compile_scope!r}: expected 'full' or 'regional'")
-        if isinstance(self.step_cache, bool) or not isinstance(self.step_cache, int) or self.step_cache < 1:
-            raise ValueError(f"step_cache={self.step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
+        check_fast_path(self.step_cache, self.compile_scope)
 
 
 class Float8Linear(torch.nn.Module):

@@ -23,6 +23,17 @@ COSXL_SCHEDULER = dict(sigma_min=0.002, sigma_max=120.0, sigma_data=1.0, predict
                        sigma_schedule="exponential")
 
 
+COMPILE_SCOPES = ("full", "regional")  # fastgen.compile_unet
+
+
+def check_fast_path(step_cache, compile_scope: str) -> None:
+    """The fast-path settings GenerateConfig and fastgen.FastConfig share, checked alike in both."""
+    if isinstance(step_cache, bool) or not isinstance(step_cache, int) or step_cache < 1:
+        raise ValueError(f"step_cache={step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
+    if compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile_scope={compile_scope!r}: expected one of {COMPILE_SCOPES}")
+
+
 @dataclass(frozen=True)
 class GenerateConfig:
     model: str = "stabilityai/cosxl"  # diffusers folder / cached hub id, or a CosXL-style single .safetensors file
@@ -52,10 +63,7 @@ class GenerateConfig:
             raise ValueError(f"size={self.size}: expected a multiple of 8 (the VAE downsamples by 8 for SD/SDXL)")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: expected >= 1")
-        if isinstance(self.step_cache, bool) or not isinstance(self.step_cache, int) or self.step_cache < 1:
-            raise ValueError(f"step_cache={self.step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
-        if self.compile_scope not in ("full", "regional"):
-            raise ValueError(f"compile_scope={self.compile_scope!r}: expected 'full' or 'regional'")
+        check_fast_path(self.step_cache, self.compile_scope)
         if self.scheduler not in ("auto", "edm-euler-vpred"):
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'auto' or 'edm-euler-vpred'")
         if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
