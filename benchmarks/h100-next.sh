@@ -14,7 +14,7 @@
 #   PART=loader bash benchmarks/h100-next.sh  # training loaders alone (~2 min), on the same warm machine
 # Each writes $OUT/h100-<date>-*.json and .log.
 # Back here: copy them into benchmarks/, `python -m diffcore.bench --report benchmarks/h100-<date>-gen.json` for the
-# tables, add the files to RENDERED in tests/test_benchmark_docs.py.
+# tables, add the files and their sections to RENDERED in tests/test_benchmark_docs.py.
 # Budget (estimates from the first session's compile and run times): SDXL build + FLOP count ~40 s, stock b1 + b32
 # ~30 s, full compile ~150 s, timed + loop ~50 s, regional variant ~60 s, step-cache rebuild + compile of the full
 # and shallow passes ~150 s, loader ~90 s. STEP_CACHE="" or REGIONAL="" drop a variant.
