@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from .engine.images import MAX_IMAGE_PIXELS, load_rgb, open_checked, to_rgb  # noqa: F401  (data.load_rgb: the one image reader)
 from .prompts import label_words
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,6 @@ DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 DIGITS_SPLIT_SEED = 0        # fixed: the shipped tiny models were trained on this train split only
 DIGITS_TRAIN_FRACTION = 0.5  # 1797 images -> 898 train / 899 test, stratified by class
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-# Larger images are skipped, never decoded: PIL's own decompression-bomb limit (it only warns below twice this).
-# 89.5 Mpx is 3x the largest image of the paper's datasets' usual sources and ~270 MB decoded as RGB.
-MAX_IMAGE_PIXELS = 89_478_485
 
 
 @dataclass
@@ -163,34 +160,6 @@ class _ArrayLoader:
         return Image.fromarray(self.images[i])
 
 
-def _open_checked(path: str | Path) -> Image.Image:
-    """Image.open, refusing images over MAX_IMAGE_PIXELS before anything is decoded."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-        im = Image.open(path)
-    if im.width * im.height > MAX_IMAGE_PIXELS:
-        im.close()
-        raise ValueError(f"{im.width}x{im.height} pixels is over MAX_IMAGE_PIXELS={MAX_IMAGE_PIXELS}")
-    return im
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """RGB from any mode. 16/32-bit grayscale is rescaled (PIL's convert would clip it to 255, i.e. white)."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        a = np.asarray(im, dtype=np.float64)                       # (H, W) in 0..65535 (16-bit PNG / TIFF)
-        im = Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
-    elif im.mode == "F":
-        a = np.nan_to_num(np.asarray(im, dtype=np.float64))        # (H, W) float TIFF: [0, 1] if it fits, else 0..255
-        im = Image.fromarray(np.clip(np.round(a * 255 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8))
-    return im.convert("RGB")  # gray, palette, RGBA (alpha dropped, as torchvision's loader), CMYK, LA, ...
-
-
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as 8-bit RGB. Gray, 16-bit, palette, RGBA, CMYK are converted; truncated files raise."""
-    with _open_checked(path) as im:
-        return _to_rgb(im)  # convert() decodes fully, so the file handle can close here
-
-
 def check_image_file(path: str | Path) -> str | None:
     """None if the file decodes to an image, else why not (empty, not an image, too large, truncated/corrupt).
 
@@ -200,10 +169,10 @@ def check_image_file(path: str | Path) -> str | None:
     try:
         if os.path.getsize(path) == 0:
             return "empty file"
-        with _open_checked(path) as im:
+        with open_checked(path) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            _to_rgb(im)
+            to_rgb(im)
         return None
     except ValueError as e:
         return f"too large ({e})" if "MAX_IMAGE_PIXELS" in str(e) else f"corrupt ({e})"
@@ -597,3 +566,63 @@ def paper_dataset(name: str, root: str | Path, split: str = "train") -> ImageSet
     root = Path(root).expanduser()
     _require(name, root)
     return _READERS[name](root, split)
+
+
+# ---------------------------------------------------------------- a dataset by name, as the experiments name it
+def open_dataset(name: str, root: str | None, split: str, shots: int | None = None, seed: int = 0) -> ImageSet:
+    """'digits' (bundled), a paper dataset name (needs `root`), or 'folder' (an ImageFolder at `root`), checked
+    file by file: a truncated or non-image file is skipped now (one line each), not met hours into a run.
+    shots: k training images per class (the few-shot setting of Table 2), chosen with `seed`."""
+    if shots is not None and shots < 1:
+        raise ValueError(f"few_shot={shots}: expected an integer >= 1 (training images per class)")
+    if name == "digits":
+        ds = digits(split)
+    elif name == "folder":
+        if root is None:
+            raise ValueError("dataset=folder needs --data-root <dir with one sub-folder per class>")
+        if not Path(root).expanduser().is_dir():
+            raise FileNotFoundError(f"data_root={root}: no such folder; expected {IMAGE_FOLDER_LAYOUT} "
+                                    f"(or <root>/train/<class>/... beside <root>/test)")
+        if (Path(root) / split).is_dir():
+            ds = image_folder(Path(root) / split)
+        elif split == "train":
+            ds = image_folder(root)  # a flat class tree: all of it is the training set
+        else:  # never evaluate on the training images
+            raise ValueError(f"dataset=folder: no {Path(root) / split}; evaluation needs <root>/test (or <root>/val "
+                             f"with --test-split val) beside <root>/train, each with one sub-folder per class")
+    else:
+        if name not in PAPER_DATASETS:
+            raise ValueError(f"dataset={name!r}: expected 'digits', 'folder' or one of {sorted(PAPER_DATASETS)}")
+        if root is None:
+            raise ValueError(f"dataset={name} needs --data-root <dir>; expected layout: "
+                             f"{PAPER_DATASETS[name]['layout']}")
+        ds = paper_dataset(name, root, split)
+    ds = verify_images(ds)
+    if ds.skipped:
+        log.warning("%s: %d files or folders skipped (%s); they are listed in run.json / the result file",
+                    ds.name, len(ds.skipped), skipped_summary(ds)["by_reason"])
+    return few_shot(ds, shots, seed) if shots is not None and split == "train" else ds
+
+
+def eval_split(name: str, root: str | None, given: str | None = None) -> str:
+    """The split a dataset is evaluated on: `given` if set, else 'test' where it exists, else 'val'."""
+    if given:
+        return given
+    if name in PAPER_DATASETS:
+        return "test" if "test" in PAPER_DATASETS[name]["splits"] else "val"
+    if name == "folder" and root is not None and not (Path(root) / "test").is_dir() and (Path(root) / "val").is_dir():
+        return "val"
+    return "test"
+
+
+def open_train_test(name: str, root: str | None, shots: int | None = None, test_split: str | None = None
+                    ) -> tuple[ImageSet, ImageSet]:
+    """The training set (few-shot if asked) and the evaluation set, checked to name the same classes."""
+    train_ds = open_dataset(name, root, "train", shots)
+    split = eval_split(name, root, test_split)
+    test_ds = open_dataset(name, root, split)
+    if test_ds.classes != train_ds.classes:
+        only = sorted(set(train_ds.classes) ^ set(test_ds.classes))[:5]
+        raise ValueError(f"dataset={name}: the {split} split's classes differ from train's "
+                         f"({len(test_ds.classes)} vs {len(train_ds.classes)}; e.g. {only}): labels would not match")
+    return train_ds, test_ds

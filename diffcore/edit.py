@@ -1,15 +1,17 @@
 """DiffuseMix's generated set: every chosen training image edited by an InstructPix2Pix-style model with a style
 prompt (Islam et al., CVPR 2024), written in the same layout, manifest and seeding as `diffcore generate`.
 
-    python -m diffcore.edit --out runs/edits                       # embedded profile: digits, tiny stand-in, CPU
-    python -m diffcore.edit --profile paper --dataset cub-200-2011 --data-root DATA --model ./instruct-pix2pix --out E
+    diffcore edit --out runs/edits                                 # embedded profile: digits, tiny stand-in, CPU
+    diffcore edit --profile paper --dataset cub-200-2011 --data-root DATA --model ./instruct-pix2pix --out E
     diffcore train --method diffusemix --generated runs/edits --out r.json
 
 The seed of an edit is derive_seed(run seed, image id, attempt), as for counterparts; the prompt of an image is
 one of the style prompts, picked by derive_seed(run seed, image id, "prompt"), and recorded. An edit that comes out
 blank or non-finite is rejected as 'invalid' and tried again with the next attempt's seed (DiffuseMix drops such
 images, `is_black_image`); after `max_attempts` the image gets no edit ('invalid-final'). The concatenation and
-fractal blending happen at training time, on the device (diffcore.methods.diffusemix).
+fractal blending happen at training time, on the device (diffcore.methods.diffusemix). The set is written through
+the same storage layer as the counterparts (engine.genset): atomic commits, resume after a kill, chunks shared
+out to processes under torchrun.
 
 Departures from the authors' code (khawar-islam/diffuseMix), all for the kit's one-counterpart-per-image layout:
 they edit every image with every prompt in the list; here each image gets one edit, with a prompt from the list.
@@ -22,31 +24,28 @@ path runs offline on a CPU; numbers made with it are not DiffuseMix's.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
-from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
-from .counterparts import MANIFEST_FIELDS, _append_rows, _save_png, class_dir, read_manifest, safe_name, summarize
-from .data import ImageSet, choose_fraction
+from .data import ImageSet, choose_fraction, skipped_summary
+from .engine import distributed as D
+from .engine import genset as G
+from .engine.runtime import derive_seed
+from .engine.safety import inside
+from .profiles import EDIT_STANDIN as STANDIN  # --model of the embedded stand-in editor
 from .profiles import TINY_T2I_DIR
-from .runtime import derive_seed, provenance, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
 # khawar-islam/diffuseMix README, "List of Prompts"
 DIFFUSEMIX_PROMPTS = ("Autumn", "snowy", "watercolor art", "sunset", "rainbow", "aurora", "mosaic", "ukiyo-e",
                       "a sketch with crayon")
-STANDIN = "tiny-standin"  # --model value of the embedded stand-in editor
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,11 @@ class EditConfig:
     scheduler: str = "euler-ancestral"  # authors' handler: EulerAncestralDiscreteScheduler
     batch_size: int = 8                # images per pipeline call
     dtype: str = "auto"                # authors: fp16; auto = bf16 on CUDA, fp32 on CPU
-    run_seed: int = 0
+    run_seed: int = 0                  # edit seed = derive_seed(run_seed, image id, attempt), as for counterparts
     max_attempts: int = 3              # our retry cap for blank edits (the authors drop them)
     fraction: float = 1.0              # share of training images edited (same choice rule as counterparts)
-    selection_seed: int = 0
+    selection_seed: int = 0            # which images, when fraction < 1
+    chunk_size: int = 1024             # sources per unit of work shared out to processes (as CounterpartConfig's)
 
     def __post_init__(self):
         if not self.prompts or any(not p.strip() for p in self.prompts):
@@ -80,12 +80,8 @@ class EditConfig:
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'euler-ancestral' or 'auto' (the model's own)")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1]")
-
-
-PROFILES = {
-    "embedded": {"model": STANDIN, "steps": 20, "size": 32, "batch_size": 64, "dtype": "float32"},
-    "paper": {},  # EditConfig's defaults are the authors' settings
-}
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk")
 
 
 # ---------------------------------------------------------------- the editing pipeline
@@ -171,124 +167,49 @@ def prompt_for(image_id: str, class_name: str, cfg: EditConfig) -> str:
     return f"{class_name}, {style}" if cfg.model == STANDIN else style
 
 
-def _settings(ds: ImageSet, cfg: EditConfig) -> dict:
-    edit = {k: v for k, v in asdict(cfg).items() if k != "batch_size"}  # batch size does not change any image
-    return {"kind": "diffcore-edits", "dataset": ds.name, "num_images": len(ds), "edit": _jsonable(edit)}
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def _check_out_dir(out_dir: Path, settings: dict) -> None:
-    info = out_dir / "run.json"
-    if info.is_file():
-        old = json.loads(info.read_text()).get("settings")
-        if old != settings:
-            raise ValueError(f"{out_dir} holds a set made with other settings; use a new --out or the same settings "
-                             f"to resume")
-    elif (out_dir / "manifest.csv").is_file():
-        raise ValueError(f"{out_dir}/manifest.csv exists without run.json (another kind of run?); use a new --out")
+def edit_set(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> G.GeneratedSet:
+    """The edited set's folder, settings and sources (everything but the model)."""
+    settings = {"kind": "diffcore-edits", "dataset": ds.name, "num_images": len(ds), "edit": asdict(cfg)}
+    return G.GeneratedSet(Path(out_dir), settings, {"edit": EditConfig()}, ds.ids, ds.labels, ds.classes,
+                          choose_fraction(ds, cfg.fraction, cfg.selection_seed), cfg.chunk_size, cfg.batch_size,
+                          cfg.max_attempts, what="edit")
 
 
 def make_edits(ds: ImageSet, pipe, out_dir: str | Path, cfg: EditConfig, model_name: str | None = None,
-               progress: bool = True) -> dict:
-    """Edit `cfg.fraction` of `ds` into out_dir (images/<class>/<id>.png, manifest.csv, run.json); resumable."""
-    out_dir = Path(out_dir)
-    settings = _settings(ds, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_out_dir(out_dir, settings)
-    (out_dir / "run.json").write_text(json.dumps({"settings": settings}, indent=2))
-    manifest = out_dir / "manifest.csv"
-    rows = read_manifest(manifest)
-    finished = {r["source_id"] for r in rows if r["status"] in ("kept", "invalid-final")}
-    attempts = {r["source_id"]: int(r["attempt"]) + 1 for r in rows}
-    chosen = choose_fraction(ds, cfg.fraction, cfg.selection_seed)
-    queue = deque((int(i), attempts.get(ds.ids[i], 0)) for i in chosen if ds.ids[i] not in finished)
-    bar = tqdm(total=len(chosen), initial=len(chosen) - len(queue), desc="edits", unit="img", disable=not progress)
-    while queue:
-        batch = [queue.popleft() for _ in range(min(cfg.batch_size, len(queue)))]
-        new_rows, retry = _edit_batch(ds, batch, pipe, out_dir, cfg, model_name or cfg.model)
-        _append_rows(manifest, new_rows)                     # after the images: a row never names a missing file
-        queue.extendleft(reversed(retry))
-        bar.update(len(batch) - len(retry))
-    bar.close()
-    summary = summarize(read_manifest(manifest), ds, {}, len(chosen))
-    info = {"settings": settings, "summary": summary, "provenance": provenance(getattr(pipe, "device", None))}
-    (out_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
-    return info
+               progress: bool = True, world: D.World = D.SINGLE, io_threads: int = 4) -> dict | None:
+    """Edit `cfg.fraction` of `ds` into out_dir (images/<class>/<id>.png, manifest.csv, run.json); resumable, and
+    shared out over the processes of `world` like the counterparts. Returns run.json's content."""
+    store = edit_set(ds, out_dir, cfg)
+
+    def run_info(agreed: dict, rows: list[dict]) -> dict:
+        return {"settings": store.settings, "summary": G.summarize(rows, ds.classes, {}, len(store.chosen)),
+                "dataset_skipped": skipped_summary(ds)}
+
+    return store.run(world, dict, lambda batch, pool, agreed: _edit_batch(ds, batch, pipe, store, cfg,
+                                                                           model_name or cfg.model),
+                     run_info, io_threads=io_threads, progress=progress, device=getattr(pipe, "device", None),
+                     desc="edits")
 
 
-def _edit_batch(ds: ImageSet, batch, pipe, out_dir: Path, cfg: EditConfig, model_name: str):
+def _edit_batch(ds: ImageSet, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: EditConfig, model_name: str):
     prompts = [prompt_for(ds.ids[i], ds.classes[ds.labels[i]], cfg) for i, _ in batch]
     seeds = [derive_seed(cfg.run_seed, ds.ids[i], a) for i, a in batch]
     images, bad = edit_images(pipe, [ds.load(i) for i, _ in batch], prompts, seeds, cfg)
-    rows, retry = [], []
+    rows, retry, files = [], [], []
     for j, (i, a) in enumerate(batch):
         label = ds.labels[i]
-        status = "kept" if not bad[j] else ("invalid" if a + 1 < cfg.max_attempts else "invalid-final")
-        rel = f"images/{class_dir(label, ds.classes[label])}/{safe_name(ds.ids[i])}.png" if status == "kept" else ""
+        status = G.status(not bad[j], bool(bad[j]), False, a, cfg.max_attempts)
+        rel = G.kept_file(label, ds.classes[label], ds.ids[i]) if status == "kept" else ""
         if rel:
-            _save_png(images[j], out_dir / rel)
-        if status == "invalid":
+            files.append((images[j], inside(store.out_dir, rel)))
+        if status in G.RETRY_STATUSES:
             retry.append((i, a + 1))
-        rows.append({**dict.fromkeys(MANIFEST_FIELDS, ""), "source_id": ds.ids[i], "source_path": ds.path(i) or "",
+        rows.append({**dict.fromkeys(G.MANIFEST_FIELDS, ""), "source_id": ds.ids[i], "source_path": ds.path(i) or "",
                      "label": label, "class_name": ds.classes[label], "prompt": prompts[j], "seed": seeds[j],
                      "attempt": a, "status": status, "file": rel, "model": model_name, "steps": cfg.steps,
                      "guidance_scale": cfg.guidance_scale, "height": cfg.size, "width": cfg.size})
-    return rows, retry
+    return rows, retry, files
 
 
-# ---------------------------------------------------------------- command line
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m diffcore.edit", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", required=True, help="folder for images/, manifest.csv, run.json")
-    ap.add_argument("--profile", default="embedded", choices=sorted(PROFILES))
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--data-root")
-    ap.add_argument("--few-shot", type=int)
-    ap.add_argument("--fraction", type=float)
-    ap.add_argument("--model", help=f"local InstructPix2Pix folder, or {STANDIN!r}")
-    ap.add_argument("--prompts", help="comma-separated style prompts (default: the authors' nine)")
-    ap.add_argument("--steps", type=int)
-    ap.add_argument("--guidance-scale", type=float)
-    ap.add_argument("--image-guidance-scale", type=float)
-    ap.add_argument("--size", type=int)
-    ap.add_argument("--batch-size", type=int)
-    ap.add_argument("--dtype")
-    ap.add_argument("--seed", type=int, dest="run_seed")
-    ap.add_argument("--max-attempts", type=int)
-    ap.add_argument("--device", default="auto")
-    return ap
-
-
-def config_from_args(args) -> EditConfig:
-    over = {k: getattr(args, k) for k in ("model", "steps", "guidance_scale", "image_guidance_scale", "size",
-                                          "batch_size", "dtype", "run_seed", "max_attempts", "fraction")
-            if getattr(args, k) is not None}
-    if args.prompts:
-        over["prompts"] = tuple(p.strip() for p in args.prompts.split(","))
-    return replace(EditConfig(**PROFILES[args.profile]), **over)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .cli import open_dataset
-
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = config_from_args(args)
-        ds = open_dataset(args.dataset, args.data_root, "train", args.few_shot)
-        device = resolve_device(args.device)
-        pipe = load_editor(cfg, device, resolve_dtype(cfg.dtype, device))
-        s = make_edits(ds, pipe, args.out, cfg)["summary"]
-    except (ValueError, FileNotFoundError) as e:
-        print(f"diffcore.edit: error: {e}", file=sys.stderr)
-        return 2
-    print(f"kept {s['kept']} edits of {s['attempts']} attempts -> {args.out}; train with "
-          f"`diffcore train --method diffusemix --generated {args.out}`")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # moved: the command line lives in diffcore.cli
+    raise SystemExit("python -m diffcore.edit is now `python -m diffcore edit` (same flags)")

@@ -14,24 +14,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .runtime import DTYPE_NAMES
+from .engine.fastgen import FastConfig, FastGenerator, check_fast_path
+from .engine.runtime import DTYPE_NAMES
 
 log = logging.getLogger(__name__)
 
 # The authors' CosXL scheduler (khawar-islam/DiffCoRe-Mix generation code), see REFERENCE.md.
 COSXL_SCHEDULER = dict(sigma_min=0.002, sigma_max=120.0, sigma_data=1.0, prediction_type="v_prediction",
                        sigma_schedule="exponential")
-
-
-COMPILE_SCOPES = ("full", "regional")  # fastgen.compile_unet
-
-
-def check_fast_path(step_cache, compile_scope: str) -> None:
-    """The fast-path settings GenerateConfig and fastgen.FastConfig share, checked alike in both."""
-    if isinstance(step_cache, bool) or not isinstance(step_cache, int) or step_cache < 1:
-        raise ValueError(f"step_cache={step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
-    if compile_scope not in COMPILE_SCOPES:
-        raise ValueError(f"compile_scope={compile_scope!r}: expected one of {COMPILE_SCOPES}")
 
 
 @dataclass(frozen=True)
@@ -88,7 +78,7 @@ def check_guidance(negative_prompt: str, cfg: GenerateConfig) -> None:
                          f"be ignored (Eq. 4 needs w = 1 + gamma > 1; or pass --negative-prompt '')")
 
 
-def _check_model_path(cfg: GenerateConfig) -> None:
+def check_model_path(cfg: GenerateConfig) -> None:
     """Fail before loading anything heavy: a local path must exist; a hub id must already be in the cache."""
     looks_local = _is_single_file(cfg.model) or cfg.model.startswith((".", "/", "~")) or Path(cfg.model).exists()
     if looks_local and not Path(cfg.model).expanduser().exists():
@@ -107,7 +97,7 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     """A diffusers text-to-image pipeline from local files only (never the network)."""
     from diffusers import AutoencoderKL, DiffusionPipeline, EDMEulerScheduler, StableDiffusionXLPipeline
 
-    _check_model_path(cfg)
+    check_model_path(cfg)
     # Weights from safetensors only (a pickle can carry code); never code shipped inside a model folder.
     kw = dict(dtype=dtype, local_files_only=True, use_safetensors=True)
     try:
@@ -129,8 +119,6 @@ def load_pipeline(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype)
     pipe.set_progress_bar_config(disable=True)  # diffcore shows one bar over images instead
     pipe = pipe.to(device)
     if (device.type == "cuda" and (cfg.compile or cfg.fp8)) or cfg.step_cache > 1:
-        from .fastgen import FastConfig, FastGenerator
-
         return FastGenerator(pipe, cfg, FastConfig(compile=cfg.compile, fp8=cfg.fp8, step_cache=cfg.step_cache,
                                                    compile_scope=cfg.compile_scope))
     return pipe

@@ -38,7 +38,7 @@ class MixOutput(NamedTuple):
     masks: torch.Tensor   # (B, 1, H, W) bool: True where the pixel comes from the real image I (M_p of Eq. 7)
 
 
-def _beta(a: float, b: float, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
+def beta(a: float, b: float, n: int, generator: torch.Generator | None, device) -> torch.Tensor:
     """Beta(a, b) samples drawn from `generator` (torch's Beta distribution takes no generator)."""
     if a == 1.0 and b == 1.0:
         return torch.rand(n, generator=generator, device=device)
@@ -80,8 +80,8 @@ def diffcore_mix(real: torch.Tensor, gen: torch.Tensor, cfg: MixConfig = MixConf
     b, _, h, w = real.shape
     dev = real.device
     gdev = generator.device if generator is not None else dev
-    lam = _beta(cfg.lam_alpha, cfg.lam_beta, b, generator, gdev).to(dev, real.dtype)  # (B,)
-    area = _beta(cfg.box_alpha, cfg.box_alpha, b, generator, gdev)                    # (B,)
+    lam = beta(cfg.lam_alpha, cfg.lam_beta, b, generator, gdev).to(dev, real.dtype)  # (B,)
+    area = beta(cfg.box_alpha, cfg.box_alpha, b, generator, gdev)                    # (B,)
     eta_draw = torch.rand(b, generator=generator, device=gdev).to(dev) < cfg.p_pixel  # (B,) Bernoulli(pi)
     eta = {"both": eta_draw, "pixel": torch.ones_like(eta_draw),
            "patch": torch.zeros_like(eta_draw), "none": torch.zeros_like(eta_draw)}[cfg.mode]

@@ -160,7 +160,7 @@ def saliency_layer(name: str, model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------- local pretrained weights
-def _where_to_get(name: str) -> str:
+def where_to_get(name: str) -> str:
     if name in ("resnet50", "densenet121", "wide_resnet101_2"):
         import torchvision
 
@@ -174,7 +174,7 @@ def load_weights(path: str | Path, name: str = "the model") -> dict[str, torch.T
     """A state dict from a local file: .safetensors, or .pt/.pth read with torch.load(weights_only=True)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained={path}: no such file; {_where_to_get(name)}")
+        raise FileNotFoundError(f"pretrained={path}: no such file; {where_to_get(name)}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

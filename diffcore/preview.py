@@ -9,7 +9,7 @@ import numpy as np
 
 from .counterparts import read_manifest
 from .data import ImageSet
-from .safety import atomic_open, inside
+from .engine.safety import atomic_open, inside
 
 
 def preview_rows(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_classes: int = 10) -> list[list[dict]]:

@@ -13,6 +13,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 TINY_T2I_DIR = ASSETS / "tiny-t2i"
 TINY_CLIP_CONFIG = ASSETS / "tiny-clip" / "diffcore-tiny-clip.json"
 TINY_CLIP_WEIGHTS = ASSETS / "tiny-clip" / "open_clip_model.safetensors"
+EDIT_STANDIN = "tiny-standin"  # edit model of the embedded profile: tiny-t2i's UNet widened to edit (edit.py)
 
 PROFILES: dict[str, dict] = {
     "embedded": {
@@ -26,6 +27,7 @@ PROFILES: dict[str, dict] = {
         "counterparts": {"fraction": 1.0},
         "train": {"model": "digits-cnn", "epochs": 15, "batch_size": 32, "lr": 0.05, "image_size": 32,
                   "augment": "digits"},
+        "edit": {"model": EDIT_STANDIN, "steps": 20, "size": 32, "batch_size": 64, "dtype": "float32"},
         "seeds": [0, 1, 2],
         "fractions": [0.5, 1.0],
     },
@@ -40,6 +42,7 @@ PROFILES: dict[str, dict] = {
         "counterparts": {"fraction": 1.0, "save_rejected": False, "chunk_size": 256},  # ImageNet: 5,005 chunks
         "train": {"model": "densenet121", "epochs": 300, "batch_size": 16, "lr": 0.01, "image_size": 224,
                   "augment": "imagenet"},
+        "edit": {},  # EditConfig's defaults are the DiffuseMix authors' settings
         "seeds": [0],
         "fractions": [0.5, 1.0],
     },

@@ -61,9 +61,9 @@ def paper_paths(weights: str | None, data: str | None) -> dict:
     out = {}
     if weights:
         w = Path(weights)
-        out["model_flags"] = ["--model", str(w / "cosxl.safetensors"), "--config-dir", str(w / "sdxl-base-1.0"),
-                              "--vae", str(w / "sdxl-vae-fp16-fix"),
-                              "--clip-pretrained", str(w / "clip-vit-b-32" / "open_clip_model.safetensors")]
+        out["overrides"] = {"model": str(w / "cosxl.safetensors"), "config_dir": str(w / "sdxl-base-1.0"),
+                            "vae": str(w / "sdxl-vae-fp16-fix"),
+                            "clip_pretrained": str(w / "clip-vit-b-32" / "open_clip_model.safetensors")}
         if (w / "wide_resnet101_2.pth").is_file():
             out["pretrained"] = str(w / "wide_resnet101_2.pth")
     if data:
@@ -75,16 +75,16 @@ def paper_paths(weights: str | None, data: str | None) -> dict:
 
 def main_job(profile: str, out: Path, params: dict) -> None:
     """`diffcore run` into <out>: the generated set and the vanilla / -50 / -100 results the notebooks reuse."""
-    from . import cli
+    from . import experiment as X
+    from .profiles import profile as preset
 
-    flags = ["run", "--profile", profile, "--out", str(out)] + list(params.get("model_flags", []))
-    if params.get("device"):
-        flags += ["--device", params["device"]]
-    root = params.get("data_roots", {}).get(cli.profile(profile)["dataset"])
-    flags += ["--data-root", root] if root else []
-    code = cli.main(flags)
-    if code:
-        raise SystemExit(f"reproduce: `python -m diffcore {' '.join(flags)}` failed (exit {code})")
+    root = params.get("data_roots", {}).get(preset(profile)["dataset"])
+    exp = X.experiment(profile, **params.get("overrides", {}), device=params.get("device"), data_root=root)
+    print(f"[main] {X.command_line(exp, 'run', out=out)}", flush=True)
+    try:
+        print(X.main_job(exp, out)["markdown"])
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"reproduce: the main job failed: {e}") from None
 
 
 @contextlib.contextmanager
@@ -216,7 +216,6 @@ def main(argv=None) -> int:
     chosen = notebooks(a.only)
     t_all, timings = time.perf_counter(), {}
     if a.main and not (out / "table.md").is_file():
-        print(f"[main] python -m diffcore run --profile {params['profile']} --out {out}", flush=True)
         t0 = time.perf_counter()
         main_job(params["profile"], out, params)
         timings["main job"] = time.perf_counter() - t0

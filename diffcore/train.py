@@ -23,20 +23,22 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from . import checkpoint as CK
-from . import distributed as D
-from . import loader as L
+from .engine import checkpoint as CK
+from .engine import distributed as D
+from .engine import loader as L
 from .counterparts import kept_counterparts
 from .data import ImageSet, choose_fraction, skipped_summary
 from .methods import REGISTRY, Batch, Method, build_method
 from .mix import MixConfig
-from .runtime import check_device_name, derive_seed, provenance
-from .safety import atomic_write_text
+from .engine.runtime import check_device_name, derive_seed, provenance
+from .engine.safety import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 # every trainable method, by name (diffcore.methods registers them)
 METHODS = REGISTRY
+LOADERS = ("pil", "device", "resident")       # TrainConfig.loader
+AUGMENTS = ("imagenet", "small", "digits")    # TrainConfig.augment: traditional augmentation per input size
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class TrainConfig:
     image_size: int = 224             # input side in pixels (ImageNet/FGVC 224, Tiny-ImageNet 64, CIFAR 32)
     augment: str = "imagenet"         # traditional augmentation: "imagenet" | "small" (pad-crop+flip) | "digits"
     seed: int = 0                     # init, data order, mixing draws: all derive from it
-    device: str = "auto"
+    device: str = "auto"             # auto | cpu | cuda | cuda:N (auto: CUDA if present); generation runs there too
     workers: int = 0                  # DataLoader worker processes
     pretrained: str | None = None     # local weights file for fine-tuning (Table 5)
     fraction: float = 1.0             # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
@@ -72,7 +74,7 @@ class TrainConfig:
     def __post_init__(self):
         from .models import MODELS
 
-        if self.loader not in ("pil", "device", "resident"):
+        if self.loader not in LOADERS:
             raise ValueError(f"loader={self.loader!r}: expected 'pil', 'device' or 'resident'")
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r}: expected one of {sorted(METHODS)}")
@@ -80,9 +82,9 @@ class TrainConfig:
         if self.model not in MODELS:
             raise ValueError(f"model={self.model!r}: expected one of {sorted(MODELS)}")
         if self.pretrained is not None and not Path(self.pretrained).is_file():
-            from .models import _where_to_get
+            from .models import where_to_get
 
-            raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file; {_where_to_get(self.model)}")
+            raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file; {where_to_get(self.model)}")
         if self.pretrained is not None and Path(self.pretrained).suffix not in (".safetensors", ".pt", ".pth"):
             raise ValueError(f"pretrained={self.pretrained}: expected a .safetensors, .pt or .pth weights file")
         if self.epochs < 1 or self.batch_size < 1:
@@ -102,7 +104,7 @@ class TrainConfig:
         if self.selection_seed < 0:
             raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
         check_device_name(self.device)
-        if self.augment not in ("imagenet", "small", "digits"):
+        if self.augment not in AUGMENTS:
             raise ValueError(f"augment={self.augment!r}: expected 'imagenet', 'small' or 'digits'")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
@@ -191,6 +193,19 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
 
 
 # ---------------------------------------------------------------- loop
+@dataclass
+class Trained:
+    """What `train` returns: the trained classifier (unwrapped from DDP, in eval mode) and its result, the
+    dict written to the result file (metrics, per-epoch history, counts, config, provenance)."""
+    model: torch.nn.Module
+    result: dict
+
+    @property
+    def metrics(self) -> dict:
+        """top1, top5 (%), loss and n on the evaluation set."""
+        return self.result["metrics"]
+
+
 def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> list[int]:
     """Number of samples whose label is among the top-k logits, for each k (k capped at the class count)."""
     kmax = min(max(ks), logits.shape[1])
@@ -248,8 +263,9 @@ def check_train_out(out: str | Path | None) -> None:
 
 def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: str | Path | None = None,
           out: str | Path | None = None, progress: bool = True, checkpoint: bool = True,
-          world: D.World = D.SINGLE) -> dict:
-    """Train one classifier and evaluate it; returns (and writes to `out`) the results with provenance.
+          world: D.World = D.SINGLE) -> Trained:
+    """Train one classifier and evaluate it; returns the trained model and its results (written to `out`), with
+    provenance.
 
     With `out` and `checkpoint`, the state is saved to checkpoint.checkpoint_path(out) at every epoch end and a
     run killed earlier resumes from there; the file then holds the final weights ("state_dict").
@@ -296,7 +312,7 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
               "provenance": provenance(device)}
     if out is not None and world.is_main:
         atomic_write_text(out, json.dumps(result, indent=2))
-    return result
+    return Trained(D.unwrap(model).eval(), result)
 
 
 def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SINGLE):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffcore import distributed as D
+from diffcore.engine import distributed as D
 from diffcore.train import EvalSet, PairedTrainingSet, TrainConfig, _fit, train, transforms_for
 
 
@@ -61,19 +61,19 @@ def main(out: Path) -> None:
     train_ds, test_ds = data()
     cfg = TrainConfig(method="vanilla", model="digits-cnn", epochs=1, batch_size=8, lr=0.05, image_size=32,
                       augment="digits", device="cpu")
-    r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world)
+    r = train(cfg, train_ds, test_ds, out=out / f"result-{world.rank}.json", progress=False, world=world).result
     linear = fit_linear(world)
     # methods that look into the model (hooks, layers, input gradients) run through DDP too
     looking = {m: train(replace(cfg, method=m, method_args=args), train_ds, test_ds, progress=False,
-                        world=world)["metrics"] for m, args in MODEL_METHODS.items()}
+                        world=world).metrics for m, args in MODEL_METHODS.items()}
     # the device loader: rank 0 decodes the cache once, the other rank maps it
     dl = train(replace(cfg, loader="device", cache_dir=str(out / "cache")), train_ds, test_ds, progress=False,
-               world=world)
+               world=world).result
     device_loader = dl["metrics"]
     # the resident loader: each rank holds that cache in its own device memory and gathers its rows of the same
     # global batches, with the same draws as the device loader: the same model (checked here, on every rank)
     rl = train(replace(cfg, loader="resident", cache_dir=str(out / "cache")), train_ds, test_ds, progress=False,
-               world=world)
+               world=world).result
     resident = rl["metrics"]
     losses = [[h["train_loss"] for h in x["history"]] for x in (dl, rl)]
     assert resident == device_loader and losses[0] == losses[1], \

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from diffcore.bench import main, report
+from diffcore.bench import report
+from diffcore.bench.command import main
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 # the files whose tables the page shows, and which of their sections (a later run replaced b.json's host table)
@@ -48,16 +49,16 @@ def _numbers(text: str) -> set[str]:
 def test_the_h100_numbers_on_the_page_are_those_of_the_stored_runs(name):
     """The first session's H100 tables were typed by hand: every s/img, ratio, peak memory and Eq. 9 figure of
     the runs they cite must be in the stored JSON (the vanilla/DiffCoRe-Mix rows; other methods are not shown)."""
-    from diffcore.bench import _md_generation, _md_loader, _md_training
+    from diffcore.bench.report import md_generation, md_loader, md_training
 
     run = json.loads((BENCH / name).read_text())
     page = (BENCH / "README.md").read_text(encoding="utf-8")
     shown = []
     if "generation" in run:
-        shown.append(_md_generation(run["generation"]))
+        shown.append(md_generation(run["generation"]))
     if "training" in run:
-        shown.append(_md_training([r for r in run["training"] if r["method"] in ("vanilla", "diffcore")]))
+        shown.append(md_training([r for r in run["training"] if r["method"] in ("vanilla", "diffcore")]))
     if "loader" in run and "12 workers, JPEG" not in run["loader"][0]["loader"]:  # the earlier loader run: not shown
-        shown.append(_md_loader(run["loader"]))
+        shown.append(md_loader(run["loader"]))
     numbers = _numbers("\n".join(shown)) - {"+0.0%"}
     assert numbers and not sorted(n for n in numbers if n not in page)

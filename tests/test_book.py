@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from diffcore import booktables as bt
+from diffcore.book import paper, tables
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -24,7 +24,7 @@ import check_book  # noqa: E402
 
 # ---------------------------------------------------------------- the paper's numbers
 def test_paper_tables_are_traceable_and_complete():
-    df = pd.read_csv(bt.PAPER_TABLES)
+    df = pd.read_csv(paper.PAPER_TABLES)
     assert list(df.columns) == ["table", "dataset", "model", "method", "metric", "value", "note"]
     counts = df.groupby("table").size().to_dict()
     # rows x printed numbers of each table: 9x2, 11x6, 9x3, 8x2, 9x3, 8x2; Fig. 6 / 7: what the text quotes
@@ -39,7 +39,7 @@ def test_paper_tables_are_traceable_and_complete():
     assert v("Table 2", "Flowers-102 (10 images per class)", "Guided-AP", "test_top1") == 55.10
     assert v("Table 6", "CUB (Fig. 4's setting)", "SaliencyMix", "overhead_pct_b64") == 923.3
     assert v("Table 7", "Stanford Cars", "R50 + GenAug", "top5") == 96.79
-    assert set(df.method) <= set(bt.ALIASES)  # every printed row has an explicit mapping to a diffcore method
+    assert set(df.method) <= set(paper.ALIASES)  # every printed row has an explicit mapping to a diffcore method
 
 
 def test_each_number_appears_in_the_paper_text():
@@ -49,7 +49,7 @@ def test_each_number_appears_in_the_paper_text():
     if not text.is_file():
         pytest.skip("the paper's text is not beside this checkout")
     rows = [line.split("\t") for line in text.read_text().splitlines() if "\t" in line]
-    df = pd.read_csv(bt.PAPER_TABLES).dropna(subset=["value"])
+    df = pd.read_csv(paper.PAPER_TABLES).dropna(subset=["value"])
     for r in df[df.table.str.startswith("Table")].itertuples():
         label = r.method if r.method.startswith("Guided-AP (") else r.method.split(" (")[0]
         cells = [c for row in rows if row[0].startswith(label) for c in row[1:]]
@@ -61,15 +61,15 @@ def test_rows_follow_the_registry(monkeypatch):
     no result reads 'not run'; a result gives mean ± std over its seeds."""
     ours = pd.DataFrame([{"method": "mixup", "fraction": None, "seed": s, "top1": t, "top5": 99.0}
                          for s, t in ((0, 90.0), (1, 92.0))])
-    monkeypatch.setattr(bt, "registered", lambda: {"vanilla": type("V", (), {"uses": None}),
+    monkeypatch.setattr(paper, "registered", lambda: {"vanilla": type("V", (), {"uses": None}),
                                                    "mixup": type("M", (), {"uses": None}),
                                                    "cutmix": type("C", (), {"uses": None})})
-    table = bt.side_by_side("Table 4", {"digits": ours}, ["top1"])
+    table = tables.side_by_side("Table 4", {"digits": ours}, ["top1"])
     row = table.set_index(("", "method (paper row)"))
     assert row.loc["Mixup", ("ours: digits", "top-1")] == "91.00 ± 1.00"
     assert row.loc["Mixup", ("ours: digits", "seeds")] == 2
     assert row.loc["CutMix", ("ours: digits", "top-1")] == "not run"
-    assert row.loc["PuzzleMix", ("ours: digits", "top-1")] == bt.NOT_YET_RUN
+    assert row.loc["PuzzleMix", ("ours: digits", "top-1")] == paper.NOT_YET_RUN
     assert row.loc["PuzzleMix", ("paper: CUB", "top-1")] == "77.27"
     assert "Vanilla" in row.index  # ours, beside the paper's rows, for reference
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffcore import checkpoint as CK
+from diffcore.engine import checkpoint as CK
 from diffcore.data import digits
 from diffcore.train import TrainConfig, train
 from hostile import RunsAShellCommand
@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 def _train(data, out: Path, **over):
     small, test, gen = data
     cfg = TrainConfig(method="diffcore", fraction=1.0, **{**KW, **over})  # pairs + mixing draws: every RNG in play
-    return lambda: train(cfg, small, test, generated=gen, out=out, progress=False)
+    return lambda: train(cfg, small, test, generated=gen, out=out, progress=False).result
 
 
 def _epoch_on_disk(out: Path) -> int:

@@ -7,11 +7,12 @@ import torch
 from PIL import Image
 
 import diffcore.counterparts as C
+import diffcore.engine.genset as G
 from diffcore.data import ImageSet, digits
 from diffcore.filter import FilterConfig, load_clip
 from diffcore.generate import GenerateConfig, generate_images, load_pipeline
 from diffcore.prompts import PromptConfig
-from diffcore.runtime import derive_seed
+from diffcore.engine.runtime import derive_seed
 
 CPU = torch.device("cpu")
 PROMPT = PromptConfig(dataset_type="handwritten digit", negative_key="digits")
@@ -158,7 +159,7 @@ def test_background_writing_gives_the_files_of_writing_in_line(parts, tmp_path):
 def test_a_failed_write_stops_the_run_and_its_rows_are_never_committed(parts, tmp_path, monkeypatch):
     """A PNG that cannot be written (disk full) raises in the generating thread; no manifest row names a file
     that was not written, and a resume with writing fixed ends with the uninterrupted set."""
-    real_save, calls = C._save_png, []
+    real_save, calls = G.save_png, []
 
     def full_disk(array, path):
         calls.append(path)
@@ -166,12 +167,12 @@ def test_a_failed_write_stops_the_run_and_its_rows_are_never_committed(parts, tm
             raise OSError(28, "No space left on device")
         real_save(array, path)
 
-    monkeypatch.setattr(C, "_save_png", full_disk)
+    monkeypatch.setattr(G, "save_png", full_disk)
     with pytest.raises(OSError, match="No space left"):
         _run(parts, tmp_path / "run", io_threads=2)
     rows = C.read_manifest(tmp_path / "run" / "manifest.csv")
     assert 0 < len(rows) < 6 and all((tmp_path / "run" / r["file"]).is_file() for r in rows if r["file"])
-    monkeypatch.setattr(C, "_save_png", real_save)
+    monkeypatch.setattr(G, "save_png", real_save)
     _run(parts, tmp_path / "run", io_threads=2)
     _run(parts, tmp_path / "whole", io_threads=0)
     assert _tree(tmp_path / "run") == _tree(tmp_path / "whole")

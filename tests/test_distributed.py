@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from diffcore.distributed import RankBatches, World, chunks, my_chunks, publish_once, world_from_env
+from diffcore.engine.distributed import RankBatches, World, chunks, my_chunks, publish_once, world_from_env
 
 
 def test_world_from_torchrun_slurm_array_and_both():

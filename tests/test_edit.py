@@ -6,12 +6,12 @@ from PIL import Image
 
 from diffcore.counterparts import kept_counterparts, read_manifest
 from diffcore.data import digits
-from diffcore.edit import (PROFILES, STANDIN, EditConfig, edit_images, load_editor, main, make_edits, prompt_for,
-                           widen_conv_in)
-from diffcore.profiles import TINY_T2I_DIR
-from diffcore.runtime import derive_seed
+from diffcore.cli import main as cli
+from diffcore.edit import STANDIN, EditConfig, edit_images, load_editor, make_edits, prompt_for, widen_conv_in
+from diffcore.engine.runtime import derive_seed
+from diffcore.profiles import PROFILES, TINY_T2I_DIR
 
-FAST = EditConfig(**{**PROFILES["embedded"], "steps": 2, "batch_size": 4})
+FAST = EditConfig(**{**PROFILES["embedded"]["edit"], "steps": 2, "batch_size": 4})
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_edits_are_seeded_recorded_and_resumable(standin, tmp_path):
     make_edits(ds, standin, tmp_path, FAST, progress=False)            # resume: nothing left to do
     assert len(read_manifest(tmp_path / "manifest.csv")) == 5
     with pytest.raises(ValueError, match="other settings"):
-        make_edits(ds, standin, tmp_path, EditConfig(**{**PROFILES["embedded"], "steps": 3}), progress=False)
+        make_edits(ds, standin, tmp_path, EditConfig(**{**PROFILES["embedded"]["edit"], "steps": 3}), progress=False)
 
 
 class BlankFirst:
@@ -86,7 +86,7 @@ def test_command_line_then_train_diffusemix_on_the_edits(tmp_path):
     from diffcore.train import TrainConfig, train
 
     out = tmp_path / "edits"
-    assert main(["--out", str(out), "--fraction", "0.01", "--steps", "1", "--prompts", "sunset,mosaic"]) == 0
+    assert cli(["edit", "--out", str(out), "--fraction", "0.01", "--steps", "1", "--prompts", "sunset,mosaic"]) == 0
     found = kept_counterparts(out)
     rows = read_manifest(out / "manifest.csv")
     assert len(found) >= 8 and {r["model"] for r in rows} == {STANDIN}
@@ -95,6 +95,6 @@ def test_command_line_then_train_diffusemix_on_the_edits(tmp_path):
     small = ds.subset([i for i, sid in enumerate(ds.ids) if sid in found] + list(range(8)))
     cfg = TrainConfig(method="diffusemix", method_args={"fractals": 2}, model="digits-cnn", epochs=1, batch_size=8,
                       image_size=32, augment="digits", device="cpu")
-    r = train(cfg, small, digits("test").subset(range(16)), generated=out, progress=False)
+    r = train(cfg, small, digits("test").subset(range(16)), generated=out, progress=False).result
     assert r["counts"]["pairs"] == len(found) and 0 <= r["metrics"]["top1"] <= 100
-    assert main(["--out", str(tmp_path / "x"), "--prompts", " , "]) == 2   # one-line refusal, no traceback
+    assert cli(["edit", "--out", str(tmp_path / "x"), "--prompts", " , "]) == 2   # one-line refusal, no traceback

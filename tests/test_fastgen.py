@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffcore.bench import bench_generation, time_training
-from diffcore.fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_fp8_linears
+from diffcore.engine.fastgen import FastConfig, FastGenerator, clip_embed_on_device, to_fp8_linears
 from diffcore.filter import FilterConfig, load_clip
 from diffcore.generate import GenerateConfig, generate_images, load_pipeline
 
@@ -101,11 +101,11 @@ def test_draw_images_through_the_fast_path_gives_the_stock_images(sd):
 
 
 def test_bench_command_line_defaults_to_every_part(monkeypatch, tmp_path):
-    import diffcore.bench as B
+    import diffcore.bench.command as B
 
     seen = []
     monkeypatch.setattr(B, "bench_generation", lambda *a, **k: seen.append("generation") or {"rows": []})
-    monkeypatch.setattr(B, "_print_generation", lambda g: None)
+    monkeypatch.setattr(B, "print_generation", lambda g: None)
     monkeypatch.setattr(B, "time_host_loop", lambda *a, **k: seen.append("host") or [])
     monkeypatch.setattr(B, "opt_in_effect", lambda *a, **k: seen.append("optin") or {})
     monkeypatch.setattr(B, "time_training", lambda *a, **k: seen.append("training") or [])
@@ -131,7 +131,7 @@ def test_step_cache_is_opt_in_installed_by_load_pipeline_and_reset_per_batch(tin
     from dataclasses import replace
 
     from diffcore.generate import draw_images
-    from diffcore.stepcache import StepCache
+    from diffcore.engine.stepcache import StepCache
 
     cfg = GenerateConfig(model=str(tiny_sd_dir), steps=5, guidance_scale=3.0, size=16, batch_size=2, dtype="float32")
     args = (["one", "two", "one", "two"], ["thin"] * 4, [5, 6, 5, 6])
@@ -174,8 +174,8 @@ def test_compile_unet_scopes_trace_without_breaks_and_keep_the_images(scope, cac
     from torch._dynamo.utils import counters
 
     from diffcore.bench import random_sdxl
-    from diffcore.fastgen import compile_unet
-    from diffcore.stepcache import install
+    from diffcore.engine.fastgen import compile_unet
+    from diffcore.engine.stepcache import install
 
     torch.manual_seed(0)
     pipe = random_sdxl("tiny", CPU, torch.float32)

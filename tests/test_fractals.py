@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcore.fractals import FractalConfig, fractal, fractal_bank, save_fractals
+from diffcore.methods.fractals import FractalConfig, fractal, fractal_bank, save_fractals
 
 
 def test_fractal_is_a_pure_function_of_seed_index_and_size():

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 import diffcore.counterparts as C
+import diffcore.engine.images as images
+import diffcore.engine.genset as G
 from diffcore import cli
 from diffcore import data as D
 from diffcore.data import ImageSet, digits
@@ -84,7 +86,7 @@ def tree(tmp_path):
 def test_odd_files_are_converted_or_skipped_with_one_line_each(tree, caplog):
     root, bad = tree
     with caplog.at_level(logging.WARNING):
-        ds = cli.open_dataset("folder", str(root.parent), "train")
+        ds = D.open_dataset("folder", str(root.parent), "train")
     assert ds.classes == ["$(touch pwned); a\\b", "a b", "ünï 猫"]  # 'empty' and 'all bad' skipped
     assert {Path(p).name: why.split(" (")[0] for p, why in ds.skipped if Path(p).suffix} == bad
     assert {p for p, _ in ds.skipped if not Path(p).suffix} == {str(root / "empty"), "all bad"}
@@ -102,7 +104,7 @@ def test_odd_files_are_converted_or_skipped_with_one_line_each(tree, caplog):
 
 def test_unreadable_header_only_huge_image_is_never_decoded(tmp_path, monkeypatch):
     big = _image(tmp_path / "big.png", size=64)
-    monkeypatch.setattr(D, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 64 * 64 - 1)
     assert D.check_image_file(big).startswith("too large")
     with pytest.raises(ValueError, match="over MAX_IMAGE_PIXELS"):
         D.load_rgb(big)
@@ -142,13 +144,13 @@ def test_class_names_and_ids_that_are_paths_stay_inside_out(tmp_path):
                     [0, 1, 2, 3], loader=src.load)
     rows = []
     for i in range(4):
-        rel = f"images/{C.class_dir(evil.labels[i], evil.classes[i])}/{C.safe_name(evil.ids[i])}.png"
+        rel = f"images/{G.class_dir(evil.labels[i], evil.classes[i])}/{G.safe_name(evil.ids[i])}.png"
         rows.append(rel)
-        assert C.inside(tmp_path, rel).is_relative_to(tmp_path.resolve())
+        assert G.inside(tmp_path, rel).is_relative_to(tmp_path.resolve())
     assert rows[0].startswith("images/0000_class/") and "/" not in rows[3].split("/", 2)[2]
     with pytest.raises(ValueError, match="resolves outside"):
-        C.inside(tmp_path, "../x.png")
-    (tmp_path / "manifest.csv").write_text(C._csv_text([{**dict.fromkeys(C.MANIFEST_FIELDS, ""), "source_id": "a",
+        G.inside(tmp_path, "../x.png")
+    (tmp_path / "manifest.csv").write_text(G.manifest_text([{**dict.fromkeys(C.MANIFEST_FIELDS, ""), "source_id": "a",
                                                           "status": "kept", "attempt": "0",
                                                           "file": "../../etc/passwd"}], header=True))
     with pytest.raises(ValueError, match="resolves outside"):  # a hostile manifest is not followed out of the set
@@ -164,7 +166,7 @@ def test_source_unreadable_after_opening_gets_a_row_not_a_crash(tmp_path, tiny_s
     for c in ("x", "y"):
         for k in range(3):
             _image(root / c / f"{k}.png")
-    ds = cli.open_dataset("folder", str(root), "train")
+    ds = D.open_dataset("folder", str(root), "train")
     _truncated(Path(ds.path(5)), "PNG")  # the disk changes under a running job
     gen = GenerateConfig(model=str(tiny_sd_dir), steps=2, size=16, batch_size=4, dtype="float32", guidance_scale=3)
     filt = FilterConfig(clip_model="test-tiny-clip", clip_config=str(tiny_clip_files[0]),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffcore import loader as L
+from diffcore.engine import loader as L
 
 
 def _gradient(w, h):

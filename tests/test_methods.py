@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from diffcore.methods import REGISTRY, Batch, build_method, mixed_loss
-from diffcore.methods import _util as U
+from diffcore.methods import common as U
 from diffcore.methods.augment import OPS, apply_ops, jensen_shannon
 from diffcore.methods.diffusemix import concat_masks
 from diffcore.methods.mixup import manifold_stages

@@ -52,7 +52,7 @@ def test_driver_stops_on_a_failing_cell_and_shows_it(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode != 0
     assert "FAILED: 01_table2_data_scarcity.ipynb" in done.stderr
-    assert "--- cell source ---" in done.stderr and "bt.experiments(" in done.stderr
+    assert "--- cell source ---" in done.stderr and "tables.columns(" in done.stderr
     assert "profile='nope'" in done.stderr or "nope" in done.stderr.split("--- error ---")[1]
     assert "[1/1] 01_table2_data_scarcity.ipynb ..." in done.stdout
 

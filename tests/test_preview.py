@@ -3,7 +3,7 @@ first; classes in label order; a set with nothing kept is an error."""
 import numpy as np
 import pytest
 
-from diffcore.counterparts import MANIFEST_FIELDS, _append_rows, _save_png
+from diffcore.engine.genset import MANIFEST_FIELDS, append_rows, save_png
 from diffcore.data import digits
 from diffcore.preview import preview_rows, save_preview
 
@@ -11,7 +11,7 @@ from diffcore.preview import preview_rows, save_preview
 def _row(ds, i, status, attempt, out):
     label = ds.labels[i]
     file = f"{'images' if status == 'kept' else 'rejected'}/{label}/{i}_a{attempt}.png"
-    _save_png(np.full((8, 8, 3), 40 * attempt, np.uint8), out / file)
+    save_png(np.full((8, 8, 3), 40 * attempt, np.uint8), out / file)
     return {**dict.fromkeys(MANIFEST_FIELDS, ""), "source_id": ds.ids[i], "label": label,
             "class_name": ds.classes[label], "attempt": attempt, "similarity": 0.5 + 0.1 * (status == "kept"),
             "tau": 0.55, "status": status, "file": file}
@@ -22,7 +22,7 @@ def test_preview_prefers_sources_with_a_rejected_attempt(tmp_path):
     labels = np.asarray(ds.labels)
     a, b, c = np.flatnonzero(labels == 1)[:3]
     z = np.flatnonzero(labels == 0)[0]
-    _append_rows(tmp_path / "manifest.csv", [
+    append_rows(tmp_path / "manifest.csv", [
         _row(ds, a, "kept", 0, tmp_path),                                       # kept at once
         _row(ds, b, "rejected", 0, tmp_path), _row(ds, b, "kept", 1, tmp_path),  # kept after one rejection
         _row(ds, c, "rejected-final", 0, tmp_path),                             # never kept: not shown
@@ -37,6 +37,6 @@ def test_preview_prefers_sources_with_a_rejected_attempt(tmp_path):
 
 def test_preview_of_a_set_with_nothing_kept_is_an_error(tmp_path):
     ds = digits("train")
-    _append_rows(tmp_path / "manifest.csv", [_row(ds, 0, "rejected-final", 0, tmp_path)])
+    append_rows(tmp_path / "manifest.csv", [_row(ds, 0, "rejected-final", 0, tmp_path)])
     with pytest.raises(ValueError, match="no kept counterpart to preview"):
         save_preview(ds, tmp_path)

@@ -82,7 +82,7 @@ def _class_tree(root, classes, n=2):
 def test_evaluation_split_is_checked_before_generation(tmp_path, capsys):
     """A flat folder has nothing to evaluate on; a test split with other classes would mislabel: both fail at once,
     before the (hours-long) generation, and write nothing."""
-    from diffcore.cli import eval_split
+    from diffcore.data import eval_split
 
     flat, split = tmp_path / "flat", tmp_path / "split"
     _class_tree(flat, ["cat", "dog"])

@@ -22,7 +22,10 @@ import torch
 from PIL import Image
 
 import diffcore.counterparts as C
+import diffcore.engine.genset as G
+from diffcore import data as D
 from diffcore import cli
+from diffcore.profiles import PROFILES
 from diffcore.data import choose_fraction
 from diffcore.filter import load_clip
 from diffcore.generate import draw_images, invalid_images, load_pipeline
@@ -37,12 +40,11 @@ KILL_SEED = int(os.environ.get("DIFFCORE_KILL_SEED", "2026"))  # another seed, o
 @pytest.fixture(scope="module")
 def job():
     """Configs exactly as `diffcore generate <ARGV>` builds them, the dataset, and the models, loaded once."""
-    args = cli.parser().parse_args(ARGV + ["--out", "unused"])
-    c = cli.build_configs(args)
-    ds = cli.open_dataset("digits", None, "train", 2)
-    pipe = load_pipeline(c["generate"], CPU, torch.float32)
-    clip = load_clip(c["filter"], CPU)
-    cfgs = (c["prompt"], c["generate"], c["filter"], c["counterparts"])
+    exp = cli.experiment_of(cli.parser().parse_args(ARGV + ["--out", "unused"]))
+    ds = D.open_dataset("digits", None, "train", 2)
+    pipe = load_pipeline(exp.generate, CPU, torch.float32)
+    clip = load_clip(exp.filter, CPU)
+    cfgs = (exp.prompt, exp.generate, exp.filter, exp.counterparts)
     return ds, pipe, clip, cfgs
 
 
@@ -111,7 +113,7 @@ def _files(out: Path) -> dict[str, str]:
 def _whole_batches(job, rows: list[dict]) -> list[dict]:
     """The rows that form whole batches: what a resume keeps (a cut batch is redone, identically)."""
     ds, _, _, (_, gen, _, cp) = job
-    n, _ = C.replay_queue(rows, ds.ids, choose_fraction(ds, cp.fraction, cp.selection_seed), gen.batch_size)
+    n, _ = G.replay_queue(rows, ds.ids, choose_fraction(ds, cp.fraction, cp.selection_seed), gen.batch_size)
     return rows[:n]
 
 
@@ -135,7 +137,7 @@ def _check_after_kill(out: Path, committed: dict[str, tuple[int, int]], job) -> 
 
 def _assert_same_set(out: Path, ref: Path, committed: dict[str, tuple[int, int]]) -> None:
     assert _files(out) == _files(ref)  # the manifest and every image, byte for byte; no orphan, no .tmp
-    assert (out / "run.json").is_file() and not (out / C.RUNNING).exists()
+    assert (out / "run.json").is_file() and not (out / G.RUNNING).exists()
     for rel, (ino, mtime) in committed.items():  # nothing committed before a kill was generated again
         st = (out / rel).stat()
         assert (st.st_ino, st.st_mtime_ns) == (ino, mtime), f"{rel} was rewritten after it was committed"
@@ -211,8 +213,8 @@ def _copy_prefix(ref: Path, out: Path, rows: int, extra: bytes = b"") -> list[di
     all_rows = C.read_manifest(ref / "manifest.csv")
     out.mkdir()
     settings = json.loads((ref / "run.json").read_text())["settings"]
-    (out / C.RUNNING).write_text(json.dumps({"settings": settings}))  # a killed run has no run.json yet
-    (out / "manifest.csv").write_bytes(C._csv_text(all_rows[:rows], header=True).encode() + extra)
+    (out / G.RUNNING).write_text(json.dumps({"settings": settings}))  # a killed run has no run.json yet
+    (out / "manifest.csv").write_bytes(G.manifest_text(all_rows[:rows], header=True).encode() + extra)
     for r in all_rows[:rows]:
         if r["file"]:
             (out / r["file"]).parent.mkdir(parents=True, exist_ok=True)
@@ -231,11 +233,11 @@ def test_torn_manifest_line_cut_batch_tmp_and_orphan_files_are_cleaned_then_redo
     (out / "run.json.tmp").write_bytes(b"half")
     assert len(C.read_manifest(out / "manifest.csv")) == 6  # readers never see the cut line
     ds, pipe, clip, cfgs = job
-    rows, queue = C.recover_manifest(out / "manifest.csv", ds.ids, choose_fraction(ds, 1.0, 0), 4)
+    rows, queue = G.recover_manifest(out / "manifest.csv", ds.ids, choose_fraction(ds, 1.0, 0), 4)
     assert rows == all_rows[:4]  # whole batches only
-    assert (out / "manifest.csv").read_bytes() == C._csv_text(all_rows[:4], header=True).encode()
+    assert (out / "manifest.csv").read_bytes() == G.manifest_text(all_rows[:4], header=True).encode()
     assert [(ds.ids[i], a) for i, a in list(queue)[:4]] == [(r["source_id"], int(r["attempt"])) for r in all_rows[4:8]]
-    assert C.remove_orphans(out, rows) == 3 + sum(bool(r["file"]) for r in all_rows[4:6])
+    assert G.remove_orphans(out, rows) == 3 + sum(bool(r["file"]) for r in all_rows[4:6])
     C.make_counterparts(ds, pipe, clip, out, *cfgs, progress=False)
     assert _files(out) == _files(ref)
 
@@ -243,7 +245,7 @@ def test_torn_manifest_line_cut_batch_tmp_and_orphan_files_are_cleaned_then_redo
 def test_other_settings_refused_even_when_the_first_run_was_killed(job, tmp_path):
     ds, pipe, clip, (prompt, gen, filt, cp) = job
     out = tmp_path / "o"
-    C._open_out_dir(out, C._settings(ds, prompt, gen, filt, cp))  # what a run killed in its first batch leaves
+    C.counterpart_set(ds, out, prompt, gen, filt, cp).claim()  # what a run killed in its first batch leaves
     with pytest.raises(ValueError, match=r"other settings \(generate differ\)"):
         C.check_out_dir(ds, out, prompt, gen.__class__(**{**gen.__dict__, "steps": 3}), filt, cp)
     stranger = tmp_path / "theirs"
@@ -269,14 +271,14 @@ def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_t
     for name in ("step_cache", "compile_scope"):
         del old["generate"][name]
     (out / "run.json").unlink()  # what an older version's run killed after its first batch leaves
-    (out / C.RUNNING).write_text(json.dumps({"settings": old}))
-    (out / C.PLAN).write_text(json.dumps({"settings": old, "classes": list(ds.classes),
+    (out / G.RUNNING).write_text(json.dumps({"settings": old}))
+    (out / G.PLAN).write_text(json.dumps({"settings": old, "classes": list(ds.classes),
                                           "tau": [info["tau"][c] for c in ds.classes]}))
     rows = C.read_manifest(out / "manifest.csv")
-    (out / "manifest.csv").write_text(C._csv_text(rows[:gen.batch_size], header=True), newline="")
+    (out / "manifest.csv").write_text(G.manifest_text(rows[:gen.batch_size], header=True), newline="")
     assert _wait(_fork(_generate(job, out)), 120) == 0
     assert _files(out) == _files(ref)
-    (out / C.RUNNING).write_text(json.dumps({"settings": old}))
+    (out / G.RUNNING).write_text(json.dumps({"settings": old}))
     with pytest.raises(ValueError, match=r"other settings \(generate differ\)"):
         C.check_out_dir(ds, out, prompt, gen.__class__(**{**gen.__dict__, "step_cache": 2}), filt, cp)
 
@@ -336,21 +338,20 @@ def test_a_model_that_only_makes_black_images_is_stopped_early(job, tmp_path):
     with pytest.raises(ValueError, match=r"dtype='float32', vae=None: \d+ of \d+ generated images are NaN, black"):
         C.make_counterparts(ds, AllBlack(pipe, {}), clip, tmp_path, prompt, gen, filt, cp, progress=False)
     rows = C.read_manifest(tmp_path / "manifest.csv")
-    assert C.INVALID_GUARD_MIN_ATTEMPTS <= len(rows) < C.INVALID_GUARD_MIN_ATTEMPTS + gen.batch_size
+    assert G.INVALID_GUARD_MIN_ATTEMPTS <= len(rows) < G.INVALID_GUARD_MIN_ATTEMPTS + gen.batch_size
 
 
 # ---------------------------------------------------------------- every invalid parameter: one line, before heavy work
 @pytest.fixture
 def no_heavy_work(monkeypatch):
     """Loading a model, generating, training: any of them starting fails the test."""
-    import diffcore.filter
-    import diffcore.generate
+    import diffcore.experiment as X
     import diffcore.train
 
     def heavy(*a, **k):
         raise AssertionError("heavy work started before the bad parameter was refused")
 
-    for module, name in ((diffcore.generate, "load_pipeline"), (diffcore.filter, "load_clip"), (C, "make_counterparts"),
+    for module, name in ((X, "load_pipeline"), (X, "load_clip"), (X, "load_editor"), (X, "make_counterparts"),
                          (diffcore.train, "train")):
         monkeypatch.setattr(module, name, heavy)
 
@@ -359,7 +360,7 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
     """(argv, parameter, value): each must be named in the one-line refusal."""
     f = tmp_path / "a-file"
     f.write_text("x")
-    clip = str(Path(cli.profile("embedded")["filter"]["clip_pretrained"]))
+    clip = str(Path(PROFILES["embedded"]["filter"]["clip_pretrained"]))
     g, t, r = ["generate", "--out", str(tmp_path / "g")], ["train", "--method", "vanilla", "--out", str(tmp_path / "t.json")], ["run", "--out",
                                                                                                        str(tmp_path / "r")]
     cases = [

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from diffcore import checkpoint as CK
-from diffcore import distributed as D
-from diffcore import loader as L
+from diffcore.engine import checkpoint as CK
+from diffcore.engine import distributed as D
+from diffcore.engine import loader as L
 from diffcore.data import digits
 from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, train, transforms_for
 from test_reliability import _fork, _wait
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
 def _run(data, out: Path, cache: Path, **over):
     small, test, gen = data
     return train(TrainConfig(**{**KW, "cache_dir": str(cache), **over}), small, test, generated=gen, out=out,
-                 progress=False)
+                 progress=False).result
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_sd_components
 from diffcore import tiny
 from diffcore.bench import TINY_UNET, random_sdxl
-from diffcore.stepcache import StepCache, expected_speedup, install, meta_unet, shallow_flop_share, uninstall
+from diffcore.engine.stepcache import StepCache, expected_speedup, install, meta_unet, shallow_flop_share, uninstall
 
 CPU = torch.device("cpu")
 
@@ -238,7 +238,7 @@ def test_compiled_full_and_shallow_passes_trace_once_without_graph_breaks():
     from torch._dynamo.utils import counters
 
     from diffcore.bench import random_sdxl
-    from diffcore.stepcache import install
+    from diffcore.engine.stepcache import install
 
     torch.manual_seed(0)
     pipe = random_sdxl("tiny", torch.device("cpu"), torch.float32)

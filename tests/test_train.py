@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffcore.counterparts import MANIFEST_FIELDS, class_dir, safe_name
+from diffcore.engine.genset import MANIFEST_FIELDS, class_dir, safe_name
 from diffcore.data import ImageSet, digits
 from diffcore.results import load_results, markdown, results_table
 from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, topk_correct, train, transforms_for
@@ -68,11 +68,11 @@ def test_train_vanilla_and_diffcore_seeded_with_provenance(tmp_path):
     test = digits("test").subset(range(60))
     _fake_generated(tmp_path / "gen", small)
     kw = dict(model="digits-cnn", epochs=2, batch_size=16, lr=0.05, image_size=32, augment="digits", device="cpu")
-    a = train(TrainConfig(method="vanilla", **kw), small, test, out=tmp_path / "r" / "v.json", progress=False)
-    b = train(TrainConfig(method="vanilla", **kw), small, test, progress=False)
+    a = train(TrainConfig(method="vanilla", **kw), small, test, out=tmp_path / "r" / "v.json", progress=False).result
+    b = train(TrainConfig(method="vanilla", **kw), small, test, progress=False).result
     assert a["metrics"] == b["metrics"]  # same seed, same result
     d = train(TrainConfig(method="diffcore", fraction=0.5, **kw), small, test, generated=tmp_path / "gen",
-              out=tmp_path / "r" / "d.json", progress=False)
+              out=tmp_path / "r" / "d.json", progress=False).result
     assert d["counts"] == {"real": 60, "pairs": 15, "test": 60}
     assert len(d["history"]) == 2 and 0 <= d["metrics"]["top1"] <= d["metrics"]["top5"] <= 100
     saved = json.loads((tmp_path / "r" / "v.json").read_text())
@@ -92,12 +92,12 @@ def test_device_loader_trains_seeded_and_reuses_its_decode_once_cache(tmp_path):
     kw = dict(model="digits-cnn", epochs=2, batch_size=8, lr=0.05, image_size=32, augment="digits", device="cpu",
               loader="device", method="diffcore")
     a = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "a.json",
-              progress=False)
+              progress=False).result
     caches = sorted(p.name for p in (tmp_path / "r" / "cache").glob("*.npy"))
     assert [c.split("-")[0] for c in caches] == ["generated", "real"]
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "cache").glob("*.npy")}
     b = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "b.json",
-              progress=False)
+              progress=False).result
     assert a["metrics"] == b["metrics"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # decoded once, reused
     assert a["counts"] == {"real": 40, "pairs": 20, "test": 40}

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from ..fractals import bank_on_device
-from . import _util as U
+from .fractals import bank_on_device
+from . import common as U
 from .base import Batch, Method, register
 
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..fractals import bank_on_device
-from . import _util as U
+from .fractals import bank_on_device
+from . import common as U
 from .base import Batch, Method, register
 
 

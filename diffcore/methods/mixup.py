@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 
 from ..mix import box_masks
-from . import _util as U
+from . import common as U
 from .base import Batch, Method, register
 
 

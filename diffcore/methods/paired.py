@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import torch
 
 from ..mix import MixConfig, diffcore_mix
 from .base import Batch, Method, register

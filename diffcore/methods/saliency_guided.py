@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import _util as U
+from . import common as U
 from .base import Batch, Method, register
 
 

@@ -22,7 +22,7 @@ until a GPU run; the only number here is a FLOP-based ESTIMATE: with s = FLOPs(s
 not: the shallow path's high-resolution convolutions and the deep blocks' attention run at different
 efficiencies, and per-call overheads do not shrink, so only a GPU run can tell.
 
-FLOPs counted on the meta device (`python -m diffcore.stepcache`, torch 2.14.1), per UNet call on a CFG batch of 2:
+FLOPs counted on the meta device (`python -m diffcore.bench flops`, torch 2.14.1), per UNet call on a CFG batch of 2:
 
 | UNet                                        | latent | full GFLOP | shallow GFLOP | share s | ESTIMATE n = 2 / 3 / 5 |
 | ------------------------------------------- | ------ | ---------- | ------------- | ------- | ---------------------- |
@@ -31,13 +31,10 @@ FLOPs counted on the meta device (`python -m diffcore.stepcache`, torch 2.14.1),
 | tiny SD-style (tiny.UNET_CONFIG), 32 px     | 8x8    | 0.114      | 0.048         | 0.4192  | 1.41 / 1.63 / 1.87     |
 The tiny rows are stand-ins (they check the code), not the paper's model.
 
-    python -m diffcore.stepcache                       # FLOP share + estimated speed-ups, SDXL and the tiny UNets
+    python -m diffcore.bench flops                     # FLOP share + estimated speed-ups, SDXL and the tiny UNets
 """
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from typing import Any
 
 import torch
@@ -306,37 +303,3 @@ def meta_unet(config: dict):
 
     with torch.device("meta"):
         return UNet2DConditionModel(**config).eval()
-
-
-def flop_report(intervals: tuple[int, ...] = (2, 3, 5)) -> dict:
-    """Shallow FLOP share and FLOP-based speed-up estimates for the SDXL UNet and the tiny stand-ins."""
-    from . import tiny
-    from .bench import SDXL_UNET, TINY_UNET
-
-    # name: (config, sample shape (CFG batch 2, 4 latent channels, latent side), what it is)
-    cases = {"sdxl": (SDXL_UNET, (2, 4, 64, 64), "SDXL base UNet, 512 px (64x64 latent), CFG batch 2"),
-             "bench-tiny": (TINY_UNET, (2, 4, 32, 32), "bench.py's tiny SDXL-architecture stand-in, 64 px "
-                                                        "(32x32 latent: its VAE downsamples by 2), CFG batch 2"),
-             "embedded-tiny": (tiny.UNET_CONFIG, (2, 4, 8, 8), "the embedded profile's tiny SD-style UNet "
-                                                               "(tiny.UNET_CONFIG), 32 px (8x8 latent), CFG batch 2")}
-    out = {"note": "FLOP counts on the meta device (torch FlopCounterMode); speed-ups are ESTIMATES assuming time "
-                   "proportional to FLOPs, not measurements", "torch": torch.__version__}
-    for name, (cfg, shape, what) in cases.items():
-        full, shallow = call_flops(meta_unet(cfg), shape)
-        share = shallow / full
-        out[name] = {"what": what, "sample_shape": list(shape), "full_gflop": round(full / 1e9, 2),
-                     "shallow_gflop": round(shallow / 1e9, 2), "shallow_flop_share": round(share, 4),
-                     "estimated_unet_speedup": {str(n): round(expected_speedup(n, share), 2) for n in intervals}}
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m diffcore.stepcache", description=__doc__.split("\n\n")[0])
-    p.add_argument("--intervals", type=int, nargs="+", default=[2, 3, 5], help="cache intervals to estimate")
-    args = p.parse_args(argv)
-    print(json.dumps(flop_report(tuple(args.intervals)), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

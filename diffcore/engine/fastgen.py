@@ -15,14 +15,32 @@ Opt-in, changes the images (measured side by side by `diffcore bench`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 
-from .generate import GenerateConfig, check_fast_path
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+COMPILE_SCOPES = ("full", "regional")  # compile_unet
+
+
+def check_fast_path(step_cache, compile_scope: str) -> None:
+    """The fast-path settings generate.GenerateConfig and FastConfig share, checked alike in both."""
+    if isinstance(step_cache, bool) or not isinstance(step_cache, int) or step_cache < 1:
+        raise ValueError(f"step_cache={step_cache!r}: expected an int >= 1 (full UNet every n-th step; 1 = off)")
+    if compile_scope not in COMPILE_SCOPES:
+        raise ValueError(f"compile_scope={compile_scope!r}: expected one of {COMPILE_SCOPES}")
+
+
+class Sampling(Protocol):
+    """What FastGenerator reads of a generation config (generate.GenerateConfig has these fields)."""
+
+    steps: int
+    guidance_scale: float
+    size: int
+    batch_size: int
+
 
 
 @dataclass(frozen=True)
@@ -83,7 +101,7 @@ def to_fp8_linears(unet: torch.nn.Module) -> int:
 class FastGenerator:
     """Drop-in for `generate.generate_images(pipe, prompts, negs, seeds, cfg)` on an SD or SDXL pipeline."""
 
-    def __init__(self, pipe, cfg: GenerateConfig, fast: FastConfig = FastConfig()):
+    def __init__(self, pipe, cfg: Sampling, fast: FastConfig = FastConfig()):
         self.pipe, self.cfg, self.fast = pipe, cfg, fast
         self.device = pipe.unet.device
         self.xl = getattr(pipe, "text_encoder_2", None) is not None

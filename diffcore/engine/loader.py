@@ -29,6 +29,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .images import load_rgb
+
 
 def decode_square(im: Image.Image, side: int) -> np.ndarray:
     """(side, side, 3) uint8: short side resized to `side` (bilinear, antialiased), centre crop."""
@@ -100,8 +102,6 @@ def cached_pairs(ds, pairs: list[tuple[int, Path]], root: str | Path, side: int,
     Cache files are named by a hash of what they hold (image ids, counterpart paths, side), never by a dataset or
     class name, so a cache is reused exactly when it holds the same images.
     """
-    from .data import load_rgb
-
     root = Path(root)
     real_key = hashlib.sha1(("\n".join(ds.ids) + f"|{side}").encode()).hexdigest()[:16]
     real = DecodedCache(root / f"real-{real_key}.npy", len(ds), side).fill(ds.load, threads, "decode real once")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .runtime import derive_seed
+from ..engine.runtime import derive_seed
 
 VARIATIONS = ("linear", "sinusoidal", "spherical", "swirl")  # flam3 variations 0, 1, 2, 3
 

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import DigitsCNN
-from .profiles import ASSETS, TINY_CLIP_CONFIG, TINY_CLIP_WEIGHTS, TINY_T2I_DIR
-from .prompts import DATASET_TYPE_WORDS, NEGATIVE_PROMPTS, PAPER_TEMPLATE
+from ..models import DigitsCNN
+from ..profiles import ASSETS, TINY_CLIP_CONFIG, TINY_CLIP_WEIGHTS, TINY_T2I_DIR
+from ..prompts import DATASET_TYPE_WORDS, NEGATIVE_PROMPTS, PAPER_TEMPLATE
 
 TINY_CLIP_NAME = "diffcore-tiny-clip"   # open_clip registry name = stem of TINY_CLIP_CONFIG
 QUALITY_JSON = ASSETS / "tiny-quality.json"
@@ -138,7 +138,7 @@ class CheckConfig:
 # ---------------------------------------------------------------- data and captions
 def digit_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     """(N, 32, 32) float32 grayscale in [0, 1] and (N,) int64 labels of a digits split."""
-    from .data import digits
+    from ..data import digits
 
     ds = digits(split, size=32)
     gray = np.stack([np.asarray(ds.load(i))[..., 0] for i in range(len(ds))]).astype(np.float32) / 255.0  # (N, 32, 32)
@@ -276,7 +276,7 @@ def _progress(n: int, desc: str):
 
 def _record(out: Path, step: str, info: dict) -> None:
     """Merge `info` into <out>/tiny-training.json under `step`, with provenance."""
-    from .runtime import provenance
+    from ..engine.runtime import provenance
 
     path = out / TRAINING_JSON.name
     log = json.loads(path.read_text()) if path.exists() else {}
@@ -437,7 +437,7 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS, device: str | torch.devic
 
 
 def _digit_names() -> list[str]:
-    from .data import DIGIT_NAMES
+    from ..data import DIGIT_NAMES
 
     return list(DIGIT_NAMES)
 
@@ -573,8 +573,8 @@ def generated_accuracy(pipe, gen, net: DigitsCNN, seed: int, per_class: int, set
 
     Generation goes through diffcore.generate (the embedded profile's code path), one seeded generator per image.
     """
-    from .generate import generate_images
-    from .runtime import derive_seed
+    from ..generate import generate_images
+    from ..engine.runtime import derive_seed
 
     per_class_acc, rows, grays = [], [], []
     for c, name in enumerate(_digit_names()):
@@ -603,7 +603,7 @@ def style_summary(gray: np.ndarray) -> dict:
 @torch.no_grad()
 def clip_zero_shot(config: Path = TINY_CLIP_CONFIG, weights: Path = TINY_CLIP_WEIGHTS) -> dict:
     """Tiny CLIP zero-shot accuracy on the real TEST digits, text prompts CLIP_ZERO_SHOT_TEMPLATE."""
-    from .data import digits
+    from ..data import digits
 
     model, preprocess, tokenizer = load_tiny_clip("cpu", config, weights)
     ds = digits("test")
@@ -627,7 +627,7 @@ def check(cfg: CheckConfig, out: Path = ASSETS, device: str | torch.device = "cp
 
     from PIL import Image
 
-    from .generate import GenerateConfig, load_pipeline
+    from ..generate import GenerateConfig, load_pipeline
 
     t0 = time.time()
     net, real_acc = train_checker(cfg.classifier_epochs, cfg.seed)
@@ -698,6 +698,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(info, indent=2))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

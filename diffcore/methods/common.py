@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..mix import _beta
+from ..mix import beta as mix_beta
 
 
 def gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
@@ -23,7 +23,7 @@ def uniform(n: int, generator, device, low: float = 0.0, high: float = 1.0) -> t
 
 def beta(a: float, b: float, n: int, generator, device) -> torch.Tensor:
     """(n,) Beta(a, b) on `device` (diffcore.mix's sampler: torch's Beta takes no generator)."""
-    return _beta(a, b, n, generator, gen_device(generator, device)).to(device)
+    return mix_beta(a, b, n, generator, gen_device(generator, device)).to(device)
 
 
 def dirichlet(alpha: float, n: int, k: int, generator, device) -> torch.Tensor:
