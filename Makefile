@@ -40,7 +40,11 @@ check-book:
 	@if [ -x $(CHROMIUM) ] || [ -x /usr/bin/chromium ]; then $(BIN)/python scripts/check_book.py $(OUT)/book/_build/html; \
 	else echo "check-book: skipped, no Chromium (scripts/install_chromium.sh could not unpack Debian's chromium)"; fi
 
+# ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run
 test: setup
+	$(BIN)/ruff check diffcore tests scripts
+	$(BIN)/ruff format --check diffcore tests scripts
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:
