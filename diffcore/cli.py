@@ -9,6 +9,7 @@ built and checked (paths, names, ranges) before any model is loaded, so bad inpu
 Under torchrun (and, for `generate`, as a Slurm array) a command shares its work out over the processes; see
 diffcore.engine.distributed and book/scale-out.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,18 @@ from .train import AUGMENTS, LOADERS
 log = logging.getLogger("diffcore")
 
 # Where argparse can list the allowed values in --help (the configs check them again, in one line).
-CHOICES = {"method": sorted(REGISTRY), "mix_mode": list(MIX_MODES), "loader": list(LOADERS),
-           "augment": list(AUGMENTS)}
+CHOICES = {"method": sorted(REGISTRY), "mix_mode": list(MIX_MODES), "loader": list(LOADERS), "augment": list(AUGMENTS)}
 # The flags of the experiment's own fields (not in a step's config).
-TOP_FLAGS = {"dataset": (str, "digits | folder | cifar100 | tiny-imagenet-200 | imagenet-1k | flowers102 | "
-                              "cub-200-2011 | stanford-cars | caltech101"),
-             "data_root": (str, "local dataset root (nothing is downloaded)"),
-             "few_shot": (int, "k training images per class (Table 2 uses 10)"),
-             "io_threads": (int, "threads that decode sources and write PNGs while the GPU generates (default 4; "
-                                 "0: in line)")}
+TOP_FLAGS = {
+    "dataset": (
+        str,
+        "digits | folder | cifar100 | tiny-imagenet-200 | imagenet-1k | flowers102 | "
+        "cub-200-2011 | stanford-cars | caltech101",
+    ),
+    "data_root": (str, "local dataset root (nothing is downloaded)"),
+    "few_shot": (int, "k training images per class (Table 2 uses 10)"),
+    "io_threads": (int, "threads that decode sources and write PNGs while the GPU generates (default 4; 0: in line)"),
+}
 
 
 # ---------------------------------------------------------------- flags from the config dataclasses
@@ -66,7 +70,9 @@ def field_comments(cls: type) -> dict[str, str]:
         elif tok.type == tokenize.COMMENT:
             own_line = tok.line.strip().startswith("#")
             text = tok.string.lstrip("#").strip()
-            if current and (tok.start[0] == last_line or (own_line and tok.start[1] > 4 and tok.start[0] == last_line + 1)):
+            if current and (
+                tok.start[0] == last_line or (own_line and tok.start[1] > 4 and tok.start[0] == last_line + 1)
+            ):
                 out[current] = (out[current] if tok.start[0] != last_line or not above else []) + [text]
                 last_line = tok.start[0]
             elif own_line and tok.start[1] == 4:
@@ -96,15 +102,24 @@ def add_setting(parser, name: str, step: str, name_in_step: str) -> None:
     default = next(f.default for f in dataclasses.fields(X.STEPS[step]) if f.name == name_in_step)
     help_ = field_comments(X.STEPS[step]).get(name_in_step, "")
     if default is not dataclasses.MISSING and kind != "dict":  # the value and where profiles change it
-        by_profile = "".join(f"; {p}: {v[step][name_in_step]!r}" for p, v in PROFILES.items()
-                             if name_in_step in v.get(step, {}) and v[step][name_in_step] != default)
+        by_profile = "".join(
+            f"; {p}: {v[step][name_in_step]!r}"
+            for p, v in PROFILES.items()
+            if name_in_step in v.get(step, {}) and v[step][name_in_step] != default
+        )
         help_ += f" [{step}.{name_in_step}: {default!r}{by_profile}]"
     flag, help_ = "--" + name.replace("_", "-"), help_.replace("%", "%%")  # argparse formats help with %
     if kind == "bool":
         parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
     elif kind == "dict":
-        parser.add_argument(flag.rstrip("s"), dest=name, action="append", metavar=metavar, type=_key_value,
-                            help=help_ + " (repeatable), e.g. alpha=0.2 for mixup")
+        parser.add_argument(
+            flag.rstrip("s"),
+            dest=name,
+            action="append",
+            metavar=metavar,
+            type=_key_value,
+            help=help_ + " (repeatable), e.g. alpha=0.2 for mixup",
+        )
     else:
         parser.add_argument(flag, dest=name, type=kind, metavar=metavar, choices=CHOICES.get(name), help=help_)
 
@@ -145,8 +160,11 @@ def experiment_of(args: argparse.Namespace) -> X.Experiment:
     if getattr(args, "command", None) == "edit":
         edit_names = [f.name for f in dataclasses.fields(X.EditConfig)]
         over = {k: v for k, v in over.items() if k in TOP_FLAGS}
-        over["edit"] = {("run_seed" if n == "seed" else n): getattr(args, n) for n in [*edit_names, "seed"]
-                        if n != "run_seed" and getattr(args, n, None) is not None}
+        over["edit"] = {
+            ("run_seed" if n == "seed" else n): getattr(args, n)
+            for n in [*edit_names, "seed"]
+            if n != "run_seed" and getattr(args, n, None) is not None
+        }
     return X.experiment(args.profile, **over)
 
 
@@ -155,8 +173,10 @@ def cmd_generate(args) -> int:
     world = world_from_env()  # torchrun / Slurm array: this process's shard (engine.distributed)
     info = X.generate(experiment_of(args), args.out, world=world)
     if info is None:
-        print(f"shard {world.tag} done -> {args.out}; once every task of the array is done, run `diffcore merge` "
-              f"with the same flags")
+        print(
+            f"shard {world.tag} done -> {args.out}; once every task of the array is done, run `diffcore merge` "
+            f"with the same flags"
+        )
     elif world.is_main:
         report(info, args.out)
     return 0
@@ -171,8 +191,10 @@ def cmd_edit(args) -> int:
     info = X.edit(experiment_of(args), args.out)
     if info is not None:
         s = info["summary"]
-        print(f"kept {s['kept']} edits of {s['attempts']} attempts -> {args.out}; train with "
-              f"`diffcore train --method diffusemix --generated {args.out}`")
+        print(
+            f"kept {s['kept']} edits of {s['attempts']} attempts -> {args.out}; train with "
+            f"`diffcore train --method diffusemix --generated {args.out}`"
+        )
     return 0
 
 
@@ -180,11 +202,16 @@ def report(info: dict, out: str) -> None:
     """Discard rates of a finished generated set, and where its preview is."""
     s = info["summary"]
     per_class = sorted(s["per_class"].items(), key=lambda kv: -kv[1]["discard_rate"])
-    print("discarded per class (highest first): " + ", ".join(
-        f"{name} {100 * v['discard_rate']:.0f}%" for name, v in per_class[:10]) + (" ..." if len(per_class) > 10 else ""))
-    print(f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded, "
-          f"{s['invalid']} invalid), {s['no_counterpart']} sources without counterpart"
-          f"{f' ({n} unreadable)' if (n := s['unreadable']) else ''} -> {out}")
+    print(
+        "discarded per class (highest first): "
+        + ", ".join(f"{name} {100 * v['discard_rate']:.0f}%" for name, v in per_class[:10])
+        + (" ..." if len(per_class) > 10 else "")
+    )
+    print(
+        f"kept {s['kept']} of {s['attempts']} generated images ({100 * s['discard_rate']:.1f}% discarded, "
+        f"{s['invalid']} invalid), {s['no_counterpart']} sources without counterpart"
+        f"{f' ({n} unreadable)' if (n := s['unreadable']) else ''} -> {out}"
+    )
     if s["kept"]:
         print(f"preview (real | kept | rejected, per class): {out}/preview.png")
 
@@ -203,8 +230,10 @@ def cmd_run(args) -> int:
     """The main job: generate counterparts once (100%), train vanilla and DiffCoRe-Mix-50/-100 over seeds, table."""
     done = X.main_job(experiment_of(args), args.out, force=args.force)
     if done:
-        print(f"\n{done['markdown']}\n\ngeneration {done['generation_s']:.0f} s; total {done['total_s']:.0f} s; "
-              f"written to {args.out}/table.md")
+        print(
+            f"\n{done['markdown']}\n\ngeneration {done['generation_s']:.0f} s; total {done['total_s']:.0f} s; "
+            f"written to {args.out}/table.md"
+        )
     return 0
 
 
@@ -218,8 +247,15 @@ def cmd_table(args) -> int:
 def cmd_estimate(args) -> int:
     from .estimate import H100_S_PER_IMG, PAPER_DISCARD, table
 
-    print(table(args.gpus, args.fraction, args.s_per_img or H100_S_PER_IMG,
-                PAPER_DISCARD if args.discard is None else args.discard, args.chunk_size or 256))
+    print(
+        table(
+            args.gpus,
+            args.fraction,
+            args.s_per_img or H100_S_PER_IMG,
+            PAPER_DISCARD if args.discard is None else args.discard,
+            args.chunk_size or 256,
+        )
+    )
     return 0
 
 
@@ -227,9 +263,18 @@ def cmd_info(args) -> int:
     from .engine.runtime import provenance
     from .profiles import profile
 
-    print(json.dumps({"profile": args.profile, "settings": profile(args.profile),
-                      "experiment": X.experiment(args.profile).settings(), "provenance": provenance()},
-                     indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "profile": args.profile,
+                "settings": profile(args.profile),
+                "experiment": X.experiment(args.profile).settings(),
+                "provenance": provenance(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0
 
 
@@ -286,13 +331,22 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
     i.add_argument("--profile", default="embedded")
     # its own parser: everything after the word goes to `python -m diffcore.bench`
-    sub.add_parser("bench", help="time stock vs diffcore generation and training (see `diffcore bench --help`)",
-                   add_help=False)
+    sub.add_parser(
+        "bench", help="time stock vs diffcore generation and training (see `diffcore bench --help`)", add_help=False
+    )
     return ap
 
 
-COMMANDS = {"generate": cmd_generate, "merge": cmd_merge, "edit": cmd_edit, "estimate": cmd_estimate,
-            "train": cmd_train, "run": cmd_run, "table": cmd_table, "info": cmd_info}
+COMMANDS = {
+    "generate": cmd_generate,
+    "merge": cmd_merge,
+    "edit": cmd_edit,
+    "estimate": cmd_estimate,
+    "train": cmd_train,
+    "run": cmd_run,
+    "table": cmd_table,
+    "info": cmd_info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 Every dataset is exposed as an `ImageSet`: class names, a stable id per image (the seed of its generated
 counterpart derives from it), integer labels, and a loader returning an RGB PIL image. Nothing downloads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ from .prompts import label_words
 log = logging.getLogger(__name__)
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-DIGITS_SPLIT_SEED = 0        # fixed: the shipped tiny models were trained on this train split only
+DIGITS_SPLIT_SEED = 0  # fixed: the shipped tiny models were trained on this train split only
 DIGITS_TRAIN_FRACTION = 0.5  # 1797 images -> 898 train / 899 test, stratified by class
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -57,10 +58,16 @@ class ImageSet:
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "ImageSet":
         idx = [int(i) for i in indices]
-        return ImageSet(name or self.name, self.classes, [self.ids[i] for i in idx], [self.labels[i] for i in idx],
-                        loader=lambda j, _l=self.loader, _idx=idx: _l(_idx[j]),
-                        paths=None if self.paths is None else [self.paths[i] for i in idx],
-                        dataset_type=self.dataset_type, skipped=list(self.skipped))
+        return ImageSet(
+            name or self.name,
+            self.classes,
+            [self.ids[i] for i in idx],
+            [self.labels[i] for i in idx],
+            loader=lambda j, _l=self.loader, _idx=idx: _l(_idx[j]),
+            paths=None if self.paths is None else [self.paths[i] for i in idx],
+            dataset_type=self.dataset_type,
+            skipped=list(self.skipped),
+        )
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(np.asarray(self.labels, dtype=np.int64), minlength=len(self.classes))
@@ -97,9 +104,14 @@ def digits(split: str = "train", size: int = 32) -> ImageSet:
     train, test = digits_split_indices()
     idx = {"train": train, "test": test, "all": np.arange(len(y))}[split]
     images = rgb[idx]
-    return ImageSet(f"digits-{split}", list(DIGIT_NAMES), [f"digits/{int(i):04d}" for i in idx],
-                    [int(v) for v in y[idx]], loader=lambda j: Image.fromarray(images[j]),
-                    dataset_type="digits")
+    return ImageSet(
+        f"digits-{split}",
+        list(DIGIT_NAMES),
+        [f"digits/{int(i):04d}" for i in idx],
+        [int(v) for v in y[idx]],
+        loader=lambda j: Image.fromarray(images[j]),
+        dataset_type="digits",
+    )
 
 
 # ---------------------------------------------------------------- subsets
@@ -217,17 +229,27 @@ def drop_empty_classes(ds: ImageSet) -> ImageSet:
         if counts[k] == 0:
             log.warning("skipped class %r: no readable image", ds.classes[k])
     new = {k: n for n, k in enumerate(keep)}
-    return ImageSet(ds.name, [ds.classes[k] for k in keep], ds.ids, [new[k] for k in ds.labels], ds.loader,
-                    ds.paths, ds.dataset_type,
-                    ds.skipped + [(ds.classes[k], "class without a readable image") for k in range(len(ds.classes))
-                                  if counts[k] == 0])
+    return ImageSet(
+        ds.name,
+        [ds.classes[k] for k in keep],
+        ds.ids,
+        [new[k] for k in ds.labels],
+        ds.loader,
+        ds.paths,
+        ds.dataset_type,
+        ds.skipped
+        + [(ds.classes[k], "class without a readable image") for k in range(len(ds.classes)) if counts[k] == 0],
+    )
 
 
 def skipped_summary(ds: ImageSet, examples: int = 20) -> dict:
     """What `ds` left out, for run.json and result files: count, count per reason, the first few entries."""
     reasons = Counter(why.split(" (")[0] for _, why in ds.skipped)
-    return {"count": len(ds.skipped), "by_reason": dict(sorted(reasons.items())),
-            "examples": [{"path": p, "reason": why} for p, why in ds.skipped[:examples]]}
+    return {
+        "count": len(ds.skipped),
+        "by_reason": dict(sorted(reasons.items())),
+        "examples": [{"path": p, "reason": why} for p, why in ds.skipped[:examples]],
+    }
 
 
 def _is_image(name: str) -> bool:
@@ -252,20 +274,26 @@ def _class_folder_names(root: Path) -> list[str]:
 def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int], list[str]]:
     """(class folder names sorted, image paths, labels, skipped empty class folders) of an ImageFolder tree."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{who}: no directory at {root}; expected {IMAGE_FOLDER_LAYOUT}. "
-                                f"Pass the folder that holds one sub-folder per class")
+        raise FileNotFoundError(
+            f"{who}: no directory at {root}; expected {IMAGE_FOLDER_LAYOUT}. "
+            f"Pass the folder that holds one sub-folder per class"
+        )
     classes = _class_folder_names(root)
     if not classes:
-        raise ValueError(f"{who}: no class folders in {root}; expected {IMAGE_FOLDER_LAYOUT}. "
-                         f"Move the images into one sub-folder per class")
+        raise ValueError(
+            f"{who}: no class folders in {root}; expected {IMAGE_FOLDER_LAYOUT}. "
+            f"Move the images into one sub-folder per class"
+        )
     found = {cls: _images_under(root / cls) for cls in classes}
     empty = [cls for cls in classes if not found[cls]]
     for cls in empty:
         log.warning("%s: skipped class folder %r: no image files (%s)", who, cls, ", ".join(IMAGE_EXTENSIONS))
     classes = [cls for cls in classes if found[cls]]
     if not classes:
-        raise ValueError(f"{who}: no class folder in {root} holds images ({', '.join(IMAGE_EXTENSIONS)}); "
-                         f"expected {IMAGE_FOLDER_LAYOUT}. Add images to the class folders")
+        raise ValueError(
+            f"{who}: no class folder in {root} holds images ({', '.join(IMAGE_EXTENSIONS)}); "
+            f"expected {IMAGE_FOLDER_LAYOUT}. Add images to the class folders"
+        )
     paths, labels = [], []
     for label, cls in enumerate(classes):
         paths += found[cls]
@@ -282,9 +310,16 @@ def image_folder(root: str | Path, name: str | None = None, dataset_type: str = 
     name = name or Path(os.path.abspath(root)).name  # abspath, not resolve(): a symlink's target must not rename ids
     classes, paths, labels, empty = _scan_class_folders(root, f"image_folder {name!r}")
     ids = [f"{name}/{p.relative_to(root).as_posix()}" for p in paths]
-    return ImageSet(name, classes, ids, labels, loader=_FileLoader([str(p) for p in paths]),
-                    paths=[str(p) for p in paths], dataset_type=dataset_type,
-                    skipped=[(str(root / c), "class folder without image files") for c in empty])
+    return ImageSet(
+        name,
+        classes,
+        ids,
+        labels,
+        loader=_FileLoader([str(p) for p in paths]),
+        paths=[str(p) for p in paths],
+        dataset_type=dataset_type,
+        skipped=[(str(root / c), "class folder without image files") for c in empty],
+    )
 
 
 # ---------------------------------------------------------------- the paper's datasets, from local roots
@@ -292,36 +327,56 @@ def image_folder(root: str | Path, name: str | None = None, dataset_type: str = 
 PAPER_DATASETS = {
     "cifar100": dict(
         layout="<dir>/cifar-100-python/{train,test,meta} (the python pickles of cifar-100-python.tar.gz)",
-        splits=("train", "test"), num_classes=100, image_size="32x32",
-        tables="Table 3 (PreActResNet-18)"),
+        splits=("train", "test"),
+        num_classes=100,
+        image_size="32x32",
+        tables="Table 3 (PreActResNet-18)",
+    ),
     "tiny-imagenet-200": dict(
         layout="<dir>/train/<wnid>/images/*.JPEG, <dir>/val/images/*.JPEG and <dir>/val/val_annotations.txt "
-               "(tiny-imagenet-200.zip unpacked; val may be reorganised into <dir>/val/<wnid>/images/)",
-        splits=("train", "val"), num_classes=200, image_size="64x64",
-        tables="Table 3 (PreActResNet-18)"),
+        "(tiny-imagenet-200.zip unpacked; val may be reorganised into <dir>/val/<wnid>/images/)",
+        splits=("train", "val"),
+        num_classes=200,
+        image_size="64x64",
+        tables="Table 3 (PreActResNet-18)",
+    ),
     "imagenet-1k": dict(
         layout="<dir>/train/<wnid>/*.JPEG and <dir>/val/<wnid>/*.JPEG (validation images sorted into class folders)",
-        splits=("train", "val"), num_classes=1000, image_size="variable, ~400x350 on average; trained at 224x224",
-        tables="Table 3 (ResNet-50)"),
+        splits=("train", "val"),
+        num_classes=1000,
+        image_size="variable, ~400x350 on average; trained at 224x224",
+        tables="Table 3 (ResNet-50)",
+    ),
     "flowers102": dict(
         layout="<dir>/flowers-102/{jpg/image_*.jpg, imagelabels.mat, setid.mat} (torchvision Flowers102 layout)",
-        splits=("train", "val", "test"), num_classes=102,
+        splits=("train", "val", "test"),
+        num_classes=102,
         image_size="variable, shorter side 500 px; trained at 224x224",
-        tables="Table 2 (10 images/class = the official train split, PreActResNet-34), Table 5 (WRN-101)"),
+        tables="Table 2 (10 images/class = the official train split, PreActResNet-34), Table 5 (WRN-101)",
+    ),
     "cub-200-2011": dict(
         layout="<dir>/CUB_200_2011/{images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, "
-               "images/<class>/<file>.jpg}",
-        splits=("train", "test"), num_classes=200, image_size="variable, ~500x375; trained at 224x224",
-        tables="Table 4 (DenseNet-121), Table 5 (WRN-101), Figs. 4, 6, 7; Table 6 names no dataset"),
+        "images/<class>/<file>.jpg}",
+        splits=("train", "test"),
+        num_classes=200,
+        image_size="variable, ~500x375; trained at 224x224",
+        tables="Table 4 (DenseNet-121), Table 5 (WRN-101), Figs. 4, 6, 7; Table 6 names no dataset",
+    ),
     "stanford-cars": dict(
         layout="<dir>/stanford_cars/{devkit/cars_meta.mat, devkit/cars_train_annos.mat, cars_train/, "
-               "cars_test_annos_withlabels.mat, cars_test/} (torchvision StanfordCars layout)",
-        splits=("train", "test"), num_classes=196, image_size="variable, ~700x480; trained at 224x224",
-        tables="Table 4 (DenseNet-121), Table 7 (ResNet-50 ablation)"),
+        "cars_test_annos_withlabels.mat, cars_test/} (torchvision StanfordCars layout)",
+        splits=("train", "test"),
+        num_classes=196,
+        image_size="variable, ~700x480; trained at 224x224",
+        tables="Table 4 (DenseNet-121), Table 7 (ResNet-50 ablation)",
+    ),
     "caltech101": dict(
         layout="<dir>/caltech101/101_ObjectCategories/<class>/image_*.jpg (torchvision Caltech101 layout)",
-        splits=("train", "test"), num_classes=101, image_size="variable, ~300x200; trained at 224x224",
-        tables="Table 4 (DenseNet-121); no official split, see CALTECH101_TEST_FRACTION"),
+        splits=("train", "test"),
+        num_classes=101,
+        image_size="variable, ~300x200; trained at 224x224",
+        tables="Table 4 (DenseNet-121); no official split, see CALTECH101_TEST_FRACTION",
+    ),
 }
 # Caltech-101 has no official split. GuidedMixup's FGVC code (3neutronstar/GuidedMixup,
 # FGVC/DataLoad/data_load.py), which the paper follows for Table 4, uses sklearn's stratified
@@ -331,8 +386,10 @@ CALTECH101_SPLIT_SEED = 1
 
 
 def _no_data(name: str, path: Path, why: str = "") -> FileNotFoundError:
-    return FileNotFoundError(f"{name}: no data at {path}{why}; expected {PAPER_DATASETS[name]['layout']}. "
-                             f"Download it yourself and pass --data-root <dir>")
+    return FileNotFoundError(
+        f"{name}: no data at {path}{why}; expected {PAPER_DATASETS[name]['layout']}. "
+        f"Download it yourself and pass --data-root <dir>"
+    )
 
 
 def _require(name: str, *paths: Path) -> None:
@@ -345,8 +402,14 @@ def _require(name: str, *paths: Path) -> None:
 def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list[Path], labels: list[int]) -> ImageSet:
     """ImageSet whose ids are `<name>/<split>/<path relative to base>` (stable across machines)."""
     ids = [f"{name}/{split}/{p.relative_to(base).as_posix()}" for p in paths]
-    return ImageSet(f"{name}-{split}", classes, ids, [int(v) for v in labels],
-                    loader=_FileLoader([str(p) for p in paths]), paths=[str(p) for p in paths])
+    return ImageSet(
+        f"{name}-{split}",
+        classes,
+        ids,
+        [int(v) for v in labels],
+        loader=_FileLoader([str(p) for p in paths]),
+        paths=[str(p) for p in paths],
+    )
 
 
 _MD5_FAILED = " (the files are there but fail torchvision's md5 check: truncated or not the official archive)"
@@ -363,8 +426,13 @@ def _cifar100(root: Path, split: str) -> ImageSet:
         raise _no_data("cifar100", base, _MD5_FAILED) from None
     images = ds.data  # (N, 32, 32, 3) uint8
     ids = [f"cifar100/{split}/{i:05d}" for i in range(len(images))]
-    return ImageSet(f"cifar100-{split}", [label_words(c) for c in ds.classes], ids, [int(t) for t in ds.targets],
-                    loader=_ArrayLoader(images))
+    return ImageSet(
+        f"cifar100-{split}",
+        [label_words(c) for c in ds.classes],
+        ids,
+        [int(t) for t in ds.targets],
+        loader=_ArrayLoader(images),
+    )
 
 
 def _wnid_names(root: Path, wnids: list[str]) -> list[str]:
@@ -429,15 +497,23 @@ def _tiny_imagenet(root: Path, split: str) -> ImageSet:
     pairs, paths = _tiny_val_pairs(root / "val")
     unknown = sorted({w for _, w in pairs} - set(wnids))
     if unknown:
-        raise ValueError(f"{name}: val classes {unknown[:5]} have no folder in {root / 'train'}; "
-                         f"expected {PAPER_DATASETS[name]['layout']}")
+        raise ValueError(
+            f"{name}: val classes {unknown[:5]} have no folder in {root / 'train'}; "
+            f"expected {PAPER_DATASETS[name]['layout']}"
+        )
     order = sorted(range(len(pairs)), key=lambda j: (pairs[j][1], pairs[j][0]))  # ImageFolder order, both layouts
     label_of = {w: k for k, w in enumerate(wnids)}
     # The id is the reorganised path in both layouts, so reorganising never changes an image's id (nor its seed).
     ids = [f"{name}/val/{pairs[j][1]}/images/{pairs[j][0]}" for j in order]
     files = [str(paths[j]) for j in order]
-    return ImageSet(f"{name}-val", _wnid_names(root, wnids), ids, [label_of[pairs[j][1]] for j in order],
-                    loader=_FileLoader(files), paths=files)
+    return ImageSet(
+        f"{name}-val",
+        _wnid_names(root, wnids),
+        ids,
+        [label_of[pairs[j][1]] for j in order],
+        loader=_FileLoader(files),
+        paths=files,
+    )
 
 
 def reorganize_tiny_imagenet_val(root: str | Path) -> int:
@@ -472,8 +548,9 @@ def _imagenet_1k(root: Path, split: str) -> ImageSet:
     wnids, paths, labels, _ = _scan_class_folders(root / split, name)
     other = root / ("val" if split == "train" else "train")
     if other.is_dir() and _class_folder_names(other) != wnids:  # labels must mean the same class in both splits
-        raise ValueError(f"{name}: class folders of {root / split} and {other} differ; "
-                         f"expected {PAPER_DATASETS[name]['layout']}")
+        raise ValueError(
+            f"{name}: class folders of {root / split} and {other} differ; expected {PAPER_DATASETS[name]['layout']}"
+        )
     return _file_set(name, split, _wnid_names(root, wnids), root / split, paths, labels)
 
 
@@ -511,8 +588,9 @@ def _cub_200_2011(root: Path, split: str) -> ImageSet:
 
 def _stanford_cars(root: Path, split: str) -> ImageSet:
     base = root / "stanford_cars"
-    annotations = (base / "devkit" / "cars_train_annos.mat" if split == "train"
-                   else base / "cars_test_annos_withlabels.mat")
+    annotations = (
+        base / "devkit" / "cars_train_annos.mat" if split == "train" else base / "cars_test_annos_withlabels.mat"
+    )
     _require("stanford-cars", base / "devkit" / "cars_meta.mat", annotations, base / f"cars_{split}")
     from torchvision.datasets import StanfordCars
 
@@ -521,8 +599,9 @@ def _stanford_cars(root: Path, split: str) -> ImageSet:
     except RuntimeError:
         raise _no_data("stanford-cars", base) from None
     paths = [Path(p) for p, _ in ds._samples]  # private but unchanged since torchvision 0.13
-    return _file_set("stanford-cars", split, [str(c) for c in ds.classes], base / f"cars_{split}", paths,
-                     [t for _, t in ds._samples])
+    return _file_set(
+        "stanford-cars", split, [str(c) for c in ds.classes], base / f"cars_{split}", paths, [t for _, t in ds._samples]
+    )
 
 
 def caltech101_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -530,8 +609,13 @@ def caltech101_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    train, test = train_test_split(idx, stratify=np.asarray(labels), test_size=CALTECH101_TEST_FRACTION,
-                                   train_size=1 - CALTECH101_TEST_FRACTION, random_state=CALTECH101_SPLIT_SEED)
+    train, test = train_test_split(
+        idx,
+        stratify=np.asarray(labels),
+        test_size=CALTECH101_TEST_FRACTION,
+        train_size=1 - CALTECH101_TEST_FRACTION,
+        random_state=CALTECH101_SPLIT_SEED,
+    )
     return np.sort(train), np.sort(test)
 
 
@@ -547,13 +631,20 @@ def _caltech101(root: Path, split: str) -> ImageSet:
     train, test = caltech101_split(ds.y)
     idx = train if split == "train" else test
     paths = [folder / ds.categories[ds.y[i]] / f"image_{ds.index[i]:04d}.jpg" for i in idx]
-    return _file_set("caltech101", split, [label_words(c) for c in ds.categories], folder, paths,
-                     [ds.y[i] for i in idx])
+    return _file_set(
+        "caltech101", split, [label_words(c) for c in ds.categories], folder, paths, [ds.y[i] for i in idx]
+    )
 
 
-_READERS = {"cifar100": _cifar100, "tiny-imagenet-200": _tiny_imagenet, "imagenet-1k": _imagenet_1k,
-            "flowers102": _flowers102, "cub-200-2011": _cub_200_2011, "stanford-cars": _stanford_cars,
-            "caltech101": _caltech101}
+_READERS = {
+    "cifar100": _cifar100,
+    "tiny-imagenet-200": _tiny_imagenet,
+    "imagenet-1k": _imagenet_1k,
+    "flowers102": _flowers102,
+    "cub-200-2011": _cub_200_2011,
+    "stanford-cars": _stanford_cars,
+    "caltech101": _caltech101,
+}
 
 
 def paper_dataset(name: str, root: str | Path, split: str = "train") -> ImageSet:
@@ -581,26 +672,35 @@ def open_dataset(name: str, root: str | None, split: str, shots: int | None = No
         if root is None:
             raise ValueError("dataset=folder needs --data-root <dir with one sub-folder per class>")
         if not Path(root).expanduser().is_dir():
-            raise FileNotFoundError(f"data_root={root}: no such folder; expected {IMAGE_FOLDER_LAYOUT} "
-                                    f"(or <root>/train/<class>/... beside <root>/test)")
+            raise FileNotFoundError(
+                f"data_root={root}: no such folder; expected {IMAGE_FOLDER_LAYOUT} "
+                f"(or <root>/train/<class>/... beside <root>/test)"
+            )
         if (Path(root) / split).is_dir():
             ds = image_folder(Path(root) / split)
         elif split == "train":
             ds = image_folder(root)  # a flat class tree: all of it is the training set
         else:  # never evaluate on the training images
-            raise ValueError(f"dataset=folder: no {Path(root) / split}; evaluation needs <root>/test (or <root>/val "
-                             f"with --test-split val) beside <root>/train, each with one sub-folder per class")
+            raise ValueError(
+                f"dataset=folder: no {Path(root) / split}; evaluation needs <root>/test (or <root>/val "
+                f"with --test-split val) beside <root>/train, each with one sub-folder per class"
+            )
     else:
         if name not in PAPER_DATASETS:
             raise ValueError(f"dataset={name!r}: expected 'digits', 'folder' or one of {sorted(PAPER_DATASETS)}")
         if root is None:
-            raise ValueError(f"dataset={name} needs --data-root <dir>; expected layout: "
-                             f"{PAPER_DATASETS[name]['layout']}")
+            raise ValueError(
+                f"dataset={name} needs --data-root <dir>; expected layout: {PAPER_DATASETS[name]['layout']}"
+            )
         ds = paper_dataset(name, root, split)
     ds = verify_images(ds)
     if ds.skipped:
-        log.warning("%s: %d files or folders skipped (%s); they are listed in run.json / the result file",
-                    ds.name, len(ds.skipped), skipped_summary(ds)["by_reason"])
+        log.warning(
+            "%s: %d files or folders skipped (%s); they are listed in run.json / the result file",
+            ds.name,
+            len(ds.skipped),
+            skipped_summary(ds)["by_reason"],
+        )
     return few_shot(ds, shots, seed) if shots is not None and split == "train" else ds
 
 
@@ -615,14 +715,17 @@ def eval_split(name: str, root: str | None, given: str | None = None) -> str:
     return "test"
 
 
-def open_train_test(name: str, root: str | None, shots: int | None = None, test_split: str | None = None
-                    ) -> tuple[ImageSet, ImageSet]:
+def open_train_test(
+    name: str, root: str | None, shots: int | None = None, test_split: str | None = None
+) -> tuple[ImageSet, ImageSet]:
     """The training set (few-shot if asked) and the evaluation set, checked to name the same classes."""
     train_ds = open_dataset(name, root, "train", shots)
     split = eval_split(name, root, test_split)
     test_ds = open_dataset(name, root, split)
     if test_ds.classes != train_ds.classes:
         only = sorted(set(train_ds.classes) ^ set(test_ds.classes))[:5]
-        raise ValueError(f"dataset={name}: the {split} split's classes differ from train's "
-                         f"({len(test_ds.classes)} vs {len(train_ds.classes)}; e.g. {only}): labels would not match")
+        raise ValueError(
+            f"dataset={name}: the {split} split's classes differ from train's "
+            f"({len(test_ds.classes)} vs {len(train_ds.classes)}; e.g. {only}): labels would not match"
+        )
     return train_ds, test_ds

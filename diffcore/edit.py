@@ -22,6 +22,7 @@ initialises its UNet from Stable Diffusion before training. It was never trained
 input image: it is a text-to-image sample of '<class name>, <style prompt>'. It exists so that the whole DiffuseMix
 path runs offline on a CPU; numbers made with it are not DiffuseMix's.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,38 +45,50 @@ from .profiles import TINY_T2I_DIR
 log = logging.getLogger(__name__)
 
 # khawar-islam/diffuseMix README, "List of Prompts"
-DIFFUSEMIX_PROMPTS = ("Autumn", "snowy", "watercolor art", "sunset", "rainbow", "aurora", "mosaic", "ukiyo-e",
-                      "a sketch with crayon")
+DIFFUSEMIX_PROMPTS = (
+    "Autumn",
+    "snowy",
+    "watercolor art",
+    "sunset",
+    "rainbow",
+    "aurora",
+    "mosaic",
+    "ukiyo-e",
+    "a sketch with crayon",
+)
 
 
 @dataclass(frozen=True)
 class EditConfig:
     model: str = "timbrooks/instruct-pix2pix"  # local diffusers InstructPix2Pix folder (authors' main.py), or STANDIN
     prompts: tuple[str, ...] = DIFFUSEMIX_PROMPTS  # authors' README list
-    steps: int = 100                   # diffusers' InstructPix2Pix default, which the authors' handler keeps
-    guidance_scale: float = 4.0        # text guidance, authors' main.py
+    steps: int = 100  # diffusers' InstructPix2Pix default, which the authors' handler keeps
+    guidance_scale: float = 4.0  # text guidance, authors' main.py
     image_guidance_scale: float = 1.5  # diffusers default, which the authors' handler keeps
-    size: int = 512                    # authors resize sources and edits to 512 x 512
+    size: int = 512  # authors resize sources and edits to 512 x 512
     scheduler: str = "euler-ancestral"  # authors' handler: EulerAncestralDiscreteScheduler
-    batch_size: int = 8                # images per pipeline call
-    dtype: str = "auto"                # authors: fp16; auto = bf16 on CUDA, fp32 on CPU
-    run_seed: int = 0                  # edit seed = derive_seed(run_seed, image id, attempt), as for counterparts
-    max_attempts: int = 3              # our retry cap for blank edits (the authors drop them)
-    fraction: float = 1.0              # share of training images edited (same choice rule as counterparts)
-    selection_seed: int = 0            # which images, when fraction < 1
-    chunk_size: int = 1024             # sources per unit of work shared out to processes (as CounterpartConfig's)
+    batch_size: int = 8  # images per pipeline call
+    dtype: str = "auto"  # authors: fp16; auto = bf16 on CUDA, fp32 on CPU
+    run_seed: int = 0  # edit seed = derive_seed(run_seed, image id, attempt), as for counterparts
+    max_attempts: int = 3  # our retry cap for blank edits (the authors drop them)
+    fraction: float = 1.0  # share of training images edited (same choice rule as counterparts)
+    selection_seed: int = 0  # which images, when fraction < 1
+    chunk_size: int = 1024  # sources per unit of work shared out to processes (as CounterpartConfig's)
 
     def __post_init__(self):
         if not self.prompts or any(not p.strip() for p in self.prompts):
             raise ValueError(f"prompts={self.prompts!r}: expected at least one non-empty style prompt")
         if self.steps < 1 or self.batch_size < 1 or self.max_attempts < 1:
-            raise ValueError(f"steps={self.steps}, batch_size={self.batch_size}, max_attempts={self.max_attempts}: "
-                             f"expected each >= 1")
+            raise ValueError(
+                f"steps={self.steps}, batch_size={self.batch_size}, max_attempts={self.max_attempts}: "
+                f"expected each >= 1"
+            )
         if self.size < 8 or self.size % 8:
             raise ValueError(f"size={self.size}: expected a multiple of 8 pixels")
         if self.guidance_scale < 0 or self.image_guidance_scale < 0:
-            raise ValueError(f"guidance_scale={self.guidance_scale}, image_guidance_scale={self.image_guidance_scale}:"
-                             f" expected >= 0")
+            raise ValueError(
+                f"guidance_scale={self.guidance_scale}, image_guidance_scale={self.image_guidance_scale}: expected >= 0"
+            )
         if self.scheduler not in ("euler-ancestral", "auto"):
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'euler-ancestral' or 'auto' (the model's own)")
         if not 0 < self.fraction <= 1:
@@ -89,11 +102,18 @@ def widen_conv_in(unet, in_channels: int = 8):
     """The UNet with conv_in taking `in_channels`: old weights in the first channels, zeros in the new ones
     (InstructPix2Pix's initialisation from Stable Diffusion, diffusers' train_instruct_pix2pix.py)."""
     old = unet.conv_in
-    new = torch.nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
-                          dtype=old.weight.dtype, device=old.weight.device)
+    new = torch.nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        dtype=old.weight.dtype,
+        device=old.weight.device,
+    )
     with torch.no_grad():
         new.weight.zero_()
-        new.weight[:, :old.in_channels].copy_(old.weight)
+        new.weight[:, : old.in_channels].copy_(old.weight)
         new.bias.copy_(old.bias)
     unet.conv_in = new
     unet.register_to_config(in_channels=in_channels)
@@ -102,26 +122,41 @@ def widen_conv_in(unet, in_channels: int = 8):
 
 def load_editor(cfg: EditConfig, device: torch.device, dtype: torch.dtype):
     """An InstructPix2Pix pipeline from local files only: the model folder, or the stand-in built from tiny-t2i."""
-    from diffusers import (EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline,
-                           StableDiffusionPipeline)
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+    )
 
     kw = dict(dtype=dtype, local_files_only=True, use_safetensors=True)
     if cfg.model == STANDIN:
         t2i = StableDiffusionPipeline.from_pretrained(TINY_T2I_DIR, **kw)
         pipe = StableDiffusionInstructPix2PixPipeline(
-            vae=t2i.vae, text_encoder=t2i.text_encoder, tokenizer=t2i.tokenizer, unet=widen_conv_in(t2i.unet),
-            scheduler=t2i.scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            vae=t2i.vae,
+            text_encoder=t2i.text_encoder,
+            tokenizer=t2i.tokenizer,
+            unet=widen_conv_in(t2i.unet),
+            scheduler=t2i.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     else:
         if not Path(cfg.model).expanduser().exists() and cfg.model.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"model={cfg.model}: no such folder (a diffusers InstructPix2Pix pipeline, e.g. a "
-                                    f"local copy of timbrooks/instruct-pix2pix)")
+            raise FileNotFoundError(
+                f"model={cfg.model}: no such folder (a diffusers InstructPix2Pix pipeline, e.g. a "
+                f"local copy of timbrooks/instruct-pix2pix)"
+            )
         try:
-            pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(cfg.model, safety_checker=None,
-                                                                          requires_safety_checker=False, **kw)
+            pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+                cfg.model, safety_checker=None, requires_safety_checker=False, **kw
+            )
         except OSError as e:
-            raise FileNotFoundError(f"model={cfg.model}: could not load it from local files "
-                                    f"({str(e).splitlines()[0]}); download it on a connected machine and pass the "
-                                    f"local folder") from None
+            raise FileNotFoundError(
+                f"model={cfg.model}: could not load it from local files "
+                f"({str(e).splitlines()[0]}); download it on a connected machine and pass the "
+                f"local folder"
+            ) from None
     if cfg.scheduler == "euler-ancestral":
         pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -136,8 +171,9 @@ def invalid(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def edit_images(pipe, sources: Sequence[Image.Image], prompts: Sequence[str], seeds: Sequence[int],
-                cfg: EditConfig) -> tuple[np.ndarray, np.ndarray]:
+def edit_images(
+    pipe, sources: Sequence[Image.Image], prompts: Sequence[str], seeds: Sequence[int], cfg: EditConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """((N, size, size, 3) uint8 edits, (N,) bool invalid), one CPU torch.Generator per image (same noise on any
     device and at any batch size)."""
     if not len(sources) == len(prompts) == len(seeds):
@@ -145,14 +181,19 @@ def edit_images(pipe, sources: Sequence[Image.Image], prompts: Sequence[str], se
     out, bad = [], []
     for s in range(0, len(sources), cfg.batch_size):
         sl = slice(s, s + cfg.batch_size)
-        images = pipe(prompt=list(prompts[sl]), image=[im.convert("RGB").resize((cfg.size, cfg.size))
-                                                        for im in sources[sl]],
-                      num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                      image_guidance_scale=cfg.image_guidance_scale, output_type="pt",
-                      generator=[torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]]).images
+        images = pipe(
+            prompt=list(prompts[sl]),
+            image=[im.convert("RGB").resize((cfg.size, cfg.size)) for im in sources[sl]],
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            image_guidance_scale=cfg.image_guidance_scale,
+            output_type="pt",
+            generator=[torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]],
+        ).images
         bad.append(invalid(images).cpu().numpy())
-        out.append((images.float().nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-                   .permute(0, 2, 3, 1).cpu().numpy())                                  # (b, H, W, 3)
+        out.append(
+            (images.float().nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        )  # (b, H, W, 3)
     if not out:
         return np.zeros((0, cfg.size, cfg.size, 3), np.uint8), np.zeros(0, bool)
     return np.concatenate(out), np.concatenate(bad)
@@ -170,25 +211,52 @@ def prompt_for(image_id: str, class_name: str, cfg: EditConfig) -> str:
 def edit_set(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> G.GeneratedSet:
     """The edited set's folder, settings and sources (everything but the model)."""
     settings = {"kind": "diffcore-edits", "dataset": ds.name, "num_images": len(ds), "edit": asdict(cfg)}
-    return G.GeneratedSet(Path(out_dir), settings, {"edit": EditConfig()}, ds.ids, ds.labels, ds.classes,
-                          choose_fraction(ds, cfg.fraction, cfg.selection_seed), cfg.chunk_size, cfg.batch_size,
-                          cfg.max_attempts, what="edit")
+    return G.GeneratedSet(
+        Path(out_dir),
+        settings,
+        {"edit": EditConfig()},
+        ds.ids,
+        ds.labels,
+        ds.classes,
+        choose_fraction(ds, cfg.fraction, cfg.selection_seed),
+        cfg.chunk_size,
+        cfg.batch_size,
+        cfg.max_attempts,
+        what="edit",
+    )
 
 
-def make_edits(ds: ImageSet, pipe, out_dir: str | Path, cfg: EditConfig, model_name: str | None = None,
-               progress: bool = True, world: D.World = D.SINGLE, io_threads: int = 4) -> dict | None:
+def make_edits(
+    ds: ImageSet,
+    pipe,
+    out_dir: str | Path,
+    cfg: EditConfig,
+    model_name: str | None = None,
+    progress: bool = True,
+    world: D.World = D.SINGLE,
+    io_threads: int = 4,
+) -> dict | None:
     """Edit `cfg.fraction` of `ds` into out_dir (images/<class>/<id>.png, manifest.csv, run.json); resumable, and
     shared out over the processes of `world` like the counterparts. Returns run.json's content."""
     store = edit_set(ds, out_dir, cfg)
 
     def run_info(agreed: dict, rows: list[dict]) -> dict:
-        return {"settings": store.settings, "summary": G.summarize(rows, ds.classes, {}, len(store.chosen)),
-                "dataset_skipped": skipped_summary(ds)}
+        return {
+            "settings": store.settings,
+            "summary": G.summarize(rows, ds.classes, {}, len(store.chosen)),
+            "dataset_skipped": skipped_summary(ds),
+        }
 
-    return store.run(world, dict, lambda batch, pool, agreed: _edit_batch(ds, batch, pipe, store, cfg,
-                                                                           model_name or cfg.model),
-                     run_info, io_threads=io_threads, progress=progress, device=getattr(pipe, "device", None),
-                     desc="edits")
+    return store.run(
+        world,
+        dict,
+        lambda batch, pool, agreed: _edit_batch(ds, batch, pipe, store, cfg, model_name or cfg.model),
+        run_info,
+        io_threads=io_threads,
+        progress=progress,
+        device=getattr(pipe, "device", None),
+        desc="edits",
+    )
 
 
 def _edit_batch(ds: ImageSet, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: EditConfig, model_name: str):
@@ -204,10 +272,25 @@ def _edit_batch(ds: ImageSet, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: 
             files.append((images[j], inside(store.out_dir, rel)))
         if status in G.RETRY_STATUSES:
             retry.append((i, a + 1))
-        rows.append({**dict.fromkeys(G.MANIFEST_FIELDS, ""), "source_id": ds.ids[i], "source_path": ds.path(i) or "",
-                     "label": label, "class_name": ds.classes[label], "prompt": prompts[j], "seed": seeds[j],
-                     "attempt": a, "status": status, "file": rel, "model": model_name, "steps": cfg.steps,
-                     "guidance_scale": cfg.guidance_scale, "height": cfg.size, "width": cfg.size})
+        rows.append(
+            {
+                **dict.fromkeys(G.MANIFEST_FIELDS, ""),
+                "source_id": ds.ids[i],
+                "source_path": ds.path(i) or "",
+                "label": label,
+                "class_name": ds.classes[label],
+                "prompt": prompts[j],
+                "seed": seeds[j],
+                "attempt": a,
+                "status": status,
+                "file": rel,
+                "model": model_name,
+                "steps": cfg.steps,
+                "guidance_scale": cfg.guidance_scale,
+                "height": cfg.size,
+                "width": cfg.size,
+            }
+        )
     return rows, retry, files
 
 

@@ -9,6 +9,7 @@ counterpart; at d ~ 0.1 and m = 5 this is the formula above to 1e-5. CLIP filter
 the tau pairs are negligible beside the diffusion model and are left out, as are loading the model (about a
 minute per process) and tau_k's embeddings of the real images (read once, before generation).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,18 +40,26 @@ TRAIN_IMAGES = {
 
 @dataclass(frozen=True)
 class Cost:
-    sources: int        # images that get a counterpart
-    attempts: float     # expected generations, discarded ones included
+    sources: int  # images that get a counterpart
+    attempts: float  # expected generations, discarded ones included
     gpu_hours: float
-    wall_hours: float   # on `gpus` GPUs
+    wall_hours: float  # on `gpus` GPUs
 
 
-def generation_cost(images: int, fraction: float = 1.0, gpus: int = 1, s_per_img: float = H100_S_PER_IMG,
-                    discard: float = PAPER_DISCARD, chunk_size: int = 256) -> Cost:
+def generation_cost(
+    images: int,
+    fraction: float = 1.0,
+    gpus: int = 1,
+    s_per_img: float = H100_S_PER_IMG,
+    discard: float = PAPER_DISCARD,
+    chunk_size: int = 256,
+) -> Cost:
     """chunk_size: the paper profile's (profiles.PROFILES['paper'])."""
     if not (0 < fraction <= 1 and gpus >= 1 and s_per_img > 0 and 0 <= discard < 1 and images >= 0):
-        raise ValueError(f"fraction={fraction}, gpus={gpus}, s_per_img={s_per_img}, discard={discard}: expected "
-                         f"fraction in (0, 1], gpus >= 1, s_per_img > 0, discard in [0, 1)")
+        raise ValueError(
+            f"fraction={fraction}, gpus={gpus}, s_per_img={s_per_img}, discard={discard}: expected "
+            f"fraction in (0, 1], gpus >= 1, s_per_img > 0, discard in [0, 1)"
+        )
     sources = round(fraction * images)
     attempts = sources / (1 - discard)
     gpu_hours = attempts * s_per_img / 3600
@@ -58,11 +67,19 @@ def generation_cost(images: int, fraction: float = 1.0, gpus: int = 1, s_per_img
     return Cost(sources, attempts, gpu_hours, gpu_hours * math.ceil(chunks / gpus) / chunks)
 
 
-def table(gpus: int = 8, fraction: float = 1.0, s_per_img: float = H100_S_PER_IMG,
-          discard: float = PAPER_DISCARD, chunk_size: int = 256) -> str:
+def table(
+    gpus: int = 8,
+    fraction: float = 1.0,
+    s_per_img: float = H100_S_PER_IMG,
+    discard: float = PAPER_DISCARD,
+    chunk_size: int = 256,
+) -> str:
     """A markdown table of every paper dataset's generation cost."""
-    lines = [f"| dataset | images with a counterpart | generations (at {100 * discard:.1f}% discarded) | "
-             f"GPU-hours | wall time on {gpus} GPUs |", "|---|---|---|---|---|"]
+    lines = [
+        f"| dataset | images with a counterpart | generations (at {100 * discard:.1f}% discarded) | "
+        f"GPU-hours | wall time on {gpus} GPUs |",
+        "|---|---|---|---|---|",
+    ]
     for name, n in TRAIN_IMAGES.items():
         c = generation_cost(n, fraction, gpus, s_per_img, discard, chunk_size)
         lines.append(f"| {name} | {c.sources:,} | {c.attempts:,.0f} | {c.gpu_hours:,.1f} | {_hours(c.wall_hours)} |")

@@ -17,6 +17,7 @@ sets both (`SHARED`: `seed`, `fraction`, `selection_seed`). A whole step can als
 fields: `experiment("paper", edit={"model": "/w/instruct-pix2pix"})`. The command-line flags are these names
 (`--gen-batch-size` is `gen_batch_size`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,13 +45,24 @@ from .results import load_results, markdown, results_table
 log = logging.getLogger("diffcore")
 
 # The steps an experiment is made of, in the order they run, and their config classes.
-STEPS: dict[str, type] = {"prompt": PromptConfig, "generate": GenerateConfig, "filter": FilterConfig,
-                          "counterparts": CounterpartConfig, "train": T.TrainConfig, "mix": MixConfig,
-                          "edit": EditConfig}
+STEPS: dict[str, type] = {
+    "prompt": PromptConfig,
+    "generate": GenerateConfig,
+    "filter": FilterConfig,
+    "counterparts": CounterpartConfig,
+    "train": T.TrainConfig,
+    "mix": MixConfig,
+    "edit": EditConfig,
+}
 FLAT_STEPS = ("prompt", "generate", "filter", "counterparts", "train", "mix")  # edit's fields: only as edit={...}
 # A field whose name another step also uses, and the name it goes by instead.
-RENAMED = {("generate", "batch_size"): "gen_batch_size", ("filter", "batch_size"): "clip_batch_size",
-           ("train", "model"): "arch", ("mix", "mode"): "mix_mode", ("generate", "run_seed"): "seed"}
+RENAMED = {
+    ("generate", "batch_size"): "gen_batch_size",
+    ("filter", "batch_size"): "clip_batch_size",
+    ("train", "model"): "arch",
+    ("mix", "mode"): "mix_mode",
+    ("generate", "run_seed"): "seed",
+}
 # Names that set the same value in several steps (one run seed; one fraction of images with counterparts).
 SHARED = ("seed", "fraction", "selection_seed")
 NESTED = {("train", "mix")}  # a step inside another step's config: set through its own fields
@@ -75,20 +87,21 @@ NAMES = _names()
 @dataclass(frozen=True)
 class Experiment:
     """What one run of the method is: the data, and every step's frozen config. Build it with `experiment()`."""
-    profile: str                      # "embedded" or "paper": the presets the overrides start from (profiles.py)
-    dataset: str                      # digits | folder | a paper dataset (data.PAPER_DATASETS)
-    data_root: str | None             # local dataset root (nothing is downloaded)
-    few_shot: int | None              # k training images per class (Table 2: 10); None: all
-    test_split: str | None            # evaluation split; None: test, or val where there is no test
-    io_threads: int                   # threads decoding sources and writing PNGs while the GPU generates (0: in line)
-    seeds: tuple[int, ...]            # training seeds of the main job
-    fractions: tuple[float, ...]      # the DiffCoRe-Mix variants of the main job: 0.5 (-50), 1.0 (-100)
-    prompt: PromptConfig              # P_c and P_n, Eq. (4)
-    generate: GenerateConfig          # the text-to-image model and its sampling, Eq. (4)
-    filter: FilterConfig              # CLIP, tau_k (Eq. 5) and the retry cap
-    counterparts: CounterpartConfig   # which images get a counterpart, chunking
-    train: T.TrainConfig              # the classifier, its recipe, the method and its mixing (train.mix: Eq. 6-8)
-    edit: EditConfig                  # DiffuseMix's edited set (the comparison method's own generation)
+
+    profile: str  # "embedded" or "paper": the presets the overrides start from (profiles.py)
+    dataset: str  # digits | folder | a paper dataset (data.PAPER_DATASETS)
+    data_root: str | None  # local dataset root (nothing is downloaded)
+    few_shot: int | None  # k training images per class (Table 2: 10); None: all
+    test_split: str | None  # evaluation split; None: test, or val where there is no test
+    io_threads: int  # threads decoding sources and writing PNGs while the GPU generates (0: in line)
+    seeds: tuple[int, ...]  # training seeds of the main job
+    fractions: tuple[float, ...]  # the DiffCoRe-Mix variants of the main job: 0.5 (-50), 1.0 (-100)
+    prompt: PromptConfig  # P_c and P_n, Eq. (4)
+    generate: GenerateConfig  # the text-to-image model and its sampling, Eq. (4)
+    filter: FilterConfig  # CLIP, tau_k (Eq. 5) and the retry cap
+    counterparts: CounterpartConfig  # which images get a counterpart, chunking
+    train: T.TrainConfig  # the classifier, its recipe, the method and its mixing (train.mix: Eq. 6-8)
+    edit: EditConfig  # DiffuseMix's edited set (the comparison method's own generation)
     overrides: dict = field(default_factory=dict, compare=False)  # what was given to experiment(), for replace()
 
     def replace(self, **overrides) -> "Experiment":
@@ -102,8 +115,12 @@ class Experiment:
 
     def settings(self) -> dict:
         """Every step's settings as plain JSON values (what `diffcore info` prints)."""
-        return json.loads(json.dumps({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                                      if f.name != "overrides"}, default=_plain))
+        return json.loads(
+            json.dumps(
+                {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "overrides"},
+                default=_plain,
+            )
+        )
 
 
 def _plain(obj):
@@ -122,20 +139,28 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = sorted(set(given) - set(NAMES) - set(TOP) - set(STEPS))
     if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}; expected a name of experiment.NAMES (e.g. steps, epochs, "
-                         f"arch), one of {list(TOP)}, or a step as a dict: {list(STEPS)}")
+        raise ValueError(
+            f"unknown setting(s) {unknown}; expected a name of experiment.NAMES (e.g. steps, epochs, "
+            f"arch), one of {list(TOP)}, or a step as a dict: {list(STEPS)}"
+        )
     by_step: dict[str, dict] = {step: dict(given.get(step, {})) for step in STEPS}
     for name, value in given.items():
         for step, name_in_step in NAMES.get(name, []):
             by_step[step][name_in_step] = value
     dataset = given.get("dataset", p["dataset"])
-    by_dataset = {"dataset_type": DATASET_TYPE_WORDS.get(dataset, "natural"),  # what the paper's template says
-                  "negative_key": "digits" if dataset == "digits" else "natural"}
+    by_dataset = {
+        "dataset_type": DATASET_TYPE_WORDS.get(dataset, "natural"),  # what the paper's template says
+        "negative_key": "digits" if dataset == "digits" else "natural",
+    }
     mix = MixConfig(**by_step["mix"])
     return Experiment(
-        profile=profile, dataset=dataset, data_root=given.get("data_root"),
-        few_shot=given.get("few_shot", p["few_shot"]), test_split=given.get("test_split"),
-        io_threads=given.get("io_threads", 4), seeds=tuple(given.get("seeds", p["seeds"])),
+        profile=profile,
+        dataset=dataset,
+        data_root=given.get("data_root"),
+        few_shot=given.get("few_shot", p["few_shot"]),
+        test_split=given.get("test_split"),
+        io_threads=given.get("io_threads", 4),
+        seeds=tuple(given.get("seeds", p["seeds"])),
         fractions=tuple(given.get("fractions", p["fractions"])),
         prompt=PromptConfig(**{**p["prompt"], **by_dataset, **by_step["prompt"]}),
         generate=GenerateConfig(**{**p["generate"], **by_step["generate"]}),
@@ -143,7 +168,8 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
         counterparts=CounterpartConfig(**{**p["counterparts"], **by_step["counterparts"]}),
         train=T.TrainConfig(**{**p["train"], **by_step["train"], "mix": mix}),
         edit=EditConfig(**{**p["edit"], **by_step["edit"]}),
-        overrides=dict(overrides))
+        overrides=dict(overrides),
+    )
 
 
 # ---------------------------------------------------------------- data
@@ -167,8 +193,9 @@ def check_generation(exp: Experiment) -> None:
     resolve_dtype(exp.generate.dtype, resolve_device(exp.device))
 
 
-def generate(exp: Experiment, out: str | Path, ds: D.ImageSet | None = None, world: World | None = None,
-             progress: bool = True) -> dict | None:
+def generate(
+    exp: Experiment, out: str | Path, ds: D.ImageSet | None = None, world: World | None = None, progress: bool = True
+) -> dict | None:
     """The counterparts of `exp.counterparts.fraction` of the training set, generated and filtered into `out`
     (resumed if it holds a killed run of the same settings), with a preview.png. Returns run.json's content;
     None on a task of a Slurm array (`merge` finishes the set once every task is done).
@@ -204,8 +231,9 @@ def _preview(info: dict | None, ds: D.ImageSet, out: str | Path, world: World | 
         save_preview(ds, out)
 
 
-def edit(exp: Experiment, out: str | Path, ds: D.ImageSet | None = None, world: World | None = None,
-         progress: bool = True) -> dict | None:
+def edit(
+    exp: Experiment, out: str | Path, ds: D.ImageSet | None = None, world: World | None = None, progress: bool = True
+) -> dict | None:
     """DiffuseMix's edited set of the training set (exp.edit) into `out`; resumable. Returns run.json's content."""
     ds = ds if ds is not None else train_set(exp)
     world = world or world_from_env()
@@ -216,9 +244,14 @@ def edit(exp: Experiment, out: str | Path, ds: D.ImageSet | None = None, world: 
 
 
 # ---------------------------------------------------------------- training: Eq. (6)-(8)
-def train(exp: Experiment, out: str | Path | None = None, generated: str | Path | None = None,
-          data: tuple[D.ImageSet, D.ImageSet] | None = None, world: World | None = None,
-          progress: bool = True) -> T.Trained:
+def train(
+    exp: Experiment,
+    out: str | Path | None = None,
+    generated: str | Path | None = None,
+    data: tuple[D.ImageSet, D.ImageSet] | None = None,
+    world: World | None = None,
+    progress: bool = True,
+) -> T.Trained:
     """Train exp.train's classifier with its method, evaluate it, and write the result file `out` (a killed run
     resumes from the checkpoint beside it). Returns the trained model with its result (metrics, history, counts).
 

@@ -7,6 +7,7 @@ Choices the paper leaves open (documented in the README and recorded in every ru
 - The retry cap: `max_attempts` generations per source image; when all are rejected the source gets no
   counterpart (counted per class in run.json) rather than a sample the filter refused.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,13 +23,13 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class FilterConfig:
-    clip_model: str = "ViT-B-32"      # open_clip name; the authors' code uses CLIP ViT-B/32 (openai)
+    clip_model: str = "ViT-B-32"  # open_clip name; the authors' code uses CLIP ViT-B/32 (openai)
     clip_pretrained: str | None = None  # local weights file (.safetensors/.bin) or an open_clip tag found in the cache
-    clip_config: str | None = None    # JSON model config to register first (custom models such as the tiny CLIP)
-    z_pairs: int = 1000               # z in Eq. (5): random distinct real pairs per class (paper leaves z open)
-    tau_seed: int = 0                 # seed of the pair sampling
-    max_attempts: int = 5             # generations per source image before giving up (paper: "generate again")
-    batch_size: int = 64              # images per CLIP forward pass
+    clip_config: str | None = None  # JSON model config to register first (custom models such as the tiny CLIP)
+    z_pairs: int = 1000  # z in Eq. (5): random distinct real pairs per class (paper leaves z open)
+    tau_seed: int = 0  # seed of the pair sampling
+    max_attempts: int = 5  # generations per source image before giving up (paper: "generate again")
+    batch_size: int = 64  # images per CLIP forward pass
 
     def __post_init__(self):
         if self.z_pairs < 1:
@@ -56,9 +57,10 @@ class ClipEncoder:
         the GIL); the embeddings are the same with or without it."""
         out = []
         for s in range(0, len(images), self.batch_size):
-            chunk = images[s:s + self.batch_size]
-            x = torch.stack(list(pool.map(self.preprocess, chunk)) if pool is not None
-                            else [self.preprocess(im) for im in chunk])                 # (b, 3, h, w)
+            chunk = images[s : s + self.batch_size]
+            x = torch.stack(
+                list(pool.map(self.preprocess, chunk)) if pool is not None else [self.preprocess(im) for im in chunk]
+            )  # (b, 3, h, w)
             out.append(self.encode(x))
         dim = out[0].shape[1] if out else 0
         return torch.cat(out) if out else torch.zeros(0, dim)
@@ -77,18 +79,24 @@ def check_clip_files(cfg: FilterConfig) -> None:
         raise FileNotFoundError(f"clip_config={cfg.clip_config}: no such model-config JSON")
     pre = cfg.clip_pretrained
     if pre is None:
-        raise ValueError("clip_pretrained is not set: a CLIP with random weights would make the filter meaningless; "
-                         "pass a local weights file (--clip-pretrained path/to/open_clip_model.safetensors)")
+        raise ValueError(
+            "clip_pretrained is not set: a CLIP with random weights would make the filter meaningless; "
+            "pass a local weights file (--clip-pretrained path/to/open_clip_model.safetensors)"
+        )
     if ("/" in pre or Path(pre).suffix) and not Path(pre).is_file():
-        raise FileNotFoundError(f"clip_pretrained={pre}: no such file. Put the CLIP weights (e.g. "
-                                f"open_clip_model.safetensors of ViT-B-32/openai) there or pass another path")
+        raise FileNotFoundError(
+            f"clip_pretrained={pre}: no such file. Put the CLIP weights (e.g. "
+            f"open_clip_model.safetensors of ViT-B-32/openai) there or pass another path"
+        )
     import open_clip  # the name check needs the registry: cheap, no weights are read
 
     if cfg.clip_config is not None:
         open_clip.add_model_config(cfg.clip_config)
     if cfg.clip_model not in open_clip.list_models():
-        raise ValueError(f"clip_model={cfg.clip_model!r}: not an open_clip model name (see open_clip.list_models(); "
-                         f"a custom one needs --clip-config <model-config.json>)")
+        raise ValueError(
+            f"clip_model={cfg.clip_model!r}: not an open_clip model name (see open_clip.list_models(); "
+            f"a custom one needs --clip-config <model-config.json>)"
+        )
 
 
 def load_clip(cfg: FilterConfig, device: torch.device) -> ClipEncoder:
@@ -98,9 +106,9 @@ def load_clip(cfg: FilterConfig, device: torch.device) -> ClipEncoder:
     check_clip_files(cfg)  # registers clip_config and checks the name
     # require_pretrained: open_clip only warns when weights fail to load; a random CLIP must never filter silently.
     # weights_only: a .bin/.pt CLIP file is unpickled without running code (safetensors needs no unpickling).
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.clip_model, pretrained=cfg.clip_pretrained,
-                                                                 device=device, require_pretrained=True,
-                                                                 weights_only=True)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        cfg.clip_model, pretrained=cfg.clip_pretrained, device=device, require_pretrained=True, weights_only=True
+    )
     return ClipEncoder(model, preprocess, device, cfg.batch_size)
 
 

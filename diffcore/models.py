@@ -12,6 +12,7 @@
 torchvision models are always built with weights=None: pretrained weights only ever come from a local file the
 user passes (safetensors, or a torch file read with weights_only=True, which runs no pickled code).
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,10 +58,10 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, cin, H, W)
-        out = F.relu(self.bn1(x))                          # (B, cin, H, W), shared with the projection
+        out = F.relu(self.bn1(x))  # (B, cin, H, W), shared with the projection
         skip = self.shortcut(out) if hasattr(self, "shortcut") else x  # (B, cout, H/s, W/s)
-        out = self.conv1(out)                              # (B, cout, H/s, W/s)
-        out = self.conv2(F.relu(self.bn2(out)))            # (B, cout, H/s, W/s)
+        out = self.conv1(out)  # (B, cout, H/s, W/s)
+        out = self.conv2(F.relu(self.bn2(out)))  # (B, cout, H/s, W/s)
         return out + skip
 
 
@@ -79,18 +80,19 @@ class PreActResNet(nn.Module):
         for i, n in enumerate(blocks):  # widths 64, 128, 256, 512; stages 2-4 halve the resolution
             cout = width * 2**i
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[PreActBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1)
-                                          for j in range(n)]))
+            stages.append(
+                nn.Sequential(*[PreActBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)])
+            )
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(cin, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
-        x = self.maxpool(self.conv1(x))                    # (B, 64, H/s, W/s); s = 1, 2 or 4 by stem
-        x = self.layer2(self.layer1(x))                    # (B, 128, H/2s, W/2s)
-        x = self.layer4(self.layer3(x))                    # (B, 512, H/8s, W/8s): 4x4 at 32 and 64 px, 7x7 at 224
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)         # (B, 512)
-        return self.linear(x)                              # (B, num_classes)
+        x = self.maxpool(self.conv1(x))  # (B, 64, H/s, W/s); s = 1, 2 or 4 by stem
+        x = self.layer2(self.layer1(x))  # (B, 128, H/2s, W/2s)
+        x = self.layer4(self.layer3(x))  # (B, 512, H/8s, W/8s): 4x4 at 32 and 64 px, 7x7 at 224
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, 512)
+        return self.linear(x)  # (B, num_classes)
 
 
 # ---------------------------------------------------------------- the embedded profile's classifier
@@ -105,15 +107,16 @@ class DigitsCNN(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)
+            )
 
         self.features = nn.Sequential(block(in_channels, width), block(width, 2 * width), block(2 * width, 4 * width))
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, in_channels, 32, 32)
-        x = self.features(x)                               # (B, 128, 4, 4)
-        return self.head(x.mean((2, 3)))                   # (B, num_classes)
+        x = self.features(x)  # (B, 128, 4, 4)
+        return self.head(x.mean((2, 3)))  # (B, num_classes)
 
 
 # ---------------------------------------------------------------- presets
@@ -136,10 +139,22 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 # The final linear layer (replaced when fine-tuning) and the layer Grad-CAM reads (REFERENCE.md: ResNet
 # `layer4`, DenseNet `features`; the PreActResNet's last stage; the digits CNN's last conv block).
-CLASSIFIER_LAYERS = {"preactresnet18": "linear", "preactresnet34": "linear", "resnet50": "fc",
-                     "densenet121": "classifier", "wide_resnet101_2": "fc", "digits-cnn": "head"}
-SALIENCY_LAYERS = {"preactresnet18": "layer4", "preactresnet34": "layer4", "resnet50": "layer4",
-                   "densenet121": "features", "wide_resnet101_2": "layer4", "digits-cnn": "features.2"}
+CLASSIFIER_LAYERS = {
+    "preactresnet18": "linear",
+    "preactresnet34": "linear",
+    "resnet50": "fc",
+    "densenet121": "classifier",
+    "wide_resnet101_2": "fc",
+    "digits-cnn": "head",
+}
+SALIENCY_LAYERS = {
+    "preactresnet18": "layer4",
+    "preactresnet34": "layer4",
+    "resnet50": "layer4",
+    "densenet121": "features",
+    "wide_resnet101_2": "layer4",
+    "digits-cnn": "features.2",
+}
 
 
 def _check_name(name: str) -> None:
@@ -165,8 +180,10 @@ def where_to_get(name: str) -> str:
         import torchvision
 
         w = torchvision.models.get_model_weights(name).IMAGENET1K_V1  # what the baselines' `pretrained=True` gave
-        return f"download torchvision's ImageNet weights {type(w).__name__}.IMAGENET1K_V1 ({w.url}) on a " \
-               f"connected machine and pass that file"
+        return (
+            f"download torchvision's ImageNet weights {type(w).__name__}.IMAGENET1K_V1 ({w.url}) on a "
+            f"connected machine and pass that file"
+        )
     return f"pass a state_dict saved from a {name} (torch.save or safetensors.torch.save_file)"
 
 
@@ -200,20 +217,26 @@ def load_pretrained(name: str, model: nn.Module, state: dict[str, torch.Tensor])
     head = CLASSIFIER_LAYERS[name]
     skipped = [k for k in (f"{head}.weight", f"{head}.bias") if k in state and state[k].shape != own[k].shape]
     state = {k: v for k, v in state.items() if k not in skipped}
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if wrong:
         raise ValueError(f"pretrained weights do not fit {name}: shape of {', '.join(wrong[:3])}")
     missing, unexpected = model.load_state_dict(state, strict=False)  # BN fills an absent num_batches_tracked
     missing = [k for k in missing if k not in skipped]
     if missing or unexpected:
-        raise ValueError(f"pretrained weights do not fit {name}: missing {missing[:3]} ({len(missing)}), "
-                         f"unexpected {unexpected[:3]} ({len(unexpected)})")
+        raise ValueError(
+            f"pretrained weights do not fit {name}: missing {missing[:3]} ({len(missing)}), "
+            f"unexpected {unexpected[:3]} ({len(unexpected)})"
+        )
     return skipped
 
 
-def build_model(name: str, num_classes: int, pretrained: str | Path | None = None,
-                image_size: int | None = None) -> nn.Module:
+def build_model(
+    name: str, num_classes: int, pretrained: str | Path | None = None, image_size: int | None = None
+) -> nn.Module:
     """A classifier by name, on CPU in fp32.
 
     pretrained: a local weights file; a classifier with another class count is left freshly initialised.
@@ -227,7 +250,12 @@ def build_model(name: str, num_classes: int, pretrained: str | Path | None = Non
     model = MODELS[name](num_classes, image_size=image_size)
     if pretrained is not None:
         skipped = load_pretrained(name, model, state)
-        log.info("pretrained=%s: loaded into %s%s", pretrained, name,
-                 f"; skipped {skipped} (checkpoint has {state[skipped[0]].shape[0]} classes, model {num_classes})"
-                 if skipped else "")
+        log.info(
+            "pretrained=%s: loaded into %s%s",
+            pretrained,
+            name,
+            f"; skipped {skipped} (checkpoint has {state[skipped[0]].shape[0]} classes, model {num_classes})"
+            if skipped
+            else "",
+        )
     return model

@@ -1,5 +1,6 @@
 """A look at a generated set without a notebook: per class, real source | kept counterpart | a rejected attempt,
 each titled with its CLIP similarity S and the class threshold tau (the paper's Fig. 3, from the manifest)."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -34,8 +35,9 @@ def preview_rows(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
     return shown
 
 
-def save_preview(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_classes: int = 10,
-                 path: str | Path | None = None) -> Path:
+def save_preview(
+    ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_classes: int = 10, path: str | Path | None = None
+) -> Path:
     """Write the grid to `path` (default <out_dir>/preview.png) and return it."""
     import matplotlib
 
@@ -66,8 +68,11 @@ def save_preview(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
                 if img is not None:
                     ax.imshow(img)
                 ax.set_title(title, fontsize=6, color="firebrick" if title.startswith("rejected") else "black")
-    fig.suptitle(f"{out_dir.name}: real source | kept counterpart | a rejected attempt (cosine S in CLIP space, "
-                 f"class threshold τ)", fontsize=7)
+    fig.suptitle(
+        f"{out_dir.name}: real source | kept counterpart | a rejected attempt (cosine S in CLIP space, "
+        f"class threshold τ)",
+        fontsize=7,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     path = Path(path) if path is not None else out_dir / "preview.png"
     with atomic_open(path, "wb") as f:  # a kill mid-write never leaves a half PNG

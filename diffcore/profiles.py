@@ -5,6 +5,7 @@ embedded: the bundled digits and the tiny models shipped in diffcore/assets; run
 paper:    the paper's settings (CosXL + the authors' scheduler, CLIP ViT-B/32, 300-epoch SGD recipe); needs GPUs,
           local datasets and local weights (see README, "Running the paper profile").
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,15 +19,33 @@ EDIT_STANDIN = "tiny-standin"  # edit model of the embedded profile: tiny-t2i's 
 PROFILES: dict[str, dict] = {
     "embedded": {
         "dataset": "digits",
-        "few_shot": None,                 # all 898 training digits; the data-scarcity table uses k = 10
+        "few_shot": None,  # all 898 training digits; the data-scarcity table uses k = 10
         "prompt": {"dataset_type": "handwritten digit", "negative_key": "digits"},
-        "generate": {"model": str(TINY_T2I_DIR), "steps": 20, "guidance_scale": 4.0, "size": 32,
-                     "batch_size": 64, "dtype": "float32"},
-        "filter": {"clip_model": "diffcore-tiny-clip", "clip_pretrained": str(TINY_CLIP_WEIGHTS),
-                   "clip_config": str(TINY_CLIP_CONFIG), "z_pairs": 1000, "max_attempts": 5, "batch_size": 256},
+        "generate": {
+            "model": str(TINY_T2I_DIR),
+            "steps": 20,
+            "guidance_scale": 4.0,
+            "size": 32,
+            "batch_size": 64,
+            "dtype": "float32",
+        },
+        "filter": {
+            "clip_model": "diffcore-tiny-clip",
+            "clip_pretrained": str(TINY_CLIP_WEIGHTS),
+            "clip_config": str(TINY_CLIP_CONFIG),
+            "z_pairs": 1000,
+            "max_attempts": 5,
+            "batch_size": 256,
+        },
         "counterparts": {"fraction": 1.0},
-        "train": {"model": "digits-cnn", "epochs": 15, "batch_size": 32, "lr": 0.05, "image_size": 32,
-                  "augment": "digits"},
+        "train": {
+            "model": "digits-cnn",
+            "epochs": 15,
+            "batch_size": 32,
+            "lr": 0.05,
+            "image_size": 32,
+            "augment": "digits",
+        },
         "edit": {"model": EDIT_STANDIN, "steps": 20, "size": 32, "batch_size": 64, "dtype": "float32"},
         "seeds": [0, 1, 2],
         "fractions": [0.5, 1.0],
@@ -35,13 +54,31 @@ PROFILES: dict[str, dict] = {
         "dataset": "cub-200-2011",
         "few_shot": None,
         "prompt": {"dataset_type": "bird", "negative_key": "natural"},
-        "generate": {"model": "cosxl.safetensors", "scheduler": "edm-euler-vpred", "steps": 50,
-                     "guidance_scale": 12.0, "size": 512, "batch_size": 32, "dtype": "auto"},  # 19 GB, H100
-        "filter": {"clip_model": "ViT-B-32", "clip_pretrained": None, "z_pairs": 1000, "max_attempts": 5,
-                   "batch_size": 256},
+        "generate": {
+            "model": "cosxl.safetensors",
+            "scheduler": "edm-euler-vpred",
+            "steps": 50,
+            "guidance_scale": 12.0,
+            "size": 512,
+            "batch_size": 32,
+            "dtype": "auto",
+        },  # 19 GB, H100
+        "filter": {
+            "clip_model": "ViT-B-32",
+            "clip_pretrained": None,
+            "z_pairs": 1000,
+            "max_attempts": 5,
+            "batch_size": 256,
+        },
         "counterparts": {"fraction": 1.0, "save_rejected": False, "chunk_size": 256},  # ImageNet: 5,005 chunks
-        "train": {"model": "densenet121", "epochs": 300, "batch_size": 16, "lr": 0.01, "image_size": 224,
-                  "augment": "imagenet"},
+        "train": {
+            "model": "densenet121",
+            "epochs": 300,
+            "batch_size": 16,
+            "lr": 0.01,
+            "image_size": 224,
+            "augment": "imagenet",
+        },
         "edit": {},  # EditConfig's defaults are the DiffuseMix authors' settings
         "seeds": [0],
         "fractions": [0.5, 1.0],

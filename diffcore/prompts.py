@@ -3,6 +3,7 @@
 The paper's initial prompt (Sec. 4, Implementation Details) is the default template. The negative prompt for
 natural-image datasets is the authors' one, verbatim from their public generation code (REFERENCE.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,20 +38,20 @@ DATASET_TYPE_WORDS = {
 
 @dataclass(frozen=True)
 class PromptConfig:
-    template: str = PAPER_TEMPLATE        # str.format template with {label} and optionally {dataset_type}
-    dataset_type: str = "natural"         # word for {dataset_type}; see DATASET_TYPE_WORDS
-    negative_prompt: str | None = None    # None -> NEGATIVE_PROMPTS[negative_key]; "" -> no negative prompt
-    negative_key: str = "natural"         # which entry of NEGATIVE_PROMPTS the default comes from
+    template: str = PAPER_TEMPLATE  # str.format template with {label} and optionally {dataset_type}
+    dataset_type: str = "natural"  # word for {dataset_type}; see DATASET_TYPE_WORDS
+    negative_prompt: str | None = None  # None -> NEGATIVE_PROMPTS[negative_key]; "" -> no negative prompt
+    negative_key: str = "natural"  # which entry of NEGATIVE_PROMPTS the default comes from
 
     def __post_init__(self):
         if "{label}" not in self.template:
-            raise ValueError(f"prompt template={self.template!r} has no {{label}} placeholder; "
-                             f"e.g. {PAPER_TEMPLATE!r}")
+            raise ValueError(f"prompt template={self.template!r} has no {{label}} placeholder; e.g. {PAPER_TEMPLATE!r}")
         try:
             self.template.format(label="x", dataset_type="y")
         except (KeyError, IndexError, ValueError) as e:
-            raise ValueError(f"prompt template={self.template!r}: only {{label}} and {{dataset_type}} "
-                             f"are allowed ({e})") from None
+            raise ValueError(
+                f"prompt template={self.template!r}: only {{label}} and {{dataset_type}} are allowed ({e})"
+            ) from None
         if self.negative_prompt is None and self.negative_key not in NEGATIVE_PROMPTS:
             raise ValueError(f"negative_key={self.negative_key!r}: expected one of {sorted(NEGATIVE_PROMPTS)}")
 

@@ -11,6 +11,7 @@ built from the executed notebooks into <out>/book/_build/html (warnings are erro
 generated set per dataset and one results folder per training setting, so each counterpart and each run is made
 once (a re-run skips what exists).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book", "benchmarks"]  # benchmarks/: book/benchmarks.md
-                                                                                # includes its README
+# includes its README
 
 # Every notebook in seconds rather than minutes: tiny subsets, one epoch, a few methods (tests and CI).
-QUICK = {"few_shot": 3, "epochs": 1, "seeds": [0], "methods": ["Vanilla", "Mixup", "R50 + GenAug", "DiffCoRe-Mix-100"],
-         "fractions": [0.5, 1.0], "steps": 2, "warmup": 1, "batch_sizes": [16, 32], "pretrain_epochs": 1,
-         "n_images": 4, "per_class": 2}
+QUICK = {
+    "few_shot": 3,
+    "epochs": 1,
+    "seeds": [0],
+    "methods": ["Vanilla", "Mixup", "R50 + GenAug", "DiffCoRe-Mix-100"],
+    "fractions": [0.5, 1.0],
+    "steps": 2,
+    "warmup": 1,
+    "batch_sizes": [16, 32],
+    "pretrain_epochs": 1,
+    "n_images": 4,
+    "per_class": 2,
+}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -61,9 +72,12 @@ def paper_paths(weights: str | None, data: str | None) -> dict:
     out = {}
     if weights:
         w = Path(weights)
-        out["overrides"] = {"model": str(w / "cosxl.safetensors"), "config_dir": str(w / "sdxl-base-1.0"),
-                            "vae": str(w / "sdxl-vae-fp16-fix"),
-                            "clip_pretrained": str(w / "clip-vit-b-32" / "open_clip_model.safetensors")}
+        out["overrides"] = {
+            "model": str(w / "cosxl.safetensors"),
+            "config_dir": str(w / "sdxl-base-1.0"),
+            "vae": str(w / "sdxl-vae-fp16-fix"),
+            "clip_pretrained": str(w / "clip-vit-b-32" / "open_clip_model.safetensors"),
+        }
         if (w / "wide_resnet101_2.pth").is_file():
             out["pretrained"] = str(w / "wide_resnet101_2.pth")
     if data:
@@ -113,12 +127,22 @@ def execute(path: Path, out: Path, params: dict) -> float:
     t0 = time.perf_counter()
     try:
         with kernel_stderr_filtered():
-            pm.execute_notebook(str(path), str(dst), parameters=parameters_for(path, params), kernel_name="python3",
-                                cwd=str(REPO), progress_bar=False, log_output=False)
+            pm.execute_notebook(
+                str(path),
+                str(dst),
+                parameters=parameters_for(path, params),
+                kernel_name="python3",
+                cwd=str(REPO),
+                progress_bar=False,
+                log_output=False,
+            )
     except pm.PapermillExecutionError as e:
         tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(e.traceback[-4:]))  # the kernel's colours, removed
-        print(f"\nFAILED: {path.name}, cell {e.cell_index} (executed copy: {dst})\n--- cell source ---\n{e.source}\n"
-              f"--- error ---\n{e.ename}: {e.evalue}\n{tb}", file=sys.stderr)
+        print(
+            f"\nFAILED: {path.name}, cell {e.cell_index} (executed copy: {dst})\n--- cell source ---\n{e.source}\n"
+            f"--- error ---\n{e.ename}: {e.evalue}\n{tb}",
+            file=sys.stderr,
+        )
         raise SystemExit(1) from None
     return time.perf_counter() - t0
 
@@ -128,8 +152,9 @@ def build_book(out: Path) -> Path:
     stage = out / "book"
     missing = [p.name for p in notebooks() if not (out / "notebooks" / p.name).is_file()]
     if missing:
-        raise SystemExit(f"reproduce: book not built, {missing} not executed yet in {out}/notebooks "
-                         f"(run without --only first)")
+        raise SystemExit(
+            f"reproduce: book not built, {missing} not executed yet in {out}/notebooks (run without --only first)"
+        )
     for name in BOOK_FILES:
         src, dst = REPO / name, stage / name
         if not src.exists():
@@ -169,16 +194,30 @@ def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m diffcore.reproduce", description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="embedded", choices=["embedded", "paper"])
     ap.add_argument("--out", help="build folder (default runs/<profile>)")
-    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (name prefixes, e.g. 02_table3)")
-    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="a notebook parameter for every notebook that declares it; VALUE is JSON, e.g. seeds=[0,1,2]")
+    ap.add_argument(
+        "--only", nargs="+", metavar="NAME", help="run only these notebooks (name prefixes, e.g. 02_table3)"
+    )
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a notebook parameter for every notebook that declares it; VALUE is JSON, e.g. seeds=[0,1,2]",
+    )
     ap.add_argument("--params-file", help="JSON object of notebook parameters")
-    ap.add_argument("--weights", help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, "
-                                      "sdxl-vae-fp16-fix/, clip-vit-b-32/open_clip_model.safetensors")
+    ap.add_argument(
+        "--weights",
+        help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, "
+        "sdxl-vae-fp16-fix/, clip-vit-b-32/open_clip_model.safetensors",
+    )
     ap.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
     ap.add_argument("--device", help="auto | cpu | cuda")
-    ap.add_argument("--main", action="store_true", help="run the main job (`diffcore run`, 3 seeds) first; the "
-                    "notebooks reuse its generated set and results (otherwise they make what they need, seeds [0])")
+    ap.add_argument(
+        "--main",
+        action="store_true",
+        help="run the main job (`diffcore run`, 3 seeds) first; the "
+        "notebooks reuse its generated set and results (otherwise they make what they need, seeds [0])",
+    )
     ap.add_argument("--no-book", action="store_true", help="execute the notebooks only")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke run in a few minutes")
     ap.add_argument("--strip", action="store_true", help="clear the outputs of notebooks/*.ipynb and exit")

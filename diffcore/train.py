@@ -7,6 +7,7 @@ training step (Eq. 8) with fresh eta / lambda / box at each visit.
 With a result path `out`, a checkpoint is written beside it at every epoch end and a killed run resumes from it
 (diffcore.checkpoint): the final weights and metrics equal an uninterrupted run's.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,39 +38,39 @@ log = logging.getLogger(__name__)
 
 # every trainable method, by name (diffcore.methods registers them)
 METHODS = REGISTRY
-LOADERS = ("pil", "device", "resident")       # TrainConfig.loader
-AUGMENTS = ("imagenet", "small", "digits")    # TrainConfig.augment: traditional augmentation per input size
+LOADERS = ("pil", "device", "resident")  # TrainConfig.loader
+AUGMENTS = ("imagenet", "small", "digits")  # TrainConfig.augment: traditional augmentation per input size
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    method: str = "diffcore"          # one of METHODS
+    method: str = "diffcore"  # one of METHODS
     method_args: dict = field(default_factory=dict)  # the method's hyperparameters; defaults: its paper's
-    model: str = "resnet50"           # diffcore.models name
-    epochs: int = 300                 # paper Sec. 4
-    batch_size: int = 16              # paper Sec. 4
-    lr: float = 0.01                  # paper Sec. 4
-    momentum: float = 0.9             # paper Sec. 4
-    weight_decay: float = 5e-4        # paper Sec. 4
-    nesterov: bool = True             # paper silent; GuidedMixup's FGVC recipe (which the paper's matches) uses it
+    model: str = "resnet50"  # diffcore.models name
+    epochs: int = 300  # paper Sec. 4
+    batch_size: int = 16  # paper Sec. 4
+    lr: float = 0.01  # paper Sec. 4
+    momentum: float = 0.9  # paper Sec. 4
+    weight_decay: float = 5e-4  # paper Sec. 4
+    nesterov: bool = True  # paper silent; GuidedMixup's FGVC recipe (which the paper's matches) uses it
     milestones: tuple[float, ...] = (0.5, 0.75)  # lr x0.1 at 150 and 225 of 300 epochs, as fractions of `epochs`
-    lr_decay: float = 0.1             # paper Sec. 4
-    image_size: int = 224             # input side in pixels (ImageNet/FGVC 224, Tiny-ImageNet 64, CIFAR 32)
-    augment: str = "imagenet"         # traditional augmentation: "imagenet" | "small" (pad-crop+flip) | "digits"
-    seed: int = 0                     # init, data order, mixing draws: all derive from it
-    device: str = "auto"             # auto | cpu | cuda | cuda:N (auto: CUDA if present); generation runs there too
-    workers: int = 0                  # DataLoader worker processes
-    pretrained: str | None = None     # local weights file for fine-tuning (Table 5)
-    fraction: float = 1.0             # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
-    selection_seed: int = 0           # which images at fraction < 1 (same rule as generation: data.choose_fraction)
+    lr_decay: float = 0.1  # paper Sec. 4
+    image_size: int = 224  # input side in pixels (ImageNet/FGVC 224, Tiny-ImageNet 64, CIFAR 32)
+    augment: str = "imagenet"  # traditional augmentation: "imagenet" | "small" (pad-crop+flip) | "digits"
+    seed: int = 0  # init, data order, mixing draws: all derive from it
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: CUDA if present); generation runs there too
+    workers: int = 0  # DataLoader worker processes
+    pretrained: str | None = None  # local weights file for fine-tuning (Table 5)
+    fraction: float = 1.0  # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
+    selection_seed: int = 0  # which images at fraction < 1 (same rule as generation: data.choose_fraction)
     mix: MixConfig = field(default_factory=MixConfig)
-    loader: str = "pil"               # "pil": decode + augment each sample on CPU workers; "device": decode once into
-                                      # a uint8 cache, crop/flip/normalise whole batches on the device (loader.py;
-                                      # on an H100 +8% instead of +192% Eq. 9 overhead at batch 64, benchmarks/);
-                                      # "resident": the same caches copied once into device memory (at most half
-                                      # of what is free), batches gathered there: no workers, no host copies; the
-                                      # same batches and draws as "device", so the same weights on the same device
-    cache_dir: str | None = None      # the device/resident loaders' decode-once caches; default: <result folder>/cache
+    loader: str = "pil"  # "pil": decode + augment each sample on CPU workers; "device": decode once into
+    # a uint8 cache, crop/flip/normalise whole batches on the device (loader.py;
+    # on an H100 +8% instead of +192% Eq. 9 overhead at batch 64, benchmarks/);
+    # "resident": the same caches copied once into device memory (at most half
+    # of what is free), batches gathered there: no workers, no host copies; the
+    # same batches and draws as "device", so the same weights on the same device
+    cache_dir: str | None = None  # the device/resident loaders' decode-once caches; default: <result folder>/cache
 
     def __post_init__(self):
         from .models import MODELS
@@ -123,11 +124,17 @@ def transforms_for(cfg: TrainConfig, train: bool):
     s = cfg.image_size
     norm = T.Normalize(_MEAN.get(cfg.augment, IMAGENET_MEAN), _STD.get(cfg.augment, IMAGENET_STD))
     if cfg.augment == "imagenet":
-        ops = [T.RandomResizedCrop(s), T.RandomHorizontalFlip()] if train else [T.Resize(int(s * 256 / 224)),
-                                                                                T.CenterCrop(s)]
+        ops = (
+            [T.RandomResizedCrop(s), T.RandomHorizontalFlip()]
+            if train
+            else [T.Resize(int(s * 256 / 224)), T.CenterCrop(s)]
+        )
     elif cfg.augment == "small":  # CIFAR / Tiny-ImageNet: pad-crop + flip
-        ops = [T.Resize((s, s)), T.RandomCrop(s, padding=s // 8), T.RandomHorizontalFlip()] if train \
+        ops = (
+            [T.Resize((s, s)), T.RandomCrop(s, padding=s // 8), T.RandomHorizontalFlip()]
+            if train
             else [T.Resize((s, s))]
+        )
     else:  # digits: no flips (a flipped 2 is not a 2)
         ops = [T.Resize((s, s)), T.RandomCrop(s, padding=2)] if train else [T.Resize((s, s))]
     return T.Compose(ops + [T.ToTensor(), norm])
@@ -171,8 +178,10 @@ def check_generated(cfg: TrainConfig, generated: str | Path | None) -> None:
     if generated is None:
         raise ValueError(f"method={cfg.method!r} needs a generated set: pass --generated <dir of `diffcore generate`>")
     if not (Path(generated) / "manifest.csv").is_file():
-        raise FileNotFoundError(f"generated={generated}: no manifest.csv there; run `diffcore generate --out "
-                                f"{generated}` first (or pass the folder it wrote)")
+        raise FileNotFoundError(
+            f"generated={generated}: no manifest.csv there; run `diffcore generate --out "
+            f"{generated}` first (or pass the folder it wrote)"
+        )
 
 
 def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConfig) -> dict[str, Path]:
@@ -180,15 +189,19 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
 
     Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
     """
-    if METHODS[cfg.method].uses is None:  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
+    if (
+        METHODS[cfg.method].uses is None
+    ):  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
         return {}
     check_generated(cfg, generated)
     found = kept_counterparts(generated)
     chosen = {ds.ids[i] for i in choose_fraction(ds, cfg.fraction, cfg.selection_seed)}
     matched = {k: v for k, v in found.items() if k in chosen}
     if not matched:
-        raise ValueError(f"generated set {generated} has no counterpart for any image of {ds.name} "
-                         f"(was it generated for another dataset or split?)")
+        raise ValueError(
+            f"generated set {generated} has no counterpart for any image of {ds.name} "
+            f"(was it generated for another dataset or split?)"
+        )
     return matched
 
 
@@ -197,6 +210,7 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
 class Trained:
     """What `train` returns: the trained classifier (unwrapped from DDP, in eval mode) and its result, the
     dict written to the result file (metrics, per-epoch history, counts, config, provenance)."""
+
     model: torch.nn.Module
     result: dict
 
@@ -210,8 +224,8 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> list[int]:
     """Number of samples whose label is among the top-k logits, for each k (k capped at the class count)."""
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices  # (B, kmax)
-    hit = top == y[:, None]                 # (B, kmax)
-    return [int(hit[:, :min(k, kmax)].any(1).sum()) for k in ks]
+    hit = top == y[:, None]  # (B, kmax)
+    return [int(hit[:, : min(k, kmax)].any(1).sum()) for k in ks]
 
 
 @torch.no_grad()
@@ -238,8 +252,9 @@ def method_for(cfg: TrainConfig) -> Method:
     return build_method(cfg.method, **hp)
 
 
-def train_step(model, opt, batch, cfg: TrainConfig, method: Method, num_classes: int,
-               mix_gen: torch.Generator, device) -> torch.Tensor:
+def train_step(
+    model, opt, batch, cfg: TrainConfig, method: Method, num_classes: int, mix_gen: torch.Generator, device
+) -> torch.Tensor:
     """One optimizer step on `batch`; returns the detached loss, a 0-d tensor on the device.
 
     No host sync: reading the loss (float(loss)) would wait for the step to finish and drain the launch queue, so
@@ -261,9 +276,16 @@ def check_train_out(out: str | Path | None) -> None:
         raise ValueError(f"out={out}: is a folder; expected a result file path such as results/vanilla-seed0.json")
 
 
-def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: str | Path | None = None,
-          out: str | Path | None = None, progress: bool = True, checkpoint: bool = True,
-          world: D.World = D.SINGLE) -> Trained:
+def train(
+    cfg: TrainConfig,
+    train_ds: ImageSet,
+    test_ds: ImageSet,
+    generated: str | Path | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    checkpoint: bool = True,
+    world: D.World = D.SINGLE,
+) -> Trained:
     """Train one classifier and evaluate it; returns the trained model and its results (written to `out`), with
     provenance.
 
@@ -278,8 +300,10 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
 
     check_train_out(out)
     if not world.whole:
-        raise ValueError("training runs under torchrun (srun ... torchrun for several machines), not as a Slurm "
-                         "array: the array's tasks would train separate models")
+        raise ValueError(
+            "training runs under torchrun (srun ... torchrun for several machines), not as a Slurm "
+            "array: the array's tasks would train separate models"
+        )
     device = D.device_for(world, cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
     tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
@@ -287,29 +311,45 @@ def train(cfg: TrainConfig, train_ds: ImageSet, test_ds: ImageSet, generated: st
         pairs = tr.pairs
         if cfg.loader == "resident":  # too big for the device: say so before decoding anything
             L.check_resident_fits(len(train_ds) + len(pairs), _cache_side(cfg), device)
-        tr = D.main_first(world, lambda: L.cached_pairs(train_ds, pairs, _cache_dir(cfg, out), _cache_side(cfg),
-                                                        max(1, cfg.workers)))
+        tr = D.main_first(
+            world, lambda: L.cached_pairs(train_ds, pairs, _cache_dir(cfg, out), _cache_side(cfg), max(1, cfg.workers))
+        )
         if cfg.loader == "resident":  # every rank holds the whole cache on its own device and gathers its rows
             tr = L.ResidentPairs(tr, device)
     te = EvalSet(test_ds, transforms_for(cfg, False))
     ckpt = CK.checkpoint_path(out) if out is not None and checkpoint else None
-    identity = {"config": _jsonable(asdict(cfg)), "dataset": train_ds.name, "real": len(train_ds),
-                "pairs": len(tr.pairs), "test": len(test_ds)}
+    identity = {
+        "config": _jsonable(asdict(cfg)),
+        "dataset": train_ds.name,
+        "real": len(train_ds),
+        "pairs": len(tr.pairs),
+        "test": len(test_ds),
+    }
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # seeded init and transforms without touching the caller's RNG
         torch.manual_seed(derive_seed(cfg.seed, "init") % 2**31)
-        model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained,
-                            image_size=cfg.image_size).to(device)
+        model = build_model(cfg.model, len(train_ds.classes), pretrained=cfg.pretrained, image_size=cfg.image_size).to(
+            device
+        )
         model = D.wrap_ddp(model, world, device)
         history = _fit(model, tr, te, cfg, device, progress and world.is_main, ckpt, identity, world)
-    result = {"kind": "diffcore-train-result", "method": cfg.method, "dataset": train_ds.name,
-              "test_dataset": test_ds.name, "config": _jsonable(asdict(cfg)),
-              "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
-              "skipped": skipped_summary(train_ds), "generated": None if generated is None else str(generated),
-              "metrics": history["final"], "history": history["epochs"], "resumed_at_epoch": history["resumed_at"],
-              "checkpoint": None if ckpt is None else str(ckpt),
-              "wall_time_s": time.perf_counter() - t0, "processes": world.group_size,
-              "provenance": provenance(device)}
+    result = {
+        "kind": "diffcore-train-result",
+        "method": cfg.method,
+        "dataset": train_ds.name,
+        "test_dataset": test_ds.name,
+        "config": _jsonable(asdict(cfg)),
+        "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
+        "skipped": skipped_summary(train_ds),
+        "generated": None if generated is None else str(generated),
+        "metrics": history["final"],
+        "history": history["epochs"],
+        "resumed_at_epoch": history["resumed_at"],
+        "checkpoint": None if ckpt is None else str(ckpt),
+        "wall_time_s": time.perf_counter() - t0,
+        "processes": world.group_size,
+        "provenance": provenance(device),
+    }
     if out is not None and world.is_main:
         atomic_write_text(out, json.dumps(result, indent=2))
     return Trained(D.unwrap(model).eval(), result)
@@ -326,13 +366,20 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SING
     if cfg.loader == "resident":
         loader = L.ResidentBatches(tr, batches, loader_gen)
     else:
-        loader = DataLoader(tr, batch_sampler=batches, generator=loader_gen, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda",
-                            worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None)
-    test_loader = DataLoader(Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size),
-                             num_workers=cfg.workers)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov)
+        loader = DataLoader(
+            tr,
+            batch_sampler=batches,
+            generator=loader_gen,
+            num_workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None,
+        )
+    test_loader = DataLoader(
+        Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size), num_workers=cfg.workers
+    )
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+    )
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
     mix_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "mix") % 2**63)
@@ -342,8 +389,17 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SING
     return loader, test_loader, opt, sched, gens
 
 
-def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | None = None,
-         identity: dict | None = None, world: D.World = D.SINGLE) -> dict:
+def _fit(
+    model,
+    tr,
+    te,
+    cfg: TrainConfig,
+    device,
+    progress: bool,
+    ckpt: Path | None = None,
+    identity: dict | None = None,
+    world: D.World = D.SINGLE,
+) -> dict:
     loader, test_loader, opt, sched, gens = _loop_parts(model, tr, te, cfg, device, world)
     method, num_classes = method_for(cfg), len(tr.ds.classes)
     start, epochs = 0, []
@@ -364,13 +420,26 @@ def _fit(model, tr, te, cfg: TrainConfig, device, progress: bool, ckpt: Path | N
         t0, losses = time.perf_counter(), []
         for batch in loader:
             if cfg.loader in ("device", "resident"):  # resident batches are on the device already
-                batch = L.to_device_batch(batch, cfg.image_size, cfg.augment, _MEAN.get(cfg.augment, IMAGENET_MEAN),
-                                          _STD.get(cfg.augment, IMAGENET_STD), gens["augment"], device)
+                batch = L.to_device_batch(
+                    batch,
+                    cfg.image_size,
+                    cfg.augment,
+                    _MEAN.get(cfg.augment, IMAGENET_MEAN),
+                    _STD.get(cfg.augment, IMAGENET_STD),
+                    gens["augment"],
+                    device,
+                )
             losses.append(train_step(model, opt, batch, cfg, method, num_classes, gens["mix"], device))
         losses = torch.stack(losses).tolist() if losses else []  # the epoch's one host sync: (steps,) losses
         sched.step()
-        epochs.append({"epoch": epoch + 1, "train_loss": D.mean_over_ranks(losses, world),
-                       "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0})
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": D.mean_over_ranks(losses, world),
+                "lr": opt.param_groups[0]["lr"],
+                "time_s": time.perf_counter() - t0,
+            }
+        )
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
         if ckpt is not None and world.is_main:
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)

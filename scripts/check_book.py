@@ -8,6 +8,7 @@ ours, and at least one figure; each figure page at least one figure. Every image
 picture, naturalWidth > 0), and every internal link must lead to an existing page and, with a #fragment, to an
 element with that id. Exit code 1 and one line per problem otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,17 @@ from urllib.parse import unquote, urlparse
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CHROMIUM = REPO / ".venv" / "chromium" / "chromium"
 # headless, offline, as root in a container: no sandbox, no GPU, no background network (REFERENCE / env notes)
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 TABLE_PAGES = ("01_", "02_", "03_", "04_", "05_", "06_")  # notebooks/<prefix>*.html: a table of the paper's
 FIGURE_PAGES = ("00_", "07_", "08_")
 
@@ -119,8 +129,10 @@ def check_book(html: Path, chromium: Path, shots: Path | None = None) -> tuple[l
             if path == pages[0]:  # the landing page leads to every page
                 linked = {Path(unquote(urlparse(h).path)).resolve() for h in info["links"]}
                 problems += [f"{rel}: no link to {p.relative_to(html)}" for p in pages[1:] if p.resolve() not in linked]
-            seen.append(f"{rel}: {len(info['tables'])} tables, {sum(i['ok'] for i in info['images'])} images, "
-                        f"{len(info['links'])} links")
+            seen.append(
+                f"{rel}: {len(info['tables'])} tables, {sum(i['ok'] for i in info['images'])} images, "
+                f"{len(info['links'])} links"
+            )
             if shots:
                 shots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(shots / (rel.replace("/", "_") + ".png")), full_page=True)
@@ -136,8 +148,10 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     chromium = chromium_path(a.chromium)
     if chromium is None:
-        print("check_book: no Chromium (run `make setup`, which unpacks Debian's chromium into .venv/chromium)",
-              file=sys.stderr)
+        print(
+            "check_book: no Chromium (run `make setup`, which unpacks Debian's chromium into .venv/chromium)",
+            file=sys.stderr,
+        )
         return 2
     problems, seen = check_book(Path(a.html), chromium, Path(a.shots) if a.shots else None)
     print("\n".join(seen))

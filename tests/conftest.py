@@ -3,6 +3,7 @@
 They have the real architectures (UNet2DConditionModel with cross-attention, AutoencoderKL, CLIPTextModel,
 open_clip CLIP) at toy widths, so the real loading and generation code paths run in seconds on a CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,19 @@ def tiny_text_encoder(hidden=32, projection=False, seed=0):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    cfg = CLIPTextConfig(bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden, intermediate_size=37,
-                         layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, vocab_size=100,
-                         projection_dim=hidden, hidden_act="gelu")
+    cfg = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=hidden,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=100,
+        projection_dim=hidden,
+        hidden_act="gelu",
+    )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
@@ -46,23 +57,52 @@ def tiny_vae(seed=0):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(block_out_channels=[8, 16], in_channels=3, out_channels=3, norm_num_groups=8,
-                         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-                         latent_channels=4, sample_size=16).eval()
+    return AutoencoderKL(
+        block_out_channels=[8, 16],
+        in_channels=3,
+        out_channels=3,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        sample_size=16,
+    ).eval()
 
 
 def tiny_sd_components(seed=0):
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                                norm_num_groups=8, attention_head_dim=4).eval()
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    return dict(unet=unet, vae=tiny_vae(seed), text_encoder=tiny_text_encoder(seed=seed), tokenizer=char_tokenizer(),
-                scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        attention_head_dim=4,
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return dict(
+        unet=unet,
+        vae=tiny_vae(seed),
+        text_encoder=tiny_text_encoder(seed=seed),
+        tokenizer=char_tokenizer(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -75,9 +115,11 @@ def tiny_sd_dir(tmp_path_factory):
     return path
 
 
-TINY_CLIP_CONFIG = {"embed_dim": 16,
-                    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-                    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+TINY_CLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture(scope="session")

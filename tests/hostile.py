@@ -1,4 +1,5 @@
 """Objects a hostile file could carry, for the tests that check diffcore never runs them."""
+
 import os
 
 

@@ -1,4 +1,5 @@
 """The tables in benchmarks/README.md are what the bench printed: rendered from the stored JSON, not typed."""
+
 import json
 from pathlib import Path
 
@@ -9,8 +10,11 @@ from diffcore.bench.command import main
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 # the files whose tables the page shows, and which of their sections (a later run replaced b.json's host table)
-RENDERED = {"cpu-2026-11-25-b.json": ("generation", "loader"), "cpu-2026-11-25-host.json": ("host",),
-            "cpu-2026-11-25-optin.json": ("optin",)}
+RENDERED = {
+    "cpu-2026-11-25-b.json": ("generation", "loader"),
+    "cpu-2026-11-25-host.json": ("host",),
+    "cpu-2026-11-25-optin.json": ("optin",),
+}
 
 
 @pytest.mark.parametrize("name", sorted(RENDERED))
@@ -28,8 +32,10 @@ def test_the_step_cache_flop_table_is_the_stored_count():
     page = (BENCH / "README.md").read_text(encoding="utf-8")
     sdxl = flops["sdxl"]
     speedups = " / ".join(f"{sdxl['estimated_unet_speedup'][n]:.2f}" for n in ("2", "3", "5"))
-    row = (f"| SDXL, 512 px (64x64 latent) | {sdxl['full_gflop']:,.1f} | {sdxl['shallow_gflop']:.1f} | "
-           f"{sdxl['shallow_flop_share']:.3f} | {speedups} |")
+    row = (
+        f"| SDXL, 512 px (64x64 latent) | {sdxl['full_gflop']:,.1f} | {sdxl['shallow_gflop']:.1f} | "
+        f"{sdxl['shallow_flop_share']:.3f} | {speedups} |"
+    )
     assert row in page
 
 

@@ -1,5 +1,6 @@
 """The book as a reader gets it: the paper's numbers as transcribed, the tables' "not yet run" rule, the source
 notebooks, the Jupyter Book config, the GPU workflow's syntax, and the built book opened in headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,16 @@ def test_paper_tables_are_traceable_and_complete():
     assert list(df.columns) == ["table", "dataset", "model", "method", "metric", "value", "note"]
     counts = df.groupby("table").size().to_dict()
     # rows x printed numbers of each table: 9x2, 11x6, 9x3, 8x2, 9x3, 8x2; Fig. 6 / 7: what the text quotes
-    assert counts == {"Table 2": 18, "Table 3": 66, "Table 4": 27, "Table 5": 16, "Table 6": 27, "Table 7": 16,
-                      "Fig. 6": 6, "Fig. 7": 2}
+    assert counts == {
+        "Table 2": 18,
+        "Table 3": 66,
+        "Table 4": 27,
+        "Table 5": 16,
+        "Table 6": 27,
+        "Table 7": 16,
+        "Fig. 6": 6,
+        "Fig. 7": 2,
+    }
     blank = df[df.value.isna()]
     assert len(blank) == 6 and blank.note.str.contains("'-' in the paper").all()  # the paper's dashes, not zeros
     assert not df.duplicated(["table", "dataset", "method", "metric"]).any()
@@ -43,7 +52,7 @@ def test_paper_tables_are_traceable_and_complete():
 
 
 def test_each_number_appears_in_the_paper_text():
-    text = (REPO.parent / "shared" / "paper" / "diffcore-mix-paper.txt")
+    text = REPO.parent / "shared" / "paper" / "diffcore-mix-paper.txt"
     if not text.is_file():
         text = Path("/work/shared/paper/diffcore-mix-paper.txt")
     if not text.is_file():
@@ -59,11 +68,18 @@ def test_each_number_appears_in_the_paper_text():
 def test_rows_follow_the_registry(monkeypatch):
     """A method missing from the registry reads 'not yet run' with the paper's number; one that is there but has
     no result reads 'not run'; a result gives mean ± std over its seeds."""
-    ours = pd.DataFrame([{"method": "mixup", "fraction": None, "seed": s, "top1": t, "top5": 99.0}
-                         for s, t in ((0, 90.0), (1, 92.0))])
-    monkeypatch.setattr(paper, "registered", lambda: {"vanilla": type("V", (), {"uses": None}),
-                                                   "mixup": type("M", (), {"uses": None}),
-                                                   "cutmix": type("C", (), {"uses": None})})
+    ours = pd.DataFrame(
+        [{"method": "mixup", "fraction": None, "seed": s, "top1": t, "top5": 99.0} for s, t in ((0, 90.0), (1, 92.0))]
+    )
+    monkeypatch.setattr(
+        paper,
+        "registered",
+        lambda: {
+            "vanilla": type("V", (), {"uses": None}),
+            "mixup": type("M", (), {"uses": None}),
+            "cutmix": type("C", (), {"uses": None}),
+        },
+    )
     table = tables.side_by_side("Table 4", {"digits": ours}, ["top1"])
     row = table.set_index(("", "method (paper row)"))
     assert row.loc["Mixup", ("ours: digits", "top-1")] == "91.00 ± 1.00"
@@ -88,12 +104,18 @@ def test_source_notebooks_are_thin_clean_drivers():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), f"{p.name}: committed with outputs"
         assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1, p.name
-        heads = [line for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
-                 if line.startswith("## ")]
+        heads = [
+            line
+            for c in nb.cells
+            if c.cell_type == "markdown"
+            for line in c.source.splitlines()
+            if line.startswith("## ")
+        ]
         numbers = [h.split()[1].rstrip(".") for h in heads]
         assert numbers == [str(i) for i in range(int(numbers[0]), int(numbers[0]) + len(numbers))], (p.name, heads)
-        assert not any(re.search(r"^\s*(def|class|lambda)\b", c.source, re.M) for c in code), \
+        assert not any(re.search(r"^\s*(def|class|lambda)\b", c.source, re.M) for c in code), (
             f"{p.name}: functions belong in diffcore, not in the notebook"
+        )
         assert "from diffcore" in "".join(c.source for c in code)
 
 
@@ -130,8 +152,13 @@ def quick_book(tmp_path_factory):
     """Every notebook on a minimal parameter set (python -m diffcore.reproduce --quick), then the book."""
     out = tmp_path_factory.mktemp("book")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run([sys.executable, "-m", "diffcore.reproduce", "--quick", "--out", str(out)], cwd=REPO,
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcore.reproduce", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out, done.stdout
 
@@ -150,8 +177,10 @@ def test_reproduce_prints_progress_and_builds(quick_book):
 def test_book_renders_in_headless_chromium(quick_book, tmp_path):
     chromium = check_book.chromium_path()
     if chromium is None:
-        pytest.skip("no Chromium: scripts/install_chromium.sh (run by `make setup`) could not unpack Debian's "
-                    "chromium here (no apt-get, or no package lists and no root to refresh them)")
+        pytest.skip(
+            "no Chromium: scripts/install_chromium.sh (run by `make setup`) could not unpack Debian's "
+            "chromium here (no apt-get, or no package lists and no root to refresh them)"
+        )
     out, _ = quick_book
     problems, seen = check_book.check_book(out / "book" / "_build" / "html", chromium, tmp_path / "shots")
     assert not problems, "\n".join(problems)

@@ -1,5 +1,6 @@
 """Training survives SIGKILL: resumed from its last epoch checkpoint, it ends with the weights (torch.equal) and
 metrics of an uninterrupted run on CPU. Checkpoints are read with weights_only=True: one carrying code is refused."""
+
 from __future__ import annotations
 
 import json

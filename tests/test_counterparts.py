@@ -1,4 +1,5 @@
 """The generate -> filter -> keep-or-retry loop and the generated set on disk."""
+
 import json
 
 import numpy as np
@@ -20,22 +21,35 @@ PROMPT = PromptConfig(dataset_type="handwritten digit", negative_key="digits")
 
 @pytest.fixture(scope="module")
 def parts(tiny_sd_dir, tiny_clip_files):
-    gen = GenerateConfig(model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=4,
-                         dtype="float32", run_seed=7)
-    filt = FilterConfig(clip_model="test-tiny-clip", clip_config=str(tiny_clip_files[0]),
-                        clip_pretrained=str(tiny_clip_files[1]), z_pairs=20, max_attempts=3)
+    gen = GenerateConfig(
+        model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=4, dtype="float32", run_seed=7
+    )
+    filt = FilterConfig(
+        clip_model="test-tiny-clip",
+        clip_config=str(tiny_clip_files[0]),
+        clip_pretrained=str(tiny_clip_files[1]),
+        z_pairs=20,
+        max_attempts=3,
+    )
     ds = digits("train", size=16)
     labels = np.asarray(ds.labels)
     idx = np.concatenate([np.flatnonzero(labels == k)[:3] for k in (3, 7)])  # 3 threes, 3 sevens
-    small = ImageSet("digits-3-7", ["three", "seven"], [ds.ids[i] for i in idx], [0, 0, 0, 1, 1, 1],
-                     loader=lambda j: ds.load(int(idx[j])), dataset_type="digits")
+    small = ImageSet(
+        "digits-3-7",
+        ["three", "seven"],
+        [ds.ids[i] for i in idx],
+        [0, 0, 0, 1, 1, 1],
+        loader=lambda j: ds.load(int(idx[j])),
+        dataset_type="digits",
+    )
     return load_pipeline(gen, CPU, torch.float32), load_clip(filt, CPU), small, gen, filt
 
 
 def _run(parts, out, fraction=1.0, **kw):
     pipe, clip, ds, gen, filt = parts
-    return C.make_counterparts(ds, pipe, clip, out, PROMPT, gen, filt, C.CounterpartConfig(fraction=fraction),
-                               progress=False, **kw)
+    return C.make_counterparts(
+        ds, pipe, clip, out, PROMPT, gen, filt, C.CounterpartConfig(fraction=fraction), progress=False, **kw
+    )
 
 
 def _by_source(rows):
@@ -143,8 +157,12 @@ def test_fraction_selects_that_share_of_each_class(parts, tmp_path):
 
 def _tree(out):
     import hashlib
-    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.relative_to(out).parts[0] != "logs"}
+
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.relative_to(out).parts[0] != "logs"
+    }
 
 
 def test_background_writing_gives_the_files_of_writing_in_line(parts, tmp_path):

@@ -1,4 +1,5 @@
 """diffcore.data on tiny fake dataset roots written into tmp_path (8x8 images, fake metadata); nothing downloads."""
+
 from __future__ import annotations
 
 import pickle
@@ -35,15 +36,15 @@ def _files(root: Path) -> set[str]:
 @pytest.fixture
 def pets(tmp_path) -> Path:
     root = tmp_path / "pets"
-    _img(root / "cat" / "b.JPG")                        # upper-case extension still counts
+    _img(root / "cat" / "b.JPG")  # upper-case extension still counts
     _img(root / "cat" / "a.png")
-    _img(root / "cat" / "sub" / "c.jpeg")               # nested, as torchvision's ImageFolder
+    _img(root / "cat" / "sub" / "c.jpeg")  # nested, as torchvision's ImageFolder
     _write(root / "cat" / "notes.txt", "not an image")
-    _img(root / "cat" / ".hidden.png")                  # e.g. macOS ._ files
+    _img(root / "cat" / ".hidden.png")  # e.g. macOS ._ files
     _img(root / "dog" / "gray.png", "L", 77)
     _img(root / "dog" / "rgba.png", "RGBA", (10, 20, 30, 0))
     _img(root / "dog" / "cmyk.jpg", "CMYK", (0, 0, 0, 0))
-    _img(root / ".ipynb_checkpoints" / "x.png")         # Jupyter droppings are not a class
+    _img(root / ".ipynb_checkpoints" / "x.png")  # Jupyter droppings are not a class
     _write(root / "README.md", "top-level file")
     return root
 
@@ -51,8 +52,14 @@ def pets(tmp_path) -> Path:
 def test_image_folder_classes_labels_ids_and_ignored_files(pets):
     ds = D.image_folder(pets)
     assert ds.name == "pets" and ds.classes == ["cat", "dog"] and ds.dataset_type == "natural"
-    assert ds.ids == ["pets/cat/a.png", "pets/cat/b.JPG", "pets/cat/sub/c.jpeg",
-                      "pets/dog/cmyk.jpg", "pets/dog/gray.png", "pets/dog/rgba.png"]
+    assert ds.ids == [
+        "pets/cat/a.png",
+        "pets/cat/b.JPG",
+        "pets/cat/sub/c.jpeg",
+        "pets/dog/cmyk.jpg",
+        "pets/dog/gray.png",
+        "pets/dog/rgba.png",
+    ]
     assert ds.labels == [0, 0, 0, 1, 1, 1]
     assert ds.path(0) == str(pets / "cat" / "a.png")
 
@@ -93,7 +100,9 @@ def test_image_folder_errors_name_path_layout_and_fix(tmp_path):
         D.image_folder(tmp_path / "r")
     _img(tmp_path / "r" / "cat" / "a.png")  # a class folder without images beside it is skipped, not fatal
     ds = D.image_folder(tmp_path / "r")
-    assert ds.classes == ["cat"] and ds.skipped == [(str(tmp_path / "r" / "empty_cls"), "class folder without image files")]
+    assert ds.classes == ["cat"] and ds.skipped == [
+        (str(tmp_path / "r" / "empty_cls"), "class folder without image files")
+    ]
 
 
 # ---------------------------------------------------------------- paper datasets: errors
@@ -115,8 +124,11 @@ def test_paper_dataset_empty_root_fails_without_writing(name, tmp_path):
 
 
 def test_paper_dataset_unknown_name_and_split(tmp_path):
-    with pytest.raises(ValueError, match="unknown dataset 'cifar10'; known: cifar100, tiny-imagenet-200, "
-                                         "imagenet-1k, flowers102, cub-200-2011, stanford-cars, caltech101"):
+    with pytest.raises(
+        ValueError,
+        match="unknown dataset 'cifar10'; known: cifar100, tiny-imagenet-200, "
+        "imagenet-1k, flowers102, cub-200-2011, stanford-cars, caltech101",
+    ):
         D.paper_dataset("cifar10", tmp_path)
     with pytest.raises(ValueError, match="cifar100: split='val'; expected one of train, test"):
         D.paper_dataset("cifar100", tmp_path, "val")
@@ -131,8 +143,10 @@ def test_paper_datasets_spec_is_complete():
 # ---------------------------------------------------------------- CIFAR-100 (fake pickles)
 def _fake_cifar100(root: Path) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    images = {"train": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
-              "test": rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)}
+    images = {
+        "train": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
+        "test": rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
+    }
     labels = {"train": [2, 0, 1, 2, 0], "test": [1, 0]}
     base = root / "cifar-100-python"
     base.mkdir(parents=True)
@@ -157,8 +171,11 @@ def test_cifar100_reads_arrays_with_stable_ids(tmp_path, monkeypatch):
 
 def test_cifar100_failed_md5_is_our_one_line_error(tmp_path):
     _fake_cifar100(tmp_path)  # files present but not the official ones
-    with pytest.raises(FileNotFoundError, match=r"^cifar100: no data at .*cifar-100-python \(.*md5.*"
-                                                r"Download it yourself and pass --data-root <dir>$"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"^cifar100: no data at .*cifar-100-python \(.*md5.*"
+        r"Download it yourself and pass --data-root <dir>$",
+    ):
         D.paper_dataset("cifar100", tmp_path)
 
 
@@ -177,8 +194,11 @@ def tiny(tmp_path) -> Path:
     for f, _ in rows:
         _img(root / "val" / "images" / f, *(("L", 120) if f == "val_1.JPEG" else ()))
     _write(root / "val" / "val_annotations.txt", "".join(f"{f}\t{w}\t0\t0\t7\t7\n" for f, w in rows))
-    _write(root / "words.txt", f"n00001740\tentity\n{GOLDFISH}\tgoldfish, Carassius auratus\n"
-                               f"{SALAMANDER}\tEuropean fire salamander, Salamandra salamandra\n")
+    _write(
+        root / "words.txt",
+        f"n00001740\tentity\n{GOLDFISH}\tgoldfish, Carassius auratus\n"
+        f"{SALAMANDER}\tEuropean fire salamander, Salamandra salamandra\n",
+    )
     return root
 
 
@@ -189,9 +209,11 @@ def test_tiny_imagenet_train_and_val(tiny):
     assert train.ids[0] == f"tiny-imagenet-200/train/{GOLDFISH}/images/{GOLDFISH}_0.JPEG"
     val = D.paper_dataset("tiny-imagenet-200", tiny, "val")
     assert val.classes == train.classes
-    assert val.ids == [f"tiny-imagenet-200/val/{GOLDFISH}/images/val_1.JPEG",
-                       f"tiny-imagenet-200/val/{SALAMANDER}/images/val_0.JPEG",
-                       f"tiny-imagenet-200/val/{SALAMANDER}/images/val_2.JPEG"]
+    assert val.ids == [
+        f"tiny-imagenet-200/val/{GOLDFISH}/images/val_1.JPEG",
+        f"tiny-imagenet-200/val/{SALAMANDER}/images/val_0.JPEG",
+        f"tiny-imagenet-200/val/{SALAMANDER}/images/val_2.JPEG",
+    ]
     assert val.labels == [0, 1, 1] and val.load(0).mode == "RGB"
 
 
@@ -206,8 +228,15 @@ def test_tiny_imagenet_val_reorganisation(tiny):
     pixels = [np.asarray(before.load(i)) for i in range(len(before))]
     assert D.reorganize_tiny_imagenet_val(tiny) == 3
     assert {p for p in _files(tiny / "val")} == {
-        "val_annotations.txt", GOLDFISH, f"{GOLDFISH}/images", f"{GOLDFISH}/images/val_1.JPEG",
-        SALAMANDER, f"{SALAMANDER}/images", f"{SALAMANDER}/images/val_0.JPEG", f"{SALAMANDER}/images/val_2.JPEG"}
+        "val_annotations.txt",
+        GOLDFISH,
+        f"{GOLDFISH}/images",
+        f"{GOLDFISH}/images/val_1.JPEG",
+        SALAMANDER,
+        f"{SALAMANDER}/images",
+        f"{SALAMANDER}/images/val_0.JPEG",
+        f"{SALAMANDER}/images/val_2.JPEG",
+    }
     snapshot = _files(tiny.parent)
     assert D.reorganize_tiny_imagenet_val(tiny) == 0  # idempotent
     assert _files(tiny.parent) == snapshot and outside.is_file()
@@ -258,8 +287,12 @@ def test_imagenet_1k_image_folder_with_synset_names(tmp_path):
 @pytest.fixture
 def cub(tmp_path) -> Path:
     base = tmp_path / "CUB_200_2011"
-    files = ["002.Laysan_Albatross/L_1.jpg", "001.Black_footed_Albatross/B_1.jpg",
-             "001.Black_footed_Albatross/B_2.jpg", "002.Laysan_Albatross/L_2.jpg"]
+    files = [
+        "002.Laysan_Albatross/L_1.jpg",
+        "001.Black_footed_Albatross/B_1.jpg",
+        "001.Black_footed_Albatross/B_2.jpg",
+        "002.Laysan_Albatross/L_2.jpg",
+    ]
     for f in files:
         _img(base / "images" / f)
     _write(base / "images.txt", "".join(f"{i} {f}\n" for i, f in enumerate(files, 1)))
@@ -272,8 +305,10 @@ def cub(tmp_path) -> Path:
 def test_cub_splits_labels_names(cub):
     train = D.paper_dataset("cub-200-2011", cub, "train")
     assert train.classes == ["Black footed Albatross", "Laysan Albatross"]
-    assert train.ids == ["cub-200-2011/train/002.Laysan_Albatross/L_1.jpg",
-                         "cub-200-2011/train/001.Black_footed_Albatross/B_2.jpg"]
+    assert train.ids == [
+        "cub-200-2011/train/002.Laysan_Albatross/L_1.jpg",
+        "cub-200-2011/train/001.Black_footed_Albatross/B_2.jpg",
+    ]
     assert train.labels == [1, 0]
     test = D.paper_dataset("cub-200-2011", cub, "test")
     assert test.labels == [0, 1] and not set(test.ids) & set(train.ids)
@@ -340,16 +375,23 @@ def test_caltech101_guidedmixup_split(tmp_path):
     # Same membership as GuidedMixup's FGVC/DataLoad/data_load.py call (torch indices, seed 1).
     y = [0] * 5 + [1] * 5
     _, theirs = train_test_split(torch.arange(10), stratify=y, test_size=0.2, train_size=0.8, random_state=1)
-    assert test.ids == [f"caltech101/test/{['accordion', 'yin_yang'][i // 5]}/image_{i % 5 + 1:04d}.jpg"
-                        for i in sorted(theirs.tolist())]
+    assert test.ids == [
+        f"caltech101/test/{['accordion', 'yin_yang'][i // 5]}/image_{i % 5 + 1:04d}.jpg"
+        for i in sorted(theirs.tolist())
+    ]
     assert D.paper_dataset("caltech101", tmp_path, "test").ids == test.ids
 
 
 # ---------------------------------------------------------------- few_shot, choose_fraction
 def _toy(counts: list[int]) -> D.ImageSet:
     labels = [c for c, n in enumerate(counts) for _ in range(n)]
-    return D.ImageSet("toy", [f"c{c}" for c in range(len(counts))], [f"toy/{i:03d}" for i in range(len(labels))],
-                      labels, loader=lambda i: None)
+    return D.ImageSet(
+        "toy",
+        [f"c{c}" for c in range(len(counts))],
+        [f"toy/{i:03d}" for i in range(len(labels))],
+        labels,
+        loader=lambda i: None,
+    )
 
 
 def test_few_shot_exactly_k_per_class_and_seeded():
@@ -382,7 +424,10 @@ def test_choose_fraction_per_class_counts():
 def test_cub_entry_leaving_the_root_is_refused_in_one_line(cub):
     images = cub / "CUB_200_2011" / "images.txt"
     for entry in ("../../outside.jpg", "/etc/passwd", "001.a\\..\\..\\x.jpg"):
-        _write(images, f"1 {entry}\n2 001.Black_footed_Albatross/B_1.jpg\n3 001.Black_footed_Albatross/B_2.jpg\n"
-                       f"4 002.Laysan_Albatross/L_2.jpg\n")
+        _write(
+            images,
+            f"1 {entry}\n2 001.Black_footed_Albatross/B_1.jpg\n3 001.Black_footed_Albatross/B_2.jpg\n"
+            f"4 002.Laysan_Albatross/L_2.jpg\n",
+        )
         with pytest.raises(ValueError, match=r"images\.txt: entry .* is not a path inside the dataset root"):
             D.paper_dataset("cub-200-2011", cub, "train")

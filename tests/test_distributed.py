@@ -1,4 +1,5 @@
 """Many processes, one result: shards from torchrun / Slurm variables, fixed chunks, one global batch order."""
+
 import json
 import threading
 
@@ -14,28 +15,57 @@ def test_world_from_torchrun_slurm_array_and_both():
     w = world_from_env({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert (w.rank, w.size, w.group_rank, w.group_size, w.local_rank, w.whole) == (3, 4, 3, 4, 1, True)
     # an array --array=1-8: task ids start at 1; no process group
-    s = world_from_env({"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "1",
-                        "SLURM_ARRAY_TASK_MAX": "8"})
+    s = world_from_env(
+        {
+            "SLURM_ARRAY_TASK_ID": "5",
+            "SLURM_ARRAY_TASK_COUNT": "8",
+            "SLURM_ARRAY_TASK_MIN": "1",
+            "SLURM_ARRAY_TASK_MAX": "8",
+        }
+    )
     assert (s.rank, s.size, s.group_size, s.whole, s.tag) == (4, 8, 1, False, "rank-00004-of-00008")
-    step = world_from_env({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
-                           "SLURM_ARRAY_TASK_MAX": "6", "SLURM_ARRAY_TASK_STEP": "2"})
+    step = world_from_env(
+        {
+            "SLURM_ARRAY_TASK_ID": "4",
+            "SLURM_ARRAY_TASK_COUNT": "4",
+            "SLURM_ARRAY_TASK_MIN": "0",
+            "SLURM_ARRAY_TASK_MAX": "6",
+            "SLURM_ARRAY_TASK_STEP": "2",
+        }
+    )
     assert (step.rank, step.size) == (2, 4)
     # an array of torchrun jobs: task 2 of 3, process 1 of 2 -> shard 5 of 6, collectives over its 2 processes
     both = world_from_env({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "RANK": "1", "WORLD_SIZE": "2"})
-    assert (both.rank, both.size, both.group_rank, both.group_size, both.is_main, both.whole) == (5, 6, 1, 2, False,
-                                                                                                  False)
+    assert (both.rank, both.size, both.group_rank, both.group_size, both.is_main, both.whole) == (
+        5,
+        6,
+        1,
+        2,
+        False,
+        False,
+    )
     # an array of independent runs (train, run, or generate with DIFFCORE_SLURM_ARRAY=ignore): no shards
     sweep = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "7"}
     assert world_from_env(sweep, array=False) == World() == world_from_env({**sweep, "DIFFCORE_SLURM_ARRAY": "ignore"})
 
 
-@pytest.mark.parametrize("env,message", [
-    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1",
-      "SLURM_ARRAY_TASK_MAX": "9"}, "expected evenly spaced indices"),
-    ({"RANK": "2", "WORLD_SIZE": "2"}, "expected 0 <= rank < size"),
-    ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected an integer"),
-    ({"SLURM_ARRAY_TASK_ID": "0"}, "SLURM_ARRAY_TASK_COUNT is not set"),
-])
+@pytest.mark.parametrize(
+    "env,message",
+    [
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "9",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_MAX": "9",
+            },
+            "expected evenly spaced indices",
+        ),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "expected 0 <= rank < size"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, "RANK='x': expected an integer"),
+        ({"SLURM_ARRAY_TASK_ID": "0"}, "SLURM_ARRAY_TASK_COUNT is not set"),
+    ],
+)
 def test_bad_launch_variables_fail_in_one_line(env, message):
     with pytest.raises(ValueError, match=message):
         world_from_env(env)
@@ -62,6 +92,7 @@ def test_publish_once_first_writer_wins(tmp_path):
             made.append(k)
             barrier.wait()  # every shard makes its own before any publishes: a real race
             return {"tau": [0.5 + k]}
+
         return publish_once(path, make)
 
     results = [None] * 4
@@ -80,8 +111,13 @@ def test_rank_batches_split_the_single_process_batches():
 
     def batches(world, seed=5):
         g = torch.Generator().manual_seed(seed)
-        loader = DataLoader(range(n), generator=g, batch_sampler=RankBatches(
-            BatchSampler(RandomSampler(range(n), generator=g), batch, drop_last=False), n, batch, world))
+        loader = DataLoader(
+            range(n),
+            generator=g,
+            batch_sampler=RankBatches(
+                BatchSampler(RandomSampler(range(n), generator=g), batch, drop_last=False), n, batch, world
+            ),
+        )
         return [[b.tolist() for b in loader] for _epoch in range(2)], len(loader)
 
     # one process: exactly the batches of DataLoader(shuffle=True), epoch after epoch (existing results unchanged)
@@ -108,8 +144,20 @@ def _torchrun(args, cwd, timeout=240, nproc=2):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-           "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        str(nproc),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        "localhost:0",
+        *args,
+    ]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -153,14 +201,15 @@ def test_ddp_training_two_processes(two_processes):
     saved.load_state_dict(state["state_dict"])
     _, test_ds = W.data()
     cfg = TrainConfig(model="digits-cnn", image_size=32, augment="digits")
-    again = evaluate(saved, DataLoader(EvalSet(test_ds, transforms_for(cfg, False)), batch_size=64), torch.device("cpu"))
+    again = evaluate(
+        saved, DataLoader(EvalSet(test_ds, transforms_for(cfg, False)), batch_size=64), torch.device("cpu")
+    )
     assert (again["top1"], again["top5"], again["n"]) == (r0["metrics"]["top1"], r0["metrics"]["top5"], 10)
     assert again["loss"] == pytest.approx(r0["metrics"]["loss"], rel=1e-6)
     # the same global batches: without BatchNorm and augmentation, 2 processes end where 1 process does
     one = W.fit_linear(World())
     assert r0["linear"]["weights"] == r1["linear"]["weights"]  # DDP keeps the ranks in step, bit for bit
-    torch.testing.assert_close(torch.tensor(r0["linear"]["weights"]), torch.tensor(one["weights"]), rtol=0,
-                               atol=1e-6)
+    torch.testing.assert_close(torch.tensor(r0["linear"]["weights"]), torch.tensor(one["weights"]), rtol=0, atol=1e-6)
     assert r0["linear"]["losses"] == pytest.approx(one["losses"], rel=1e-6)
     assert r0["linear"]["final"]["n"] == one["final"]["n"] == 10
     assert r0["linear"]["final"]["top1"] == one["final"]["top1"]
@@ -171,8 +220,11 @@ def _tree(root):
     """{relative path: sha256} of every file under root, logs/ (per-process provenance) aside."""
     import hashlib
 
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] != "logs"}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).parts[0] != "logs"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +238,33 @@ def gen_parts(tiny_sd_dir, tiny_clip_files):
     from diffcore.prompts import PromptConfig
 
     cpu = torch.device("cpu")
-    gen = GenerateConfig(model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=3,
-                         dtype="float32", run_seed=11)
-    filt = FilterConfig(clip_model="test-tiny-clip", clip_config=str(tiny_clip_files[0]),
-                        clip_pretrained=str(tiny_clip_files[1]), z_pairs=20, max_attempts=3)
+    gen = GenerateConfig(
+        model=str(tiny_sd_dir), steps=2, guidance_scale=3.0, size=16, batch_size=3, dtype="float32", run_seed=11
+    )
+    filt = FilterConfig(
+        clip_model="test-tiny-clip",
+        clip_config=str(tiny_clip_files[0]),
+        clip_pretrained=str(tiny_clip_files[1]),
+        z_pairs=20,
+        max_attempts=3,
+    )
     full = digits("train", size=16)
     labels = np.asarray(full.labels)
     idx = np.concatenate([np.flatnonzero(labels == k)[:4] for k in (1, 4, 8)])  # 12 sources: chunks of 4 -> 3
-    ds = ImageSet("digits-1-4-8", ["one", "four", "eight"], [full.ids[i] for i in idx], [0] * 4 + [1] * 4 + [2] * 4,
-                  loader=lambda j: full.load(int(idx[j])), dataset_type="digits")
-    cfgs = (PromptConfig(dataset_type="handwritten digit", negative_key="digits"), gen, filt,
-            CounterpartConfig(chunk_size=4))
+    ds = ImageSet(
+        "digits-1-4-8",
+        ["one", "four", "eight"],
+        [full.ids[i] for i in idx],
+        [0] * 4 + [1] * 4 + [2] * 4,
+        loader=lambda j: full.load(int(idx[j])),
+        dataset_type="digits",
+    )
+    cfgs = (
+        PromptConfig(dataset_type="handwritten digit", negative_key="digits"),
+        gen,
+        filt,
+        CounterpartConfig(chunk_size=4),
+    )
     return load_pipeline(gen, cpu, torch.float32), load_clip(filt, cpu), ds, cfgs
 
 
@@ -244,7 +312,7 @@ def test_a_run_resumes_on_another_number_of_processes(gen_parts, tmp_path):
     assert logs[0]["attempts_this_start"] == sum(r["source_id"] in chunk1 for r in read_manifest(out / "manifest.csv"))
     before = _tree(out)
     _generate(gen_parts, out, World(rank=1, size=3))  # a finished set started again as an array, and merged:
-    finish_counterparts(ds, out, *cfgs)               # nothing changes
+    finish_counterparts(ds, out, *cfgs)  # nothing changes
     assert _tree(out) == before
 
 

@@ -1,4 +1,5 @@
 """DiffuseMix's edited set: the InstructPix2Pix stand-in, seeds, manifest, retries, resume, CLI, and training on it."""
+
 import numpy as np
 import pytest
 import torch
@@ -50,7 +51,7 @@ def test_edits_are_seeded_recorded_and_resumable(standin, tmp_path):
     again, bad = edit_images(standin, [ds.load(3)], [rows[3]["prompt"]], [int(rows[3]["seed"])], FAST)
     with Image.open(found[ds.ids[3]]) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), again[0]) and not bad[0]
-    make_edits(ds, standin, tmp_path, FAST, progress=False)            # resume: nothing left to do
+    make_edits(ds, standin, tmp_path, FAST, progress=False)  # resume: nothing left to do
     assert len(read_manifest(tmp_path / "manifest.csv")) == 5
     with pytest.raises(ValueError, match="other settings"):
         make_edits(ds, standin, tmp_path, EditConfig(**{**PROFILES["embedded"]["edit"], "steps": 3}), progress=False)
@@ -58,14 +59,17 @@ def test_edits_are_seeded_recorded_and_resumable(standin, tmp_path):
 
 class BlankFirst:
     """A fake editor: blank images for the seeds in `blank`, noise otherwise (no diffusers needed)."""
+
     device = torch.device("cpu")
 
     def __init__(self, blank):
         self.blank = set(blank)
 
     def __call__(self, prompt, image, generator, **kw):
-        out = [torch.zeros(3, 8, 8) if g.initial_seed() in self.blank else torch.rand(3, 8, 8, generator=g)
-               for g in generator]
+        out = [
+            torch.zeros(3, 8, 8) if g.initial_seed() in self.blank else torch.rand(3, 8, 8, generator=g)
+            for g in generator
+        ]
         return type("Out", (), {"images": torch.stack(out)})()
 
 
@@ -76,8 +80,13 @@ def test_blank_edits_are_retried_with_the_next_seed_then_given_up(tmp_path):
     make_edits(ds, BlankFirst({seed(0, 0), seed(2, 0), seed(2, 1)}), tmp_path, cfg, progress=False)
     rows = read_manifest(tmp_path / "manifest.csv")
     status = {(r["source_id"], int(r["attempt"])): r["status"] for r in rows}
-    assert status == {(ds.ids[0], 0): "invalid", (ds.ids[1], 0): "kept", (ds.ids[2], 0): "invalid",
-                      (ds.ids[0], 1): "kept", (ds.ids[2], 1): "invalid-final"}
+    assert status == {
+        (ds.ids[0], 0): "invalid",
+        (ds.ids[1], 0): "kept",
+        (ds.ids[2], 0): "invalid",
+        (ds.ids[0], 1): "kept",
+        (ds.ids[2], 1): "invalid-final",
+    }
     assert set(kept_counterparts(tmp_path)) == {ds.ids[0], ds.ids[1]}
     assert all(r["file"] == "" for r in rows if r["status"] != "kept")
 
@@ -93,8 +102,16 @@ def test_command_line_then_train_diffusemix_on_the_edits(tmp_path):
     assert {r["prompt"].split(", ")[1] for r in rows} <= {"sunset", "mosaic"}
     ds = digits("train")
     small = ds.subset([i for i, sid in enumerate(ds.ids) if sid in found] + list(range(8)))
-    cfg = TrainConfig(method="diffusemix", method_args={"fractals": 2}, model="digits-cnn", epochs=1, batch_size=8,
-                      image_size=32, augment="digits", device="cpu")
+    cfg = TrainConfig(
+        method="diffusemix",
+        method_args={"fractals": 2},
+        model="digits-cnn",
+        epochs=1,
+        batch_size=8,
+        image_size=32,
+        augment="digits",
+        device="cpu",
+    )
     r = train(cfg, small, digits("test").subset(range(16)), generated=out, progress=False).result
     assert r["counts"]["pairs"] == len(found) and 0 <= r["metrics"]["top1"] <= 100
-    assert cli(["edit", "--out", str(tmp_path / "x"), "--prompts", " , "]) == 2   # one-line refusal, no traceback
+    assert cli(["edit", "--out", str(tmp_path / "x"), "--prompts", " , "]) == 2  # one-line refusal, no traceback

@@ -1,6 +1,7 @@
 """The experiment API and the command line over it: one description of an experiment, flags derived from the
 config fields, the command shown beside a number builds the very experiment it came from, and training hands
 back the trained model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,18 @@ def test_every_field_of_every_step_has_one_name_and_one_flag():
 
 
 def test_profile_defaults_and_overrides_land_in_the_right_step():
-    exp = X.experiment("embedded", steps=3, gen_batch_size=8, clip_batch_size=16, batch_size=4, arch="digits-cnn",
-                       seed=5, fraction=0.5, mix_mode="pixel", lam_alpha=2.0)
+    exp = X.experiment(
+        "embedded",
+        steps=3,
+        gen_batch_size=8,
+        clip_batch_size=16,
+        batch_size=4,
+        arch="digits-cnn",
+        seed=5,
+        fraction=0.5,
+        mix_mode="pixel",
+        lam_alpha=2.0,
+    )
     assert (exp.generate.steps, exp.generate.batch_size, exp.filter.batch_size, exp.train.batch_size) == (3, 8, 16, 4)
     assert exp.generate.run_seed == exp.train.seed == 5
     assert exp.counterparts.fraction == exp.train.fraction == 0.5
@@ -67,18 +78,48 @@ def test_a_bad_or_unknown_setting_fails_at_once_in_one_line():
 
 
 def test_flags_build_the_same_experiment_as_the_api():
-    argv = ["train", "--few-shot", "10", "--epochs", "3", "--gen-batch-size", "8", "--method", "mixup",
-            "--method-arg", "alpha=0.2", "--no-compile", "--milestones", "0.4,0.8", "--seed", "2", "--out", "r.json"]
-    exp = X.experiment("embedded", few_shot=10, epochs=3, gen_batch_size=8, method="mixup",
-                       method_args={"alpha": 0.2}, compile=False, milestones=(0.4, 0.8), seed=2)
+    argv = [
+        "train",
+        "--few-shot",
+        "10",
+        "--epochs",
+        "3",
+        "--gen-batch-size",
+        "8",
+        "--method",
+        "mixup",
+        "--method-arg",
+        "alpha=0.2",
+        "--no-compile",
+        "--milestones",
+        "0.4,0.8",
+        "--seed",
+        "2",
+        "--out",
+        "r.json",
+    ]
+    exp = X.experiment(
+        "embedded",
+        few_shot=10,
+        epochs=3,
+        gen_batch_size=8,
+        method="mixup",
+        method_args={"alpha": 0.2},
+        compile=False,
+        milestones=(0.4, 0.8),
+        seed=2,
+    )
     assert _parse(argv) == exp
 
 
-@pytest.mark.parametrize("over", [
-    dict(few_shot=10, epochs=30),
-    dict(dataset="flowers102", arch="preactresnet34", data_root="/d/flowers", lr=0.1, nesterov=False),
-    dict(method="cutmix", method_args={"alpha": 1.0, "prob": 0.5}, fraction=0.5, step_cache=2, negative_prompt=""),
-])
+@pytest.mark.parametrize(
+    "over",
+    [
+        dict(few_shot=10, epochs=30),
+        dict(dataset="flowers102", arch="preactresnet34", data_root="/d/flowers", lr=0.1, nesterov=False),
+        dict(method="cutmix", method_args={"alpha": 1.0, "prob": 0.5}, fraction=0.5, step_cache=2, negative_prompt=""),
+    ],
+)
 def test_the_command_shown_beside_a_number_builds_the_same_experiment(over):
     exp = X.experiment("embedded", **over)
     line = X.command_line(exp, "train", out="r.json")

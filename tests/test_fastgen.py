@@ -1,4 +1,5 @@
 """FastGenerator is the stock pipeline call made fast: same images on CPU, prompts encoded once, fp8 opt-in only."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +38,9 @@ def test_same_images_as_generate_images_and_each_prompt_encoded_once(sd):
 
 def test_refuses_what_generate_images_refuses(sd):
     pipe, cfg = sd
-    fast = FastGenerator(pipe, GenerateConfig(**{**cfg.__dict__, "guidance_scale": 1.0}), FastConfig(channels_last=False))
+    fast = FastGenerator(
+        pipe, GenerateConfig(**{**cfg.__dict__, "guidance_scale": 1.0}), FastConfig(channels_last=False)
+    )
     with pytest.raises(ValueError, match="guidance_scale=1.0"):
         fast(["one"], ["thin"], [1])
     with pytest.raises(ValueError, match="2 prompts, 1 seeds"):
@@ -48,7 +51,9 @@ def test_refuses_what_generate_images_refuses(sd):
 
 def test_clip_on_device_matches_the_pil_preprocessing(tiny_clip_files):
     cfgf, weights = tiny_clip_files
-    clip = load_clip(FilterConfig(clip_model="test-tiny-clip", clip_pretrained=str(weights), clip_config=str(cfgf)), CPU)
+    clip = load_clip(
+        FilterConfig(clip_model="test-tiny-clip", clip_pretrained=str(weights), clip_config=str(cfgf)), CPU
+    )
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -66,7 +71,9 @@ def test_fp8_swaps_only_attention_linears_with_multiple_of_16_shapes():
     class Block(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.attentions = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 10))])
+            self.attentions = torch.nn.ModuleList(
+                [torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 10))]
+            )
             self.time = torch.nn.Linear(32, 32)
 
     b = Block()
@@ -75,11 +82,25 @@ def test_fp8_swaps_only_attention_linears_with_multiple_of_16_shapes():
 
 
 def test_bench_runs_tiny_and_reports_side_by_side(tmp_path):
-    g = bench_generation("tiny", CPU, [2], steps=2, size=32, guidance=4.0, one_at_a_time=1, fp8=False,
-                         compile_mode="default", log=lambda *a: None)
+    g = bench_generation(
+        "tiny",
+        CPU,
+        [2],
+        steps=2,
+        size=32,
+        guidance=4.0,
+        one_at_a_time=1,
+        fp8=False,
+        compile_mode="default",
+        log=lambda *a: None,
+    )
     paths = [(r["path"], r["batch_size"]) for r in g["rows"]]
-    assert paths == [("stock pipeline", 1), ("stock pipeline", 2), ("diffcore float32 + CLIP filter + PNG", 2),
-                     ("diffcore float32 make_counterparts (what runs)", 2)]  # CPU: fp32
+    assert paths == [
+        ("stock pipeline", 1),
+        ("stock pipeline", 2),
+        ("diffcore float32 + CLIP filter + PNG", 2),
+        ("diffcore float32 make_counterparts (what runs)", 2),
+    ]  # CPU: fp32
     assert g["rows"][2]["vs_stock_max_abs"] <= 1 and g["flops_per_image_step"] > 0
     loop = g["rows"][3]
     assert loop["images"] == 6 and 0 < loop["s_per_image"] <= loop["wall_s_per_image_incl_tau"] * 3
@@ -93,8 +114,9 @@ def test_draw_images_through_the_fast_path_gives_the_stock_images(sd):
     pipe, cfg = sd
     prompts, seeds = ["one", "two", "one", "four"], [1, 2, 3, 4]
     stock, bad = draw_images(pipe, prompts, ["thin"] * 4, seeds, cfg)
-    fast, bad_fast = draw_images(FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, ["thin"] * 4,
-                                 seeds, cfg)
+    fast, bad_fast = draw_images(
+        FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, ["thin"] * 4, seeds, cfg
+    )
     assert np.array_equal(stock, fast) and np.array_equal(bad, bad_fast)
     nofneg, _ = draw_images(FastGenerator(pipe, cfg, FastConfig(channels_last=False)), prompts, None, seeds, cfg)
     assert np.array_equal(nofneg, draw_images(pipe, prompts, None, seeds, cfg)[0])
@@ -161,8 +183,11 @@ def test_opt_in_effect_reports_the_filter_on_the_trained_stand_ins(tmp_path):
     assert exact["mean_abs_pixel_change"] == 0.0 and exact["clip_cos_to_exact"] == pytest.approx(1.0, abs=1e-6)
     for r in changed:  # every opt-in mode changes the images, none beyond recognition
         assert r["mean_abs_pixel_change"] > 0 and 0.9 < r["clip_cos_to_exact"] < 1.0, r
-    assert all(0 <= r["accepted_pct"] <= 100 and r["accepted_pct"] * 6 / 100 == pytest.approx(
-        round(r["accepted_pct"] * 6 / 100)) for r in res["rows"])  # a share of the 6 sources
+    assert all(
+        0 <= r["accepted_pct"] <= 100
+        and r["accepted_pct"] * 6 / 100 == pytest.approx(round(r["accepted_pct"] * 6 / 100))
+        for r in res["rows"]
+    )  # a share of the 6 sources
     with Image.open(res["figure"]) as grid:  # four rows of 6 digits, 32 px shown at 96 px
         assert grid.size == (44 + 6 * (96 + 4), 4 * (96 + 4) + 4)
 
@@ -180,8 +205,15 @@ def test_compile_unet_scopes_trace_without_breaks_and_keep_the_images(scope, cac
     torch.manual_seed(0)
     pipe = random_sdxl("tiny", CPU, torch.float32)
     cache = install(pipe, 2) if cached else None
-    kw = dict(prompt=["a", "b"], negative_prompt=["n", "n"], num_inference_steps=3, guidance_scale=4.0, height=32,
-              width=32, output_type="pt")
+    kw = dict(
+        prompt=["a", "b"],
+        negative_prompt=["n", "n"],
+        num_inference_steps=3,
+        guidance_scale=4.0,
+        height=32,
+        width=32,
+        output_type="pt",
+    )
 
     def images():
         if cache is not None:

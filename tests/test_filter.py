@@ -1,12 +1,12 @@
 """Eq. (5) thresholds and the accept rule."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from diffcore.filter import (FilterConfig, accept, class_pairs, class_thresholds, cosine, expected_pairs,
-                             sample_pairs)
+from diffcore.filter import FilterConfig, accept, class_pairs, class_thresholds, cosine, expected_pairs, sample_pairs
 
 
 @pytest.mark.parametrize("n,z", [(2, 5), (7, 21), (7, 10), (50, 300), (1300, 1000)])
@@ -26,7 +26,7 @@ def test_tau_equals_brute_force_mean_when_z_covers_all_pairs():
     taus = class_thresholds(pairs, lambda idx: emb[torch.as_tensor(idx)])
     for k, members in ((0, range(12)), (1, range(12, 30))):
         members = list(members)
-        sims = [float(emb[i] @ emb[j]) for a, i in enumerate(members) for j in members[a + 1:]]
+        sims = [float(emb[i] @ emb[j]) for a, i in enumerate(members) for j in members[a + 1 :]]
         assert len(sims) == math.comb(len(members), 2)
         assert taus[k] == pytest.approx(np.mean(sims), abs=1e-6)
 
@@ -52,7 +52,9 @@ def test_class_with_one_image_gets_the_mean_of_the_others_and_none_is_an_error()
 
 
 def test_accept_is_strictly_greater_than_tau():
-    sims = cosine(torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    sims = cosine(
+        torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    )
     tau = torch.tensor([0.5, 0.0, math.sqrt(0.5)])
     assert accept(sims, tau).tolist() == [True, False, False]  # sim == tau is rejected (S > tau)
 

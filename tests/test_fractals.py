@@ -1,4 +1,5 @@
 """Procedural fractals: seeded, independent of the bank size, in range, not degenerate, written as PNGs."""
+
 import pytest
 import torch
 from PIL import Image
@@ -19,9 +20,9 @@ def test_fractals_are_in_range_coloured_and_not_degenerate():
     assert bank.shape == (6, 3, 32, 32) and bank.min() >= 0 and bank.max() <= 1
     lit = (bank.amax(1) > 0.05).flatten(1).float().mean(1)
     assert (lit >= FractalConfig().min_coverage).all()
-    assert (bank.std((2, 3)).mean(1) > 0.01).all()                      # structure, not a flat image
-    assert not torch.allclose(bank[:, 0], bank[:, 1])                   # coloured, not grey
-    assert fractal_bank(6, 32, 0) is bank                               # cached
+    assert (bank.std((2, 3)).mean(1) > 0.01).all()  # structure, not a flat image
+    assert not torch.allclose(bank[:, 0], bank[:, 1])  # coloured, not grey
+    assert fractal_bank(6, 32, 0) is bank  # cached
 
 
 def test_save_fractals_writes_readable_pngs(tmp_path):
@@ -31,8 +32,10 @@ def test_save_fractals_writes_readable_pngs(tmp_path):
         assert im.size == (16, 16) and im.mode == "RGB"
 
 
-@pytest.mark.parametrize("kw, word", [({"maps_min": 3, "maps_max": 2}, "maps_min"),
-                                      ({"scale_max": 1.0}, "scale"), ({"walkers": 0}, "walkers")])
+@pytest.mark.parametrize(
+    "kw, word",
+    [({"maps_min": 3, "maps_max": 2}, "maps_min"), ({"scale_max": 1.0}, "scale"), ({"walkers": 0}, "walkers")],
+)
 def test_bad_config_fails_loudly(kw, word):
     with pytest.raises(ValueError, match=word):
         FractalConfig(**kw)

@@ -1,4 +1,5 @@
 """Generation: Eq. (4) equals the pipeline call, seeds are per image, the paper's SDXL/CosXL path runs."""
+
 import numpy as np
 import pytest
 import torch
@@ -16,8 +17,9 @@ def sd(tiny_sd_dir):
 
 
 def _embed(pipe, text):
-    ids = pipe.tokenizer([text], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        [text], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
     return pipe.text_encoder(ids)[0]  # (1, 77, D)
 
 
@@ -26,8 +28,16 @@ def test_pipeline_call_equals_hand_written_eq4_loop(sd):
     pipe, _ = sd
     gamma, steps = 2.0, 4
     pc, pn = "a bold handwritten digit seven", "thin, faint"
-    got = pipe(prompt=pc, negative_prompt=pn, guidance_scale=1 + gamma, num_inference_steps=steps, height=16,
-               width=16, generator=torch.Generator().manual_seed(0), output_type="latent").images
+    got = pipe(
+        prompt=pc,
+        negative_prompt=pn,
+        guidance_scale=1 + gamma,
+        num_inference_steps=steps,
+        height=16,
+        width=16,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    ).images
     e_c, e_n = _embed(pipe, pc), _embed(pipe, pn)
     sched = pipe.scheduler
     sched.set_timesteps(steps)
@@ -68,17 +78,32 @@ def tiny_sdxl_pipeline():
     from diffusers import EDMEulerScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4,
-                                out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                                use_linear_projection=True, addition_embed_type="text_time",
-                                addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
-                                projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
-                                norm_num_groups=8).eval()
-    return StableDiffusionXLPipeline(vae=tiny_vae(), text_encoder=tiny_text_encoder(32),
-                                     text_encoder_2=tiny_text_encoder(32, projection=True, seed=1),
-                                     tokenizer=char_tokenizer(), tokenizer_2=char_tokenizer(), unet=unet,
-                                     scheduler=EDMEulerScheduler(**COSXL_SCHEDULER))
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+        cross_attention_dim=64,
+        norm_num_groups=8,
+    ).eval()
+    return StableDiffusionXLPipeline(
+        vae=tiny_vae(),
+        text_encoder=tiny_text_encoder(32),
+        text_encoder_2=tiny_text_encoder(32, projection=True, seed=1),
+        tokenizer=char_tokenizer(),
+        tokenizer_2=char_tokenizer(),
+        unet=unet,
+        scheduler=EDMEulerScheduler(**COSXL_SCHEDULER),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +116,27 @@ def sdxl_dirs(tmp_path_factory):
 
 
 def test_sdxl_edm_euler_vprediction_path_runs_with_negative_prompt_and_vae_slot(sdxl_dirs):
-    cfg = GenerateConfig(model=str(sdxl_dirs / "pipe"), vae=str(sdxl_dirs / "vae-fp16-fix"),
-                         scheduler="edm-euler-vpred", steps=3, guidance_scale=12.0, size=16, batch_size=2,
-                         dtype="float32")
+    cfg = GenerateConfig(
+        model=str(sdxl_dirs / "pipe"),
+        vae=str(sdxl_dirs / "vae-fp16-fix"),
+        scheduler="edm-euler-vpred",
+        steps=3,
+        guidance_scale=12.0,
+        size=16,
+        batch_size=2,
+        dtype="float32",
+    )
     pipe = load_pipeline(cfg, CPU, torch.float32)
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"
     sc = pipe.scheduler.config
     assert type(pipe.scheduler).__name__ == "EDMEulerScheduler"
-    assert (sc.prediction_type, sc.sigma_schedule, sc.sigma_min, sc.sigma_max, sc.sigma_data) == \
-        ("v_prediction", "exponential", 0.002, 120.0, 1.0)
+    assert (sc.prediction_type, sc.sigma_schedule, sc.sigma_min, sc.sigma_max, sc.sigma_data) == (
+        "v_prediction",
+        "exponential",
+        0.002,
+        120.0,
+        1.0,
+    )
     imgs = generate_images(pipe, ["a bird", "a car", "a cat"], ["sky, road"] * 3, [1, 2, 3], cfg)
     assert imgs.shape == (3, 16, 16, 3) and imgs.dtype == np.uint8
     again = generate_images(pipe, ["a car"], ["sky, road"], [2], cfg)

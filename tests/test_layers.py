@@ -1,5 +1,6 @@
 """The package's shape: import-linter's layer and cycle contracts hold (and would catch a breach), no private name
 crosses a module boundary, and `ls diffcore/` reads like the method."""
+
 from __future__ import annotations
 
 import ast
@@ -14,8 +15,13 @@ LINT = Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT), "--config", str(cwd / "pyproject.toml"), "--no-cache"], cwd=cwd,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
+    return subprocess.run(
+        [str(LINT), "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"},
+    )
 
 
 def test_layer_and_cycle_contracts_hold_and_catch_a_breach(tmp_path):
@@ -50,8 +56,19 @@ def test_no_private_name_is_imported_from_another_module():
 
 
 def test_the_top_level_reads_like_the_method():
-    steps = {"data", "prompts", "generate", "filter", "counterparts", "mix", "train", "saliency", "models",
-             "results", "experiment"}
+    steps = {
+        "data",
+        "prompts",
+        "generate",
+        "filter",
+        "counterparts",
+        "mix",
+        "train",
+        "saliency",
+        "models",
+        "results",
+        "experiment",
+    }
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert steps <= top
     tools = {"bench", "book", "tiny", "engine"}

@@ -1,4 +1,5 @@
 """The device loader: decode-once cache round trip, crop boxes with RandomResizedCrop's rules, batch augmentation."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +11,11 @@ from diffcore.engine import loader as L
 def _gradient(w, h):
     x = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
     y = np.linspace(0, 255, h, dtype=np.float32)[:, None, None]
-    return Image.fromarray(np.concatenate([np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)),
-                                           np.full((h, w, 1), 7, np.float32)], 2).astype(np.uint8))
+    return Image.fromarray(
+        np.concatenate(
+            [np.broadcast_to(x, (h, w, 1)), np.broadcast_to(y, (h, w, 1)), np.full((h, w, 1), 7, np.float32)], 2
+        ).astype(np.uint8)
+    )
 
 
 def test_decode_square_resizes_short_side_and_centre_crops():
@@ -45,7 +49,7 @@ def test_random_resized_boxes_follow_torchvision_limits():
     b = L.random_resized_boxes(4000, 64, g, "cpu")
     w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
     assert (b[:, :2] >= 0).all() and (b[:, 2:] <= 64).all() and (w >= 1).all() and (h >= 1).all()
-    area = w * h / 64 ** 2
+    area = w * h / 64**2
     assert area.min() >= 0.07 and area.max() <= 1.0
     ratio = (w / h)[area < 0.5]  # small boxes are never clipped to the image, so their aspect is in range
     assert ratio.min() > 0.7 and ratio.max() < 1.4
@@ -70,8 +74,9 @@ def test_device_augment_shapes_normalisation_and_digits_never_flip():
 def test_to_device_batch_crops_real_and_generated_independently():
     real = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
     batch = (real, real.clone(), torch.tensor([0, 1, 2]), torch.tensor([True, True, False]))
-    r, gen, y, p = L.to_device_batch(batch, 12, "imagenet", (0.5,) * 3, (0.5,) * 3, torch.Generator().manual_seed(0),
-                                     torch.device("cpu"))
+    r, gen, y, p = L.to_device_batch(
+        batch, 12, "imagenet", (0.5,) * 3, (0.5,) * 3, torch.Generator().manual_seed(0), torch.device("cpu")
+    )
     assert r.shape == gen.shape == (3, 3, 12, 12) and y.tolist() == [0, 1, 2] and p.tolist() == [True, True, False]
     assert not torch.equal(r, gen)  # same pixels in, different crops out
 
@@ -85,5 +90,5 @@ def test_pad_crop_is_an_exact_integer_shift_with_zero_padding():
         dy, dx = int(off[0]), int(off[1])
         ref = torch.zeros_like(x)
         ys, xs = slice(max(0, -dy), min(6, 6 - dy)), slice(max(0, -dx), min(6, 6 - dx))
-        ref[..., ys, xs] = x[..., max(0, dy):min(6, 6 + dy), max(0, dx):min(6, 6 + dx)]
+        ref[..., ys, xs] = x[..., max(0, dy) : min(6, 6 + dy), max(0, dx) : min(6, 6 + dx)]
         assert torch.equal(out, ref)

@@ -1,4 +1,5 @@
 """Eq. (6)-(8): pixel blend, box patch, Bernoulli(0.5) choice; labels are never touched by mixing."""
+
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ def test_patch_rows_take_exactly_the_box_from_real_and_the_rest_from_generated()
     for mask in out.masks[:, 0]:
         rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
         if len(rows):
-            assert mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+            assert mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
             assert mask.sum() == len(rows) * len(cols)
 
 

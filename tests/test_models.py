@@ -1,4 +1,5 @@
 """Classifiers: shapes, the PreActResNet sizes and stems, local pretrained loading that never runs pickled code."""
+
 import logging
 import os
 
@@ -26,8 +27,17 @@ def test_presets_are_the_six_names():
     assert list(MODELS) == NAMES
 
 
-@pytest.mark.parametrize("name,size", [("digits-cnn", 32), ("preactresnet18", 32), ("preactresnet34", 32),
-                                       ("resnet50", 64), ("densenet121", 64), ("wide_resnet101_2", 64)])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("digits-cnn", 32),
+        ("preactresnet18", 32),
+        ("preactresnet34", 32),
+        ("resnet50", 64),
+        ("densenet121", 64),
+        ("wide_resnet101_2", 64),
+    ],
+)
 def test_output_shape_saliency_and_classifier_layers(name, size):
     model = build_model(name, 7).eval()
     seen = []
@@ -68,8 +78,9 @@ def test_preactresnet18_parameter_count_matches_formula_and_reference():
 
     # every conv but the stem has the shape of torchvision's ResNet-18 (1x1 projections = its downsample convs)
     def convs(model):
-        return sorted(tuple(m.weight.shape) for n, m in model.named_modules()
-                      if isinstance(m, torch.nn.Conv2d) and n != "conv1")
+        return sorted(
+            tuple(m.weight.shape) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d) and n != "conv1"
+        )
 
     assert convs(build_model("preactresnet18", 100)) == convs(torchvision.models.resnet18(weights=None))
 
@@ -130,9 +141,11 @@ def test_pretrained_round_trip_skips_only_the_mismatched_classifier(tmp_path, ca
 
 def test_pretrained_is_strict_on_every_other_key(tmp_path):
     state = _trained_digits_cnn()
-    cases = {"missing": {k: v for k, v in state.items() if k != "features.0.1.running_var"},
-             "unexpected": {**state, "extra.weight": torch.zeros(3)},
-             "shape": {**state, "features.0.0.weight": torch.zeros(16, 3, 3, 3)}}
+    cases = {
+        "missing": {k: v for k, v in state.items() if k != "features.0.1.running_var"},
+        "unexpected": {**state, "extra.weight": torch.zeros(3)},
+        "shape": {**state, "features.0.0.weight": torch.zeros(16, 3, 3, 3)},
+    }
     for what, bad in cases.items():
         save_file(bad, tmp_path / f"{what}.safetensors")
     with pytest.raises(ValueError, match=r"missing \[.features.0.1.running_var.\]"):

@@ -1,5 +1,6 @@
 """The notebooks run through papermill on a minimal parameter set, a parameter override changes what they do,
 and the driver stops with the failing cell."""
+
 from __future__ import annotations
 
 import os
@@ -19,15 +20,27 @@ def _run(out: Path, name: str, **params) -> nbformat.NotebookNode:
     import papermill as pm
 
     dst = out / name
-    pm.execute_notebook(str(TABLE2), str(dst), parameters={"out_dir": str(out), **MINIMAL, **params},
-                        kernel_name="python3", cwd=str(REPO), progress_bar=False)
+    pm.execute_notebook(
+        str(TABLE2),
+        str(dst),
+        parameters={"out_dir": str(out), **MINIMAL, **params},
+        kernel_name="python3",
+        cwd=str(REPO),
+        progress_bar=False,
+    )
     return nbformat.read(dst, as_version=4)
 
 
 def _html(nb) -> str:
     """The paper-vs-ours table the notebook shows."""
-    return next(h for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                for h in [o.get("data", {}).get("text/html", "")] if "paper: Flowers-102" in h)
+    return next(
+        h
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        for h in [o.get("data", {}).get("text/html", "")]
+        if "paper: Flowers-102" in h
+    )
 
 
 @pytest.mark.slow
@@ -47,9 +60,24 @@ def test_table_notebook_runs_and_a_parameter_override_changes_it(tmp_path, monke
 
 
 def test_driver_stops_on_a_failing_cell_and_shows_it(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "diffcore.reproduce", "--only", "01_table2", "--out", str(tmp_path),
-                           "--no-book", "--param", "profile=nope"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffcore.reproduce",
+            "--only",
+            "01_table2",
+            "--out",
+            str(tmp_path),
+            "--no-book",
+            "--param",
+            "profile=nope",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode != 0
     assert "FAILED: 01_table2_data_scarcity.ipynb" in done.stderr
     assert "--- cell source ---" in done.stderr and "tables.columns(" in done.stderr
@@ -58,8 +86,12 @@ def test_driver_stops_on_a_failing_cell_and_shows_it(tmp_path):
 
 
 def test_unknown_notebook_name_is_refused(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "diffcore.reproduce", "--only", "99_nothing", "--out", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "diffcore.reproduce", "--only", "99_nothing", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode != 0 and "no notebook named ['99_nothing']" in done.stderr
 
 

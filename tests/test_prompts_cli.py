@@ -1,19 +1,29 @@
 """Prompts (P_c, P_n) and the command line's refusal of bad input before any heavy work."""
+
 import pytest
 
 from diffcore.cli import main
-from diffcore.prompts import (AUTHORS_NEGATIVE_PROMPT, PAPER_TEMPLATE, PromptConfig, contextual_prompt, label_words,
-                              negative_prompt)
+from diffcore.prompts import (
+    AUTHORS_NEGATIVE_PROMPT,
+    PAPER_TEMPLATE,
+    PromptConfig,
+    contextual_prompt,
+    label_words,
+    negative_prompt,
+)
 
 
 def test_default_prompt_is_the_papers_template_and_negative_is_the_authors():
     cfg = PromptConfig(dataset_type="bird")
     assert cfg.template == "Generate heavy snow to the {label}, a {dataset_type} object"
-    assert contextual_prompt("001.Black_footed_Albatross", cfg) == \
-        "Generate heavy snow to the Black footed Albatross, a bird object"
+    assert (
+        contextual_prompt("001.Black_footed_Albatross", cfg)
+        == "Generate heavy snow to the Black footed Albatross, a bird object"
+    )
     assert negative_prompt(cfg) == AUTHORS_NEGATIVE_PROMPT
     assert AUTHORS_NEGATIVE_PROMPT.startswith("train, car, newspaper") and AUTHORS_NEGATIVE_PROMPT.endswith(
-        "road lines, traffic lights")
+        "road lines, traffic lights"
+    )
     assert negative_prompt(PromptConfig(negative_prompt="")) == ""
 
 
@@ -27,19 +37,25 @@ def test_templates_are_configurable_and_checked():
     assert PAPER_TEMPLATE.format(label="x", dataset_type="y")
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["generate", "--out", "X", "--fraction", "0"], "fraction=0.0: expected a value in (0, 1]"),
-    (["generate", "--out", "X", "--dataset", "mnist"], "dataset='mnist': expected 'digits', 'folder' or one of"),
-    (["generate", "--out", "X", "--dataset", "cifar100"], "dataset=cifar100 needs --data-root"),
-    (["generate", "--out", "X", "--model", "/no/such/model"], "model=/no/such/model: no such file or folder"),
-    (["generate", "--out", "X", "--clip-pretrained", "/no/clip.safetensors"], "clip_pretrained=/no/clip.safetensors"),
-    (["generate", "--out", "X", "--guidance-scale", "-1"], "guidance_scale=-1.0"),
-    (["train", "--out", "X", "--method", "diffcore"], "method='diffcore' needs a generated set"),
-    (["train", "--out", "X", "--epochs", "0"], "epochs=0"),
-    (["run", "--profile", "laptop"], "profile='laptop': expected one of"),
-    (["run", "--out", "X", "--arch", "vgg16"], "model='vgg16': expected one of"),
-    (["run", "--out", "X", "--pretrained", "/no/w.pt"], "pretrained=/no/w.pt: no such weights file"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["generate", "--out", "X", "--fraction", "0"], "fraction=0.0: expected a value in (0, 1]"),
+        (["generate", "--out", "X", "--dataset", "mnist"], "dataset='mnist': expected 'digits', 'folder' or one of"),
+        (["generate", "--out", "X", "--dataset", "cifar100"], "dataset=cifar100 needs --data-root"),
+        (["generate", "--out", "X", "--model", "/no/such/model"], "model=/no/such/model: no such file or folder"),
+        (
+            ["generate", "--out", "X", "--clip-pretrained", "/no/clip.safetensors"],
+            "clip_pretrained=/no/clip.safetensors",
+        ),
+        (["generate", "--out", "X", "--guidance-scale", "-1"], "guidance_scale=-1.0"),
+        (["train", "--out", "X", "--method", "diffcore"], "method='diffcore' needs a generated set"),
+        (["train", "--out", "X", "--epochs", "0"], "epochs=0"),
+        (["run", "--profile", "laptop"], "profile='laptop': expected one of"),
+        (["run", "--out", "X", "--arch", "vgg16"], "model='vgg16': expected one of"),
+        (["run", "--out", "X", "--pretrained", "/no/w.pt"], "pretrained=/no/w.pt: no such weights file"),
+    ],
+)
 def test_bad_input_fails_in_one_line_before_heavy_work(argv, message, capsys, tmp_path):
     argv = [a if a != "X" else str(tmp_path / "out") for a in argv]
     assert main(argv) == 2
@@ -50,15 +66,38 @@ def test_bad_input_fails_in_one_line_before_heavy_work(argv, message, capsys, tm
 def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, tmp_path, capsys):
     """The main job's whole path: generate, filter, train vanilla and -50/-100, table; re-run skips finished work."""
     out = tmp_path / "run"
-    argv = ["run", "--out", str(out), "--model", str(tiny_sd_dir), "--size", "16", "--steps", "2",
-            "--clip-model", "test-tiny-clip", "--clip-config", str(tiny_clip_files[0]),
-            "--clip-pretrained", str(tiny_clip_files[1]), "--few-shot", "3", "--epochs", "1", "--seeds", "0"]
+    argv = [
+        "run",
+        "--out",
+        str(out),
+        "--model",
+        str(tiny_sd_dir),
+        "--size",
+        "16",
+        "--steps",
+        "2",
+        "--clip-model",
+        "test-tiny-clip",
+        "--clip-config",
+        str(tiny_clip_files[0]),
+        "--clip-pretrained",
+        str(tiny_clip_files[1]),
+        "--few-shot",
+        "3",
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+    ]
     assert main(argv) == 0
     table = (out / "table.md").read_text()
     for label in ("Vanilla", "DiffCoRe-Mix-50", "DiffCoRe-Mix-100"):
         assert f"| {label} |" in table
     assert sorted(p.name for p in (out / "results").glob("*.json")) == [
-        "diffcore-100-seed0.json", "diffcore-50-seed0.json", "vanilla-seed0.json"]
+        "diffcore-100-seed0.json",
+        "diffcore-50-seed0.json",
+        "vanilla-seed0.json",
+    ]
     assert len(list((out / "results").glob("*.ckpt.pt"))) == 3  # each run's final checkpoint, beside its result
     assert (out / "generated" / "manifest.csv").is_file()
     from PIL import Image

@@ -4,6 +4,7 @@ uninterrupted run, byte for byte; no row ever names a missing or partial file; n
 The runs are real processes killed with SIGKILL: forked from the test (models loaded once, so ten kills take
 seconds) and, once, `python -m diffcore generate` itself. The shipped tiny models, 2 denoising steps, 20 digits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -106,8 +107,11 @@ def reference(job, tmp_path_factory):
 def _files(out: Path) -> dict[str, str]:
     """sha256 of every file of the set (images, rejected attempts, manifest, run.json); logs/ holds each start's
     clock and host."""
-    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file() and p.relative_to(out).parts[0] != "logs"}
+    return {
+        p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.relative_to(out).parts[0] != "logs"
+    }
 
 
 def _whole_batches(job, rows: list[dict]) -> list[dict]:
@@ -119,8 +123,9 @@ def _whole_batches(job, rows: list[dict]) -> list[dict]:
 
 def _unreferenced(out: Path, rows: list[dict]) -> int:
     named = {r["file"] for r in rows}
-    return sum(p.relative_to(out).as_posix() not in named for sub in ("images", "rejected")
-               for p in (out / sub).rglob("*.png"))
+    return sum(
+        p.relative_to(out).as_posix() not in named for sub in ("images", "rejected") for p in (out / sub).rglob("*.png")
+    )
 
 
 def _check_after_kill(out: Path, committed: dict[str, tuple[int, int]], job) -> None:
@@ -168,9 +173,11 @@ def test_ten_sigkills_at_random_points_resume_to_the_uninterrupted_set(job, refe
         seen["cut batches"] += len(_whole_batches(job, rows)) < len(rows)
         seen["left-overs"] += len(list(out.rglob("*.tmp"))) + _unreferenced(out, rows)
     assert _wait(_fork(_generate(job, out)), 300) == 0
-    print(f"{kills} kills in {runs} runs, rows committed at each: {seen['rows at kill']} of {ref_rows}; kills that "
-          f"left a cut batch: {seen['cut batches']}, .tmp or unreferenced files: {seen['left-overs']}; "
-          f"{len(_files(out))} files compared")
+    print(
+        f"{kills} kills in {runs} runs, rows committed at each: {seen['rows at kill']} of {ref_rows}; kills that "
+        f"left a cut batch: {seen['cut batches']}, .tmp or unreferenced files: {seen['left-overs']}; "
+        f"{len(_files(out))} files compared"
+    )
     assert len(committed) > 0  # some files were committed before a kill, and were left alone after it
     _assert_same_set(out, ref, committed)
     # manifest.csv, run.json and one file per row that names one
@@ -181,6 +188,7 @@ def _cli(argv: list[str]):
     def run():
         if cli.main(argv) != 0:
             raise SystemExit(1)
+
     return run
 
 
@@ -225,7 +233,7 @@ def _copy_prefix(ref: Path, out: Path, rows: int, extra: bytes = b"") -> list[di
 def test_torn_manifest_line_cut_batch_tmp_and_orphan_files_are_cleaned_then_redone(job, reference, tmp_path):
     ref, _ = reference
     out = tmp_path / "torn"
-    all_rows = _copy_prefix(ref, out, 6, extra=b"digits/0007,,1,one,\"Generate hea")  # 4 + 2 of a batch + a cut line
+    all_rows = _copy_prefix(ref, out, 6, extra=b'digits/0007,,1,one,"Generate hea')  # 4 + 2 of a batch + a cut line
     orphan = out / "images" / "0009_nine" / "x-00000000.png"  # an image written, its row never appended
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"\x89PNG")
@@ -256,8 +264,7 @@ def test_other_settings_refused_even_when_the_first_run_was_killed(job, tmp_path
     assert (stranger / "notes.txt").read_text() == "mine"
 
 
-def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_their_defaults(job, reference,
-                                                                                             tmp_path):
+def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_their_defaults(job, reference, tmp_path):
     """Settings recorded before a field existed (here: step_cache, compile_scope) read as that field's default: the
     killed run resumes to the uninterrupted set; setting the new field to anything else is refused."""
     import shutil
@@ -272,10 +279,11 @@ def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_t
         del old["generate"][name]
     (out / "run.json").unlink()  # what an older version's run killed after its first batch leaves
     (out / G.RUNNING).write_text(json.dumps({"settings": old}))
-    (out / G.PLAN).write_text(json.dumps({"settings": old, "classes": list(ds.classes),
-                                          "tau": [info["tau"][c] for c in ds.classes]}))
+    (out / G.PLAN).write_text(
+        json.dumps({"settings": old, "classes": list(ds.classes), "tau": [info["tau"][c] for c in ds.classes]})
+    )
     rows = C.read_manifest(out / "manifest.csv")
-    (out / "manifest.csv").write_text(G.manifest_text(rows[:gen.batch_size], header=True), newline="")
+    (out / "manifest.csv").write_text(G.manifest_text(rows[: gen.batch_size], header=True), newline="")
     assert _wait(_fork(_generate(job, out)), 120) == 0
     assert _files(out) == _files(ref)
     (out / G.RUNNING).write_text(json.dumps({"settings": old}))
@@ -287,9 +295,9 @@ def test_a_run_killed_under_an_older_version_resumes_while_the_new_fields_keep_t
 def test_invalid_images_are_nan_or_constant():
     x = torch.rand(5, 3, 8, 8)
     x[1, 0, 0, 0] = float("nan")
-    x[2] = 0.0              # all black: the fp16 VAE overflow after NaN -> 0
-    x[3] = 0.5              # constant
-    x[4, :, :4] = 0.2       # half and half: a real image
+    x[2] = 0.0  # all black: the fp16 VAE overflow after NaN -> 0
+    x[3] = 0.5  # constant
+    x[4, :, :4] = 0.2  # half and half: a real image
     x[4, :, 4:] = 0.8
     assert invalid_images(x).tolist() == [False, True, True, True, False]
 
@@ -351,8 +359,13 @@ def no_heavy_work(monkeypatch):
     def heavy(*a, **k):
         raise AssertionError("heavy work started before the bad parameter was refused")
 
-    for module, name in ((X, "load_pipeline"), (X, "load_clip"), (X, "load_editor"), (X, "make_counterparts"),
-                         (diffcore.train, "train")):
+    for module, name in (
+        (X, "load_pipeline"),
+        (X, "load_clip"),
+        (X, "load_editor"),
+        (X, "make_counterparts"),
+        (diffcore.train, "train"),
+    ):
         monkeypatch.setattr(module, name, heavy)
 
 
@@ -361,16 +374,24 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
     f = tmp_path / "a-file"
     f.write_text("x")
     clip = str(Path(PROFILES["embedded"]["filter"]["clip_pretrained"]))
-    g, t, r = ["generate", "--out", str(tmp_path / "g")], ["train", "--method", "vanilla", "--out", str(tmp_path / "t.json")], ["run", "--out",
-                                                                                                       str(tmp_path / "r")]
+    g, t, r = (
+        ["generate", "--out", str(tmp_path / "g")],
+        ["train", "--method", "vanilla", "--out", str(tmp_path / "t.json")],
+        ["run", "--out", str(tmp_path / "r")],
+    )
     cases = [
-        (g + ["--fraction", "0"], "fraction", "0.0"), (g + ["--fraction", "1.5"], "fraction", "1.5"),
-        (g + ["--few-shot", "0"], "few_shot", "0"), (t + ["--few-shot", "-3"], "few_shot", "-3"),
-        (g + ["--steps", "0"], "steps", "0"), (g + ["--steps", "abc"], "--steps", "'abc'"),
-        (g + ["--size", "30"], "size", "30"), (g + ["--gen-batch-size", "0"], "batch_size", "0"),
+        (g + ["--fraction", "0"], "fraction", "0.0"),
+        (g + ["--fraction", "1.5"], "fraction", "1.5"),
+        (g + ["--few-shot", "0"], "few_shot", "0"),
+        (t + ["--few-shot", "-3"], "few_shot", "-3"),
+        (g + ["--steps", "0"], "steps", "0"),
+        (g + ["--steps", "abc"], "--steps", "'abc'"),
+        (g + ["--size", "30"], "size", "30"),
+        (g + ["--gen-batch-size", "0"], "batch_size", "0"),
         (g + ["--guidance-scale", "-1"], "guidance_scale", "-1.0"),
         (g + ["--guidance-scale", "1"], "guidance_scale", "1.0"),
-        (g + ["--dtype", "fp64"], "dtype", "'fp64'"), (g + ["--device", "gpu"], "device", "'gpu'"),
+        (g + ["--dtype", "fp64"], "dtype", "'fp64'"),
+        (g + ["--device", "gpu"], "device", "'gpu'"),
         (g + ["--model", "/no/such/model"], "model", "/no/such/model"),
         (g + ["--model", str(tmp_path / "w.ckpt")], "model", "w.ckpt"),
         (g + ["--model", clip, "--config-dir", "/no/dir"], "config_dir", "/no/dir"),
@@ -380,28 +401,41 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
         (g + ["--clip-model", "nope"], "clip_model", "'nope'"),
         (g + ["--clip-pretrained", "/no/clip.safetensors"], "clip_pretrained", "/no/clip.safetensors"),
         (g + ["--clip-config", "/no/c.json"], "clip_config", "/no/c.json"),
-        (g + ["--z-pairs", "0"], "z_pairs", "0"), (g + ["--max-attempts", "0"], "max_attempts", "0"),
-        (g + ["--step-cache", "0"], "step_cache", "0"), (g + ["--io-threads", "-1"], "io_threads", "-1"),
+        (g + ["--z-pairs", "0"], "z_pairs", "0"),
+        (g + ["--max-attempts", "0"], "max_attempts", "0"),
+        (g + ["--step-cache", "0"], "step_cache", "0"),
+        (g + ["--io-threads", "-1"], "io_threads", "-1"),
         (g + ["--compile-scope", "half"], "compile_scope", "'half'"),
-        (g + ["--profile", "laptop"], "profile", "'laptop'"), (g + ["--dataset", "mnist"], "dataset", "'mnist'"),
+        (g + ["--profile", "laptop"], "profile", "'laptop'"),
+        (g + ["--dataset", "mnist"], "dataset", "'mnist'"),
         (g + ["--dataset", "cifar100"], "dataset", "cifar100"),
         (g + ["--dataset", "folder", "--data-root", "/no/root"], "data_root", "/no/root"),
         (["generate", "--out", str(f)], "out", str(f)),
-        (t + ["--method", "nope"], "--method", "'nope'"), (t + ["--method-arg", "alpha"], "--method-arg", "'alpha'"),
+        (t + ["--method", "nope"], "--method", "'nope'"),
+        (t + ["--method-arg", "alpha"], "--method-arg", "'alpha'"),
         (t + ["--method", "diffcore"], "method", "'diffcore'"),
         (t + ["--method", "diffcore", "--generated", "/no/gen"], "generated", "/no/gen"),
-        (t + ["--arch", "vgg16"], "model", "'vgg16'"), (t + ["--epochs", "0"], "epochs", "0"),
-        (t + ["--batch-size", "0"], "batch_size", "0"), (t + ["--lr", "0"], "lr", "0.0"),
-        (t + ["--lr", "-1"], "lr", "-1.0"), (t + ["--image-size", "4"], "image_size", "4"),
-        (t + ["--augment", "big"], "--augment", "'big'"), (t + ["--workers", "-1"], "workers", "-1"),
+        (t + ["--arch", "vgg16"], "model", "'vgg16'"),
+        (t + ["--epochs", "0"], "epochs", "0"),
+        (t + ["--batch-size", "0"], "batch_size", "0"),
+        (t + ["--lr", "0"], "lr", "0.0"),
+        (t + ["--lr", "-1"], "lr", "-1.0"),
+        (t + ["--image-size", "4"], "image_size", "4"),
+        (t + ["--augment", "big"], "--augment", "'big'"),
+        (t + ["--workers", "-1"], "workers", "-1"),
         (t + ["--pretrained", "/no/w.pt"], "pretrained", "/no/w.pt"),
         (t + ["--pretrained", str(f)], "pretrained", str(f)),
-        (t + ["--mix-mode", "both2"], "--mix-mode", "'both2'"), (t + ["--lam-alpha", "0"], "lam_alpha", "0.0"),
-        (t + ["--lam-beta", "-1"], "lam_beta", "-1.0"), (t + ["--seed", "x"], "--seed", "'x'"),
-        (t + ["--test-split", "dev"], "split", "'dev'"), (t + ["--device", "cuda:x"], "device", "'cuda:x'"),
+        (t + ["--mix-mode", "both2"], "--mix-mode", "'both2'"),
+        (t + ["--lam-alpha", "0"], "lam_alpha", "0.0"),
+        (t + ["--lam-beta", "-1"], "lam_beta", "-1.0"),
+        (t + ["--seed", "x"], "--seed", "'x'"),
+        (t + ["--test-split", "dev"], "split", "'dev'"),
+        (t + ["--device", "cuda:x"], "device", "'cuda:x'"),
         (["train", "--out", str(tmp_path)], "out", str(tmp_path)),
-        (r + ["--seeds", "a"], "--seeds", "'a'"), (r + ["--steps", "-2"], "steps", "-2"),
-        (r + ["--epochs", "0"], "epochs", "0"), (r + ["--dataset", "folder"], "dataset", "folder"),
+        (r + ["--seeds", "a"], "--seeds", "'a'"),
+        (r + ["--steps", "-2"], "steps", "-2"),
+        (r + ["--epochs", "0"], "epochs", "0"),
+        (r + ["--dataset", "folder"], "dataset", "folder"),
     ]
     if not torch.cuda.is_available():
         cases.append((t + ["--device", "cuda"], "device", "'cuda'"))
@@ -418,23 +452,26 @@ def test_every_bad_flag_fails_in_one_line_naming_parameter_and_value(tmp_path, c
     assert not (tmp_path / "g").exists() and not (tmp_path / "r").exists()  # nothing written
 
 
-@pytest.mark.parametrize("make", [
-    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(steps=0),
-    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(dtype="fp64"),
-    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(scheduler="ddim"),
-    lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(batch_size=0),
-    lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(batch_size=0),
-    lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(tau_seed=-1),
-    lambda: C.CounterpartConfig(selection_seed=-1),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(momentum=1.0),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(weight_decay=-1.0),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(lr_decay=0.0),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(milestones=(1.5,)),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(selection_seed=-2),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(device="tpu"),
-    lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(method_args={"nope": 1}),
-    lambda: __import__("diffcore.mix", fromlist=["x"]).MixConfig(p_pixel=2.0),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(steps=0),
+        lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(dtype="fp64"),
+        lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(scheduler="ddim"),
+        lambda: __import__("diffcore.generate", fromlist=["x"]).GenerateConfig(batch_size=0),
+        lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(batch_size=0),
+        lambda: __import__("diffcore.filter", fromlist=["x"]).FilterConfig(tau_seed=-1),
+        lambda: C.CounterpartConfig(selection_seed=-1),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(momentum=1.0),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(weight_decay=-1.0),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(lr_decay=0.0),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(milestones=(1.5,)),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(selection_seed=-2),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(device="tpu"),
+        lambda: __import__("diffcore.train", fromlist=["x"]).TrainConfig(method_args={"nope": 1}),
+        lambda: __import__("diffcore.mix", fromlist=["x"]).MixConfig(p_pixel=2.0),
+    ],
+)
 def test_configs_built_in_code_refuse_bad_values_in_one_line(make):
     """What a notebook's parameters cell ends up in: the same checks as the command line, at construction."""
     with pytest.raises(ValueError) as e:
@@ -445,8 +482,10 @@ def test_configs_built_in_code_refuse_bad_values_in_one_line(make):
 
 # ---------------------------------------------------------------- loading: no code from model or checkpoint files
 def _evil_code(marker: Path) -> str:
-    return (f"open({str(marker)!r}, 'w').write('ran')\nfrom diffusers import UNet2DConditionModel\n"
-            f"class EvilUNet(UNet2DConditionModel):\n    pass\n")
+    return (
+        f"open({str(marker)!r}, 'w').write('ran')\nfrom diffusers import UNet2DConditionModel\n"
+        f"class EvilUNet(UNet2DConditionModel):\n    pass\n"
+    )
 
 
 def test_a_model_folder_that_ships_code_is_refused_and_the_code_never_runs(tiny_sd_dir, tmp_path, capsys):
@@ -457,8 +496,10 @@ def test_a_model_folder_that_ships_code_is_refused_and_the_code_never_runs(tiny_
     (evil / "unet" / "evil_unet.py").write_text(_evil_code(marker))
     index = json.loads((evil / "model_index.json").read_text())
     (evil / "model_index.json").write_text(json.dumps({**index, "unet": ["evil_unet", "EvilUNet"]}))
-    assert cli.main(["generate", "--model", str(evil), "--size", "16", "--few-shot", "2",
-                     "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli.main(["generate", "--model", str(evil), "--size", "16", "--few-shot", "2", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if "diffcore: error:" in line]
     assert len(err) == 1 and "refused by diffusers" in err[0] and "trust_remote_code" in err[0]
     assert not marker.exists()

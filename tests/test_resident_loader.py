@@ -1,6 +1,7 @@
 """The resident loader: the decode-once caches held on the device, batches gathered there. It draws what the device
 loader draws (batches, crops, flips, mixing), so on one device it trains to the same weights (torch.equal), and a
 SIGKILLed run resumes to them; a cache too big for the device is refused before anything is decoded."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,17 @@ from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, tr
 from test_reliability import _fork, _wait
 from test_train import _fake_generated
 
-KW = dict(method="diffcore", fraction=1.0, model="digits-cnn", epochs=3, batch_size=8, lr=0.05, image_size=32,
-          augment="digits", device="cpu")  # pairs + mixing draws + device crops: every generator in play
+KW = dict(
+    method="diffcore",
+    fraction=1.0,
+    model="digits-cnn",
+    epochs=3,
+    batch_size=8,
+    lr=0.05,
+    image_size=32,
+    augment="digits",
+    device="cpu",
+)  # pairs + mixing draws + device crops: every generator in play
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +47,9 @@ def data(tmp_path_factory):
 
 def _run(data, out: Path, cache: Path, **over):
     small, test, gen = data
-    return train(TrainConfig(**{**KW, "cache_dir": str(cache), **over}), small, test, generated=gen, out=out,
-                 progress=False).result
+    return train(
+        TrainConfig(**{**KW, "cache_dir": str(cache), **over}), small, test, generated=gen, out=out, progress=False
+    ).result
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -61,8 +72,9 @@ def test_resident_batches_are_the_device_loaders_batches(data, tmp_path):
     assert len(resident) == len(cached) == 60 and resident.nbytes == 60 * 3 * 32 * 32
     g_host, g_res = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     # DataLoader workers seed from the order generator too: one draw per epoch, as the resident loader's
-    host = DataLoader(cached, batch_sampler=D.train_batches(cached, 8, g_host, D.SINGLE), generator=g_host,
-                      num_workers=2)
+    host = DataLoader(
+        cached, batch_sampler=D.train_batches(cached, 8, g_host, D.SINGLE), generator=g_host, num_workers=2
+    )
     res = L.ResidentBatches(resident, D.train_batches(resident, 8, g_res, D.SINGLE), g_res)
     assert len(res) == len(host) == 8
     for _epoch in range(2):
@@ -76,8 +88,9 @@ def test_resident_batches_are_the_device_loaders_batches(data, tmp_path):
 def test_resident_loader_trains_to_the_device_loaders_weights(data, tmp_path):
     for augment in ("digits", "imagenet"):  # pad-crop; random-resized crop with roi_align and flips
         runs = {ld: (tmp_path / augment / ld / "r.json") for ld in ("device", "resident")}
-        got = {ld: _run(data, out, tmp_path / augment / "cache", loader=ld, augment=augment)
-               for ld, out in runs.items()}
+        got = {
+            ld: _run(data, out, tmp_path / augment / "cache", loader=ld, augment=augment) for ld, out in runs.items()
+        }
         _same_run(got["device"], got["resident"], runs["device"], runs["resident"])
         assert got["resident"]["counts"] == {"real": 40, "pairs": 20, "test": 40}
 
@@ -91,6 +104,7 @@ def uninterrupted(data, tmp_path_factory):
 
 def _killed_after_saving(data, out: Path, cache: Path, epoch: int):
     """train() that SIGKILLs its own process right after writing the checkpoint of `epoch`."""
+
     def run():
         save = CK.save
 
@@ -98,8 +112,10 @@ def _killed_after_saving(data, out: Path, cache: Path, epoch: int):
             save(path, identity, done, *args)
             if done == epoch:
                 os.kill(os.getpid(), signal.SIGKILL)
+
         CK.save = save_then_die  # in the child only
         _run(data, out, cache, loader="resident", epochs=4)
+
     return run
 
 

@@ -1,4 +1,5 @@
 """Grad-CAM follows the evidence: an object in the top-left corner gets the map there."""
+
 import torch
 
 from diffcore.saliency import gradcam
@@ -13,7 +14,7 @@ class MeanNet(torch.nn.Module):
         torch.nn.init.constant_(self.features.weight, 1.0)
 
     def forward(self, x):
-        f = self.features(x)                                         # (B, 2, H, W)
+        f = self.features(x)  # (B, 2, H, W)
         return torch.stack([f[:, 0].mean((1, 2)) * 0, f[:, 1].mean((1, 2))], 1)  # (B, 2)
 
 

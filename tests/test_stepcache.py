@@ -1,4 +1,5 @@
 """StepCache: interval 1 is the stock UNet, the shallow path mirrors the UNet exactly, the schedule is as documented."""
+
 import math
 
 import pytest
@@ -26,7 +27,7 @@ def sd_unet():  # conftest's SD-1.x-style UNet: down_blocks[0] and up_blocks[-1]
 
 # name: (UNet builder, latent side); 9x9 makes forward() pass upsample_size explicitly (9 is odd)
 UNETS = {
-    "sdxl-tiny": (lambda: seeded_unet(TINY_UNET), 8),          # bench.py's SDXL-architecture stand-in
+    "sdxl-tiny": (lambda: seeded_unet(TINY_UNET), 8),  # bench.py's SDXL-architecture stand-in
     "sdxl-tiny-odd": (lambda: seeded_unet(TINY_UNET), 9),
     "sd-conftest": (sd_unet, 8),
     "sd-embedded": (lambda: seeded_unet(tiny.UNET_CONFIG), 8),  # cross-attention in down_blocks[0], up_blocks[-1]
@@ -40,8 +41,10 @@ def unet_inputs(unet, side: int, batch: int = 2, seed: int = 0) -> tuple[torch.T
     kw = {"encoder_hidden_states": torch.randn(batch, 7, cfg.cross_attention_dim, generator=g)}  # (B, L, D)
     if cfg.addition_embed_type == "text_time":
         pooled = unet.add_embedding.linear_1.in_features - 6 * cfg.addition_time_embed_dim
-        kw["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, pooled, generator=g),
-                                   "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]] * batch)}  # (B, 6)
+        kw["added_cond_kwargs"] = {
+            "text_embeds": torch.randn(batch, pooled, generator=g),
+            "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]] * batch),
+        }  # (B, 6)
     return torch.randn(batch, 4, side, side, generator=g), torch.tensor(321), kw  # (B, 4, h, w)
 
 
@@ -148,10 +151,15 @@ def test_bad_interval_is_refused(bad):
 def test_unet_layouts_the_shallow_path_does_not_mirror_are_refused():
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                                cross_attention_dim=32, attention_head_dim=4,
-                                down_block_types=("SimpleCrossAttnDownBlock2D", "DownBlock2D"),
-                                up_block_types=("UpBlock2D", "SimpleCrossAttnUpBlock2D"))
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        down_block_types=("SimpleCrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "SimpleCrossAttnUpBlock2D"),
+    )
     with pytest.raises(ValueError, match="down_blocks\\[0\\] is a SimpleCrossAttnDownBlock2D"):
         StepCache(unet)
 
@@ -177,8 +185,16 @@ def sdxl():
 
 def images(pipe, steps: int, seeds=(3, 4)) -> torch.Tensor:
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe(prompt=["a bird", "a car"], negative_prompt=["sky"] * 2, num_inference_steps=steps,
-                guidance_scale=5.0, height=16, width=16, generator=gens, output_type="pt").images  # (2, 3, 16, 16)
+    return pipe(
+        prompt=["a bird", "a car"],
+        negative_prompt=["sky"] * 2,
+        num_inference_steps=steps,
+        guidance_scale=5.0,
+        height=16,
+        width=16,
+        generator=gens,
+        output_type="pt",
+    ).images  # (2, 3, 16, 16)
 
 
 @torch.no_grad()
@@ -242,8 +258,15 @@ def test_compiled_full_and_shallow_passes_trace_once_without_graph_breaks():
 
     torch.manual_seed(0)
     pipe = random_sdxl("tiny", torch.device("cpu"), torch.float32)
-    kw = dict(prompt=["a", "b"], negative_prompt=["n", "n"], num_inference_steps=5, guidance_scale=4.0, height=32,
-              width=32, output_type="pt")
+    kw = dict(
+        prompt=["a", "b"],
+        negative_prompt=["n", "n"],
+        num_inference_steps=5,
+        guidance_scale=4.0,
+        height=32,
+        width=32,
+        output_type="pt",
+    )
     cache = install(pipe, 2)
 
     def two_batches():

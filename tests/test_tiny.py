@@ -1,5 +1,6 @@
 """The shipped tiny models (diffcore/assets): they load offline through the libraries' own entry points,
 tokenize any English prompt, fit the size budget, and their recorded quality meets the targets."""
+
 import json
 
 import numpy as np
@@ -22,16 +23,26 @@ def pipe():
 
 
 def _draw(pipe, negative, seed=0):
-    return pipe(PAPER_PROMPT, negative_prompt=negative, num_inference_steps=2, guidance_scale=4.0,
-                generator=torch.Generator().manual_seed(seed), output_type="np").images  # (1, H, W, 3)
+    return pipe(
+        PAPER_PROMPT,
+        negative_prompt=negative,
+        num_inference_steps=2,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="np",
+    ).images  # (1, H, W, 3)
 
 
 def test_pipeline_loads_offline_and_draws_32px_with_a_negative_prompt(pipe):
     from diffusers import DiffusionPipeline
 
     assert type(DiffusionPipeline.from_pretrained(tiny.TINY_T2I_DIR, local_files_only=True)) is type(pipe)
-    image = pipe(PAPER_PROMPT, negative_prompt=tiny.DIGITS_NEGATIVE_PROMPT, num_inference_steps=2,
-                 generator=torch.Generator().manual_seed(0)).images[0]  # default size, PIL
+    image = pipe(
+        PAPER_PROMPT,
+        negative_prompt=tiny.DIGITS_NEGATIVE_PROMPT,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+    ).images[0]  # default size, PIL
     assert image.size == (32, 32)
     assert pipe.safety_checker is None and pipe.feature_extractor is None
     assert pipe.vae.config.scaling_factor != 0.18215  # measured on the digits latents, not SD's constant
@@ -65,8 +76,9 @@ def test_tiny_clip_loads_through_open_clip_and_embeds():
     from diffcore.data import digits
 
     open_clip.add_model_config(tiny.TINY_CLIP_CONFIG)
-    model, _, preprocess = open_clip.create_model_and_transforms(tiny.TINY_CLIP_NAME,
-                                                                 pretrained=str(tiny.TINY_CLIP_WEIGHTS))
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        tiny.TINY_CLIP_NAME, pretrained=str(tiny.TINY_CLIP_WEIGHTS)
+    )
     tokenizer = open_clip.get_tokenizer(tiny.TINY_CLIP_NAME)
     dim = json.loads(tiny.TINY_CLIP_CONFIG.read_text())["embed_dim"]
     ds = digits("test")
@@ -116,7 +128,7 @@ def test_captions_use_the_templates_and_only_measured_style_words():
 def test_style_words_are_relative_to_the_class():
     gray = np.zeros((9, 32, 32), np.float32)
     for i in range(9):
-        gray[i, 8:24, 14 - i // 3: 18 + i // 3] = 1.0  # one bar, three widths
+        gray[i, 8:24, 14 - i // 3 : 18 + i // 3] = 1.0  # one bar, three widths
     words = tiny.style_words(gray, np.zeros(9, np.int64))
     assert all("thin" in w for w in words[:3]) and all("bold" in w for w in words[6:])
     assert not any("thin" in w or "bold" in w for w in words[3:6])
@@ -140,13 +152,13 @@ def test_recipe_trains_saves_and_reloads_through_the_libraries_in_a_few_steps(tm
     log = json.loads((a / "tiny-training.json").read_text())
     assert sorted(log) == ["clip", "t2i", "vae"] and all(log[k]["device"] == "cpu" for k in log)
 
-    gen = GenerateConfig(model=str(a / "tiny-t2i"), steps=2, guidance_scale=4.0, size=32, batch_size=2,
-                         dtype="float32")
+    gen = GenerateConfig(model=str(a / "tiny-t2i"), steps=2, guidance_scale=4.0, size=32, batch_size=2, dtype="float32")
     pipe = load_pipeline(gen, torch.device("cpu"), torch.float32)
     images = generate_images(pipe, [PAPER_PROMPT] * 2, ["blurry"] * 2, [1, 2], gen)
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
-    model, preprocess, tokenizer = tiny.load_tiny_clip("cpu", a / "tiny-clip" / tiny.TINY_CLIP_CONFIG.name,
-                                                       a / "tiny-clip" / tiny.TINY_CLIP_WEIGHTS.name)
+    model, preprocess, tokenizer = tiny.load_tiny_clip(
+        "cpu", a / "tiny-clip" / tiny.TINY_CLIP_CONFIG.name, a / "tiny-clip" / tiny.TINY_CLIP_WEIGHTS.name
+    )
     with torch.no_grad():
         emb = model.encode_text(tokenizer(["a handwritten digit seven"]))
     assert emb.shape == (1, 64) and torch.isfinite(emb).all()

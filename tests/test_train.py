@@ -1,4 +1,5 @@
 """Training: the paper's recipe as defaults, pairs mixed in the step, seeded results with provenance."""
+
 import json
 
 import numpy as np
@@ -33,8 +34,16 @@ def _fake_generated(tmp_path, ds: ImageSet, every: int = 2) -> list[str]:
         rel = f"images/{class_dir(ds.labels[i], ds.classes[ds.labels[i]])}/{safe_name(ds.ids[i])}.png"
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         ImageOps.invert(ds.load(i)).save(tmp_path / rel)
-        rows.append({**{f: "" for f in MANIFEST_FIELDS}, "source_id": ds.ids[i], "status": "kept", "file": rel,
-                     "attempt": 0, "label": ds.labels[i]})
+        rows.append(
+            {
+                **{f: "" for f in MANIFEST_FIELDS},
+                "source_id": ds.ids[i],
+                "status": "kept",
+                "file": rel,
+                "attempt": 0,
+                "label": ds.labels[i],
+            }
+        )
     with open(tmp_path / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=MANIFEST_FIELDS)
         w.writeheader()
@@ -71,8 +80,14 @@ def test_train_vanilla_and_diffcore_seeded_with_provenance(tmp_path):
     a = train(TrainConfig(method="vanilla", **kw), small, test, out=tmp_path / "r" / "v.json", progress=False).result
     b = train(TrainConfig(method="vanilla", **kw), small, test, progress=False).result
     assert a["metrics"] == b["metrics"]  # same seed, same result
-    d = train(TrainConfig(method="diffcore", fraction=0.5, **kw), small, test, generated=tmp_path / "gen",
-              out=tmp_path / "r" / "d.json", progress=False).result
+    d = train(
+        TrainConfig(method="diffcore", fraction=0.5, **kw),
+        small,
+        test,
+        generated=tmp_path / "gen",
+        out=tmp_path / "r" / "d.json",
+        progress=False,
+    ).result
     assert d["counts"] == {"real": 60, "pairs": 15, "test": 60}
     assert len(d["history"]) == 2 and 0 <= d["metrics"]["top1"] <= d["metrics"]["top5"] <= 100
     saved = json.loads((tmp_path / "r" / "v.json").read_text())
@@ -89,15 +104,26 @@ def test_device_loader_trains_seeded_and_reuses_its_decode_once_cache(tmp_path):
     small = ds.subset(np.concatenate([np.flatnonzero(labels == k)[:4] for k in range(10)]))
     test = digits("test").subset(range(40))
     _fake_generated(tmp_path / "gen", small)
-    kw = dict(model="digits-cnn", epochs=2, batch_size=8, lr=0.05, image_size=32, augment="digits", device="cpu",
-              loader="device", method="diffcore")
-    a = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "a.json",
-              progress=False).result
+    kw = dict(
+        model="digits-cnn",
+        epochs=2,
+        batch_size=8,
+        lr=0.05,
+        image_size=32,
+        augment="digits",
+        device="cpu",
+        loader="device",
+        method="diffcore",
+    )
+    a = train(
+        TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "a.json", progress=False
+    ).result
     caches = sorted(p.name for p in (tmp_path / "r" / "cache").glob("*.npy"))
     assert [c.split("-")[0] for c in caches] == ["generated", "real"]
     stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "cache").glob("*.npy")}
-    b = train(TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "b.json",
-              progress=False).result
+    b = train(
+        TrainConfig(**kw), small, test, generated=tmp_path / "gen", out=tmp_path / "r" / "b.json", progress=False
+    ).result
     assert a["metrics"] == b["metrics"] and a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp  # decoded once, reused
     assert a["counts"] == {"real": 40, "pairs": 20, "test": 40}

@@ -12,13 +12,53 @@ number comes from one run, baseline and diffcore's path measured on the same mac
   on tensors already on the device (`time_training`) and end to end with diffcore's loader reading a real JPEG
   and its generated PNG per sample (`time_training_loader`).
 """
-from .generation import bench_generation, image_rows, opt_in_effect, SimulatedGPU, time_host_loop, time_make_counterparts
-from .models import (ARCHS, SDXL_TEXT, SDXL_TEXT_2, SDXL_UNET, SDXL_VAE, TINY_TEXT, TINY_UNET, TINY_VAE, matmul_tflops,
-                     random_clip, random_sdxl, unet_flops_per_image_step)
+
+from .generation import (
+    bench_generation,
+    image_rows,
+    opt_in_effect,
+    SimulatedGPU,
+    time_host_loop,
+    time_make_counterparts,
+)
+from .models import (
+    ARCHS,
+    SDXL_TEXT,
+    SDXL_TEXT_2,
+    SDXL_UNET,
+    SDXL_VAE,
+    TINY_TEXT,
+    TINY_UNET,
+    TINY_VAE,
+    matmul_tflops,
+    random_clip,
+    random_sdxl,
+    unet_flops_per_image_step,
+)
 from .report import report
 from .training import synthetic_pairs, time_training, time_training_loader
 
-__all__ = ["ARCHS", "SDXL_TEXT", "SDXL_TEXT_2", "SDXL_UNET", "SDXL_VAE", "TINY_TEXT", "TINY_UNET", "TINY_VAE",
-           "SimulatedGPU", "bench_generation", "image_rows", "matmul_tflops", "opt_in_effect", "random_clip",
-           "random_sdxl", "report", "synthetic_pairs", "time_host_loop", "time_make_counterparts", "time_training",
-           "time_training_loader", "unet_flops_per_image_step"]
+__all__ = [
+    "ARCHS",
+    "SDXL_TEXT",
+    "SDXL_TEXT_2",
+    "SDXL_UNET",
+    "SDXL_VAE",
+    "TINY_TEXT",
+    "TINY_UNET",
+    "TINY_VAE",
+    "SimulatedGPU",
+    "bench_generation",
+    "image_rows",
+    "matmul_tflops",
+    "opt_in_effect",
+    "random_clip",
+    "random_sdxl",
+    "report",
+    "synthetic_pairs",
+    "time_host_loop",
+    "time_make_counterparts",
+    "time_training",
+    "time_training_loader",
+    "unet_flops_per_image_step",
+]

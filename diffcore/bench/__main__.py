@@ -1,4 +1,5 @@
 """`python -m diffcore.bench`: see diffcore.bench."""
+
 import sys
 
 from .command import main

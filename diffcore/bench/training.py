@@ -1,5 +1,6 @@
 """Eq. (9) overhead A_O = (T_aug - T_van) / T_van * 100 of each method at equal batch size: on tensors already on
 the device (`time_training`) and end to end with diffcore's loader (`time_training_loader`)."""
+
 from __future__ import annotations
 
 import statistics
@@ -16,9 +17,19 @@ from .models import sync
 
 
 # ---------------------------------------------------------------- training, Eq. (9)
-def time_training(methods: list[str], batch_sizes: list[int], model: str = "digits-cnn", image_size: int = 32,
-                  steps: int = 20, warmup: int = 3, device: str = "auto", rounds: int = 3, num_classes: int = 10,
-                  amp: bool = False, channels_last: bool = False) -> list[dict]:
+def time_training(
+    methods: list[str],
+    batch_sizes: list[int],
+    model: str = "digits-cnn",
+    image_size: int = 32,
+    steps: int = 20,
+    warmup: int = 3,
+    device: str = "auto",
+    rounds: int = 3,
+    num_classes: int = 10,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> list[dict]:
     """ms per training step of every method at equal batch size, on tensors already on the device.
 
     Methods are timed in interleaved rounds (vanilla, m1, m2, ..., vanilla, m1, ...) and the median round is
@@ -38,9 +49,14 @@ def time_training(methods: list[str], batch_sizes: list[int], model: str = "digi
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        x = torch.randn(bs, 3, image_size, image_size, device=dev)          # (B, 3, S, S)
-        batch = Batch(x, torch.randint(0, num_classes, (bs,), device=dev), num_classes,
-                      gen=torch.randn_like(x), is_pair=torch.ones(bs, dtype=torch.bool, device=dev))
+        x = torch.randn(bs, 3, image_size, image_size, device=dev)  # (B, 3, S, S)
+        batch = Batch(
+            x,
+            torch.randint(0, num_classes, (bs,), device=dev),
+            num_classes,
+            gen=torch.randn_like(x),
+            is_pair=torch.ones(bs, dtype=torch.bool, device=dev),
+        )
         impl = {m: method_for(TrainConfig(method=m, model=model)) for m in methods}
 
         def step(method):
@@ -66,9 +82,19 @@ def time_training(methods: list[str], batch_sizes: list[int], model: str = "digi
         base = statistics.median(times["vanilla"])
         for m in methods:
             ms = statistics.median(times[m])
-            rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms, "overhead_pct": (ms - base) / base * 100,
-                         "model": model, "image_size": image_size, "device": str(dev), "amp": amp,
-                         "loader": "tensors on device"})
+            rows.append(
+                {
+                    "method": m,
+                    "batch_size": bs,
+                    "ms_per_batch": ms,
+                    "overhead_pct": (ms - base) / base * 100,
+                    "model": model,
+                    "image_size": image_size,
+                    "device": str(dev),
+                    "amp": amp,
+                    "loader": "tensors on device",
+                }
+            )
     return rows
 
 
@@ -90,10 +116,20 @@ def synthetic_pairs(root: Path, n: int, classes: int = 4, real_size=(500, 375), 
     return real, paths
 
 
-def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_size: int = 224, steps: int = 20,
-                         warmup: int = 3, device: str = "auto", workers: int = 4, n_images: int = 256,
-                         amp: bool = False, channels_last: bool = False, method: str = "diffcore",
-                         loaders: tuple[str, ...] = ("pil", "device", "resident")) -> list[dict]:
+def time_training_loader(
+    batch_sizes: list[int],
+    model: str = "resnet50",
+    image_size: int = 224,
+    steps: int = 20,
+    warmup: int = 3,
+    device: str = "auto",
+    workers: int = 4,
+    n_images: int = 256,
+    amp: bool = False,
+    channels_last: bool = False,
+    method: str = "diffcore",
+    loaders: tuple[str, ...] = ("pil", "device", "resident"),
+) -> list[dict]:
     """ms per step end to end, each sample read from disk: one JPEG (vanilla) or a JPEG + its PNG (pairs).
 
     loader "pil": train.PairedTrainingSet (decode + augment per sample on CPU workers);
@@ -105,8 +141,15 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
     from ..engine import loader as L
     from ..data import image_folder
     from ..models import build_model
-    from ..train import IMAGENET_MEAN, IMAGENET_STD, PairedTrainingSet, TrainConfig, method_for, train_step, \
-        transforms_for
+    from ..train import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        PairedTrainingSet,
+        TrainConfig,
+        method_for,
+        train_step,
+        transforms_for,
+    )
 
     dev = resolve_device(device)
     rows = []
@@ -117,8 +160,10 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
         counterparts = {ds.ids[i]: order[i] for i in range(len(ds))}
         side = round(image_size * 256 / 224)
         t = time.perf_counter()
-        caches = (L.DecodedCache(Path(tmp) / "real.npy", len(ds), side).fill(ds.load, workers),
-                  L.DecodedCache(Path(tmp) / "gen.npy", len(ds), side).fill(lambda i: Image.open(order[i]), workers))
+        caches = (
+            L.DecodedCache(Path(tmp) / "real.npy", len(ds), side).fill(ds.load, workers),
+            L.DecodedCache(Path(tmp) / "gen.npy", len(ds), side).fill(lambda i: Image.open(order[i]), workers),
+        )
         decode_once_ms = (time.perf_counter() - t) / (2 * len(ds)) * 1e3
         resident = {}  # method -> L.ResidentPairs: uploaded once for every batch size
         for kind in loaders:
@@ -139,24 +184,59 @@ def time_training_loader(batch_sizes: list[int], model: str = "resnet50", image_
                     if kind == "resident":  # batches gathered on the device: no workers, no host copies
                         if m not in resident:
                             resident[m] = L.ResidentPairs(full, dev)
-                        dl = L.ResidentBatches(resident[m], BatchSampler(SubsetRandomSampler(list(items)), bs,
-                                                                         drop_last=True))
+                        dl = L.ResidentBatches(
+                            resident[m], BatchSampler(SubsetRandomSampler(list(items)), bs, drop_last=True)
+                        )
                     else:
-                        dl = DataLoader(Subset(full, list(items)), batch_size=bs, shuffle=True, drop_last=True,
-                                        num_workers=workers, pin_memory=dev.type == "cuda",
-                                        persistent_workers=workers > 0)
+                        dl = DataLoader(
+                            Subset(full, list(items)),
+                            batch_size=bs,
+                            shuffle=True,
+                            drop_last=True,
+                            num_workers=workers,
+                            pin_memory=dev.type == "cuda",
+                            persistent_workers=workers > 0,
+                        )
                     impl, g = method_for(cfg), torch.Generator(device=dev).manual_seed(0)
                     aug_g = torch.Generator(device=dev).manual_seed(1)
-                    res[m] = _time_loader_steps(dl, warmup, steps, dev, lambda batch: train_step(
-                        net, opt, batch if kind == "pil" else L.to_device_batch(
-                            batch, image_size, "imagenet", IMAGENET_MEAN, IMAGENET_STD, aug_g, dev),
-                        cfg, impl, len(ds.classes), g, dev), amp)
+                    res[m] = _time_loader_steps(
+                        dl,
+                        warmup,
+                        steps,
+                        dev,
+                        lambda batch: train_step(
+                            net,
+                            opt,
+                            batch
+                            if kind == "pil"
+                            else L.to_device_batch(
+                                batch, image_size, "imagenet", IMAGENET_MEAN, IMAGENET_STD, aug_g, dev
+                            ),
+                            cfg,
+                            impl,
+                            len(ds.classes),
+                            g,
+                            dev,
+                        ),
+                        amp,
+                    )
                 for m, ms in res.items():
-                    rows.append({"method": m, "batch_size": bs, "ms_per_batch": ms,
-                                 "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100, "model": model,
-                                 "image_size": image_size, "device": str(dev), "amp": amp, "loader": kind,
-                                 "workers": 0 if kind == "resident" else workers,
-                                 "decode_once_ms_per_image": None if kind == "pil" else decode_once_ms, "reads": "JPEG" if m == "vanilla" else "JPEG + PNG"})
+                    rows.append(
+                        {
+                            "method": m,
+                            "batch_size": bs,
+                            "ms_per_batch": ms,
+                            "overhead_pct": (ms - res["vanilla"]) / res["vanilla"] * 100,
+                            "model": model,
+                            "image_size": image_size,
+                            "device": str(dev),
+                            "amp": amp,
+                            "loader": kind,
+                            "workers": 0 if kind == "resident" else workers,
+                            "decode_once_ms_per_image": None if kind == "pil" else decode_once_ms,
+                            "reads": "JPEG" if m == "vanilla" else "JPEG + PNG",
+                        }
+                    )
     return rows
 
 

@@ -1,5 +1,6 @@
 """The book's figures: the paper's figures made from our runs (Fig. 4-7), the method page's pictures, and the
 HTML tables a page shows. Every function returns something a notebook cell displays."""
+
 from __future__ import annotations
 
 import io
@@ -11,6 +12,7 @@ import pandas as pd
 from .. import experiment as X
 from .paper import METRIC_NAMES, label_of, paper_numbers
 from .tables import Column, manifest_frame
+
 
 def show(df: pd.DataFrame, caption: str | None = None):
     """A table for the book page: plain HTML, no index."""
@@ -56,8 +58,17 @@ def similarity_histograms(generated: str | Path, col_wrap: int = 5):
 
     df = manifest_frame(generated)
     df["outcome"] = np.where(df.kept, "kept", "rejected")
-    g = sns.displot(df, x="similarity", hue="outcome", col="class_name", col_wrap=col_wrap, bins=20, height=1.8,
-                    hue_order=["kept", "rejected"], facet_kws={"sharey": False})
+    g = sns.displot(
+        df,
+        x="similarity",
+        hue="outcome",
+        col="class_name",
+        col_wrap=col_wrap,
+        bins=20,
+        height=1.8,
+        hue_order=["kept", "rejected"],
+        facet_kws={"sharey": False},
+    )
     for name, ax in g.axes_dict.items():
         ax.axvline(df[df.class_name == name].tau.iloc[0], color="k", ls="--", lw=1)
     g.set_titles("{col_name}")
@@ -76,13 +87,17 @@ def mixed_examples(generated: str | Path, ds, n: int = 6, seed: int = 0):
     pairs = sorted(kept_counterparts(generated).items())[:n]
     index = {sid: i for i, sid in enumerate(ds.ids)}
     to_t = lambda im: torch.from_numpy(np.asarray(im.resize((32, 32)), dtype=np.float32) / 255).permute(2, 0, 1)
-    real = torch.stack([to_t(ds.load(index[s])) for s, _ in pairs])           # (n, 3, 32, 32)
-    gen = torch.stack([to_t(load_rgb(p)) for _, p in pairs])                  # (n, 3, 32, 32)
+    real = torch.stack([to_t(ds.load(index[s])) for s, _ in pairs])  # (n, 3, 32, 32)
+    gen = torch.stack([to_t(load_rgb(p)) for _, p in pairs])  # (n, 3, 32, 32)
     g = lambda: torch.Generator().manual_seed(seed)
     pixel = diffcore_mix(real, gen, MixConfig(mode="pixel"), g())
     patch = diffcore_mix(real, gen, MixConfig(mode="patch"), g())
-    cols = [("real I", real, None), ("counterpart G", gen, None), ("pixel (Eq. 6)", pixel.images, pixel.lam),
-            ("patch (Eq. 7)", patch.images, None)]
+    cols = [
+        ("real I", real, None),
+        ("counterpart G", gen, None),
+        ("pixel (Eq. 6)", pixel.images, pixel.lam),
+        ("patch (Eq. 7)", patch.images, None),
+    ]
     fig, axes = plt.subplots(len(pairs), 4, figsize=(5.2, 1.3 * len(pairs)), squeeze=False)
     for j, (title, x, lam) in enumerate(cols):
         for i in range(len(pairs)):
@@ -93,8 +108,9 @@ def mixed_examples(generated: str | Path, ds, n: int = 6, seed: int = 0):
     return png(fig)
 
 
-def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "top1", title: str = "",
-                       paper_metric: str | None = None):
+def paper_vs_ours_plot(
+    table: pd.DataFrame, paper_dataset: str, metric: str = "top1", title: str = "", paper_metric: str | None = None
+):
     """Fig.: the paper's number and ours (the first of our columns) per method, side by side; ours on their own
     axis, since they come from other data and networks."""
     import matplotlib.pyplot as plt
@@ -103,11 +119,18 @@ def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "t
     m, pm = METRIC_NAMES.get(metric, metric), METRIC_NAMES.get(paper_metric or metric, paper_metric or metric)
     ours_group = next(c[0] for c in table.columns if c[0].startswith("ours: "))
     num = lambda s: pd.to_numeric(s.astype(str).str.split(" ± ").str[0], errors="coerce")
-    df = pd.DataFrame({"method": table[("", "method (paper row)")], "paper": num(table[(f"paper: {paper_dataset}", pm)]),
-                       "ours": num(table[(ours_group, m)])})
+    df = pd.DataFrame(
+        {
+            "method": table[("", "method (paper row)")],
+            "paper": num(table[(f"paper: {paper_dataset}", pm)]),
+            "ours": num(table[(ours_group, m)]),
+        }
+    )
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.35 * len(df) + 1.2), sharey=True)
-    for ax, col, color, what in ((axes[0], "paper", "tab:gray", f"paper: {paper_dataset}, {pm}"),
-                                 (axes[1], "ours", "tab:blue", f"{ours_group}, {m}")):
+    for ax, col, color, what in (
+        (axes[0], "paper", "tab:gray", f"paper: {paper_dataset}, {pm}"),
+        (axes[1], "ours", "tab:blue", f"{ours_group}, {m}"),
+    ):
         sns.barplot(df, y="method", x=col, ax=ax, color=color, orient="h")
         shown = df[col].dropna()
         if len(shown):
@@ -116,6 +139,7 @@ def paper_vs_ours_plot(table: pd.DataFrame, paper_dataset: str, metric: str = "t
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return png(fig)
+
 
 # ---------------------------------------------------------------- Fig. 5: Grad-CAM
 
@@ -134,16 +158,17 @@ def saliency_figure(models: dict, col: Column, n_images: int = 8, seed: int = 0)
     rng = np.random.default_rng(seed)
     idx = sorted(rng.choice(len(test_ds), size=min(n_images, len(test_ds)), replace=False))
     ev = EvalSet(test_ds, transforms_for(cfg, False))
-    x = torch.stack([ev[i][0] for i in idx])                          # (n, 3, H, W) normalised
-    y = torch.tensor([test_ds.labels[i] for i in idx])                 # (n,)
+    x = torch.stack([ev[i][0] for i in idx])  # (n, 3, H, W) normalised
+    y = torch.tensor([test_ds.labels[i] for i in idx])  # (n,)
     shown = [np.asarray(test_ds.load(i).resize(tuple(x.shape[-2:][::-1]))) for i in idx]
-    fig, axes = plt.subplots(len(models) + 1, len(idx), figsize=(1.2 * len(idx), 1.25 * (len(models) + 1)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(models) + 1, len(idx), figsize=(1.2 * len(idx), 1.25 * (len(models) + 1)), squeeze=False
+    )
     for j, im in enumerate(shown):
         axes[0, j].imshow(im)
         axes[0, j].set_title(test_ds.classes[int(y[j])], fontsize=6)
     for r, (label, net) in enumerate(models.items(), start=1):
-        cam = gradcam(net, saliency_layer(cfg.model, net), x, y)      # (n, H, W)
+        cam = gradcam(net, saliency_layer(cfg.model, net), x, y)  # (n, H, W)
         pred = net(x).argmax(1)
         for j in range(len(idx)):
             axes[r, j].imshow(shown[j])
@@ -169,17 +194,32 @@ def cam_concentration(models: dict, col: Column, n_images: int = 64, seed: int =
     cfg = col.exp.train
     idx = sorted(np.random.default_rng(seed).choice(len(test_ds), size=min(n_images, len(test_ds)), replace=False))
     ev = EvalSet(test_ds, transforms_for(cfg, False))
-    x = torch.stack([ev[i][0] for i in idx])                          # (n, 3, H, W)
+    x = torch.stack([ev[i][0] for i in idx])  # (n, 3, H, W)
     y = torch.tensor([test_ds.labels[i] for i in idx])
-    ink = torch.stack([torch.from_numpy(np.asarray(test_ds.load(i).convert("L").resize(tuple(x.shape[-2:][::-1])),
-                                                   dtype=np.float32) / 255) for i in idx]) > 0.25  # (n, H, W)
+    ink = (
+        torch.stack(
+            [
+                torch.from_numpy(
+                    np.asarray(test_ds.load(i).convert("L").resize(tuple(x.shape[-2:][::-1])), dtype=np.float32) / 255
+                )
+                for i in idx
+            ]
+        )
+        > 0.25
+    )  # (n, H, W)
     rows = []
     for label, net in models.items():
-        cam = gradcam(net, saliency_layer(cfg.model, net), x, y)      # (n, H, W)
+        cam = gradcam(net, saliency_layer(cfg.model, net), x, y)  # (n, H, W)
         share = (cam * ink).flatten(1).sum(1) / cam.flatten(1).sum(1).clamp_min(1e-12)
-        rows.append({"model": label, "Grad-CAM mass on ink (%)": float(100 * share.mean()),
-                     "top-1 on these images (%)": float(100 * (net(x).argmax(1) == y).float().mean())})
+        rows.append(
+            {
+                "model": label,
+                "Grad-CAM mass on ink (%)": float(100 * share.mean()),
+                "top-1 on these images (%)": float(100 * (net(x).argmax(1) == y).float().mean()),
+            }
+        )
     return pd.DataFrame(rows)
+
 
 # ---------------------------------------------------------------- Table 6, Fig. 4, Fig. 6, Fig. 7
 
@@ -194,20 +234,35 @@ def fig4_overhead_vs_accuracy(rows: list[dict], ours: pd.DataFrame, batch_size: 
     p4 = p4[p4.dataset == "CUB"].assign(method=lambda d: d.method.replace({"DiffCoRe-Mix-100": "DiffCoRe-Mix"}))
     paper = p6.merge(p4, on="method", suffixes=("_o", "_a"))[["method", "value_o", "value_a"]]
     b = pd.DataFrame([r for r in rows if r["batch_size"] == batch_size])
-    acc = pd.Series(dtype=float) if ours.empty else ours[ours.fraction.isna() | (ours.fraction == 1.0)].groupby(
-        "method").top1.mean()                       # DiffCoRe-Mix: the -100 runs, as in the paper's figure
+    acc = (
+        pd.Series(dtype=float)
+        if ours.empty
+        else ours[ours.fraction.isna() | (ours.fraction == 1.0)].groupby("method").top1.mean()
+    )  # DiffCoRe-Mix: the -100 runs, as in the paper's figure
     b = b.assign(top1=b.method.map(acc)).dropna(subset=["top1"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, df, x, y, title in ((axes[0], paper, "value_o", "value_a", "paper: Table 6 (b16) vs Table 4 (CUB, DenseNet-121)"),
-                                (axes[1], b, "overhead_pct", "top1", f"ours: bench b{batch_size} vs top-1 (digits, tiny CNN)")):
+    for ax, df, x, y, title in (
+        (axes[0], paper, "value_o", "value_a", "paper: Table 6 (b16) vs Table 4 (CUB, DenseNet-121)"),
+        (axes[1], b, "overhead_pct", "top1", f"ours: bench b{batch_size} vs top-1 (digits, tiny CNN)"),
+    ):
         if df.empty:
-            ax.text(0.5, 0.5, "no accuracy of ours yet:\nrun the Table 4 notebook first", ha="center",
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no accuracy of ours yet:\nrun the Table 4 notebook first",
+                ha="center",
+                transform=ax.transAxes,
+            )
             continue
         sns.scatterplot(df, x=x, y=y, hue="method", ax=ax, s=60, legend=False)
         for r in df.itertuples():
-            ax.annotate(label_of(r.method) if "value_o" not in df else r.method, (getattr(r, x), getattr(r, y)),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                label_of(r.method) if "value_o" not in df else r.method,
+                (getattr(r, x), getattr(r, y)),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax.set_xlabel("augmentation overhead A_O (%) — Eq. (9)")
         ax.set_ylabel("top-1 (%)")
         ax.set_title(title, fontsize=9)
@@ -226,8 +281,11 @@ def fig6_batch_time(rows: list[dict]):
     sns.lineplot(p, x="batch_size", y="value", hue="method", marker="o", ax=axes[0])
     axes[0].set(title="paper (the values quoted in Sec. 5's text)", ylabel="s per batch", xticks=[16, 32, 64])
     sns.lineplot(df, x="batch_size", y="ms_per_batch", hue="method", marker="o", ax=axes[1])
-    axes[1].set(title=f"ours: {df.model.iloc[0]}, {df.image_size.iloc[0]} px, {df.device.iloc[0]}",
-                ylabel="ms per batch", xticks=sorted(df.batch_size.unique()))
+    axes[1].set(
+        title=f"ours: {df.model.iloc[0]}, {df.image_size.iloc[0]} px, {df.device.iloc[0]}",
+        ylabel="ms per batch",
+        xticks=sorted(df.batch_size.unique()),
+    )
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return png(fig)
@@ -243,8 +301,13 @@ def fig7_plot(cost: pd.DataFrame):
     sns.lineplot(cost, x="fraction %", y="seconds", marker="o", ax=axes[0])
     axes[0].set(title=f"ours: generation + filtering wall time ({cost.device.iloc[0]})", ylabel="seconds")
     sns.lineplot(cost, x="fraction %", y="discarded %", marker="o", ax=axes[1], label="ours")
-    axes[1].axhspan(band["discard_pct_min"], band["discard_pct_max"], color="tab:gray", alpha=0.3,
-                    label="paper: 10.1–11.1% (CosXL, CUB)")
+    axes[1].axhspan(
+        band["discard_pct_min"],
+        band["discard_pct_max"],
+        color="tab:gray",
+        alpha=0.3,
+        label="paper: 10.1–11.1% (CosXL, CUB)",
+    )
     axes[1].set(title="discarded by the τ_k filter", ylabel="% of attempts", ylim=(0, 100))
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -1,5 +1,6 @@
 """The paper's numbers (`assets/paper_tables.csv`, transcribed from its tables and text) and how each of its row
 labels maps onto a method diffcore can train."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -15,7 +16,7 @@ METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "valid_top1": "valid top-1", "
 # hyperparameters). Names are compared lower-case without '-', '_' or spaces, so "co_mixup" matches "comixup".
 ALIASES: dict[str, tuple[tuple[str, ...], float | None, dict]] = {
     "Vanilla": (("vanilla",), None, {}),
-    "ResNet-50": (("vanilla",), None, {}),            # Tables 5 and 7: the network without mixing
+    "ResNet-50": (("vanilla",), None, {}),  # Tables 5 and 7: the network without mixing
     "Mixup": (("mixup",), None, {}),
     "AugMix": (("augmix",), None, {}),
     "Manifold Mixup": (("manifoldmixup", "manifold"), None, {}),
@@ -46,9 +47,9 @@ TABLE7_READING = {
     "ResNet-50": "the classifier with traditional augmentation only (`vanilla`)",
     "R50 + GenAug": "every real image plus its filtered counterpart as an extra, unmixed sample (`genaug`)",
     "R50 + Pixel-wise": "pixel-wise mixing without generated images: two real images blended, labels mixed, "
-                        "i.e. Mixup (`mixup`); our reading, the paper gives no definition",
+    "i.e. Mixup (`mixup`); our reading, the paper gives no definition",
     "R50 + Patch-wise": "patch-wise mixing without generated images: a box of one real image pasted on another, "
-                        "i.e. CutMix (`cutmix`); our reading",
+    "i.e. CutMix (`cutmix`); our reading",
     "R50 + GenAug + Pixel-wise": "each real image blended with its own counterpart, Eq. (6) only (`pixel`)",
     "R50 + GenAug + Patch-wise": "a box of each real image pasted on its own counterpart, Eq. (7) only (`patch`)",
     "DiffCoRe-Mix-50": "Eq. (8) on counterparts of 50% of the images, with all real images (`diffcore`, 0.5)",

@@ -5,6 +5,7 @@ A `Column` is one of our columns of a table: an experiment (diffcore.experiment)
 result files go. Every run goes through the experiment API, the same code as the command line, and each table
 says which command made each of our numbers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,6 +35,7 @@ class Column:
     generated: the counterparts (`diffcore generate`), for methods that use them. edits: DiffuseMix's edited set,
     for methods whose `uses == "edits"`; made here when `make_edits`, else its rows stay "not run".
     """
+
     label: str
     exp: X.Experiment
     results: str
@@ -49,23 +51,43 @@ class Column:
 # Per table and profile: our columns, {label: settings}. Settings are experiment overrides.
 # embedded: the bundled digits stand in for every dataset, the digits CNN for every network, short schedules.
 TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
-    "Table 2": {"embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=30)},
-                "paper": {"Flowers-102, 10 per class": dict(dataset="flowers102", few_shot=10, arch="preactresnet34")}},
-    "Table 3": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-                "paper": {"ImageNet-1K": dict(dataset="imagenet-1k", arch="resnet50"),
-                          "Tiny ImageNet-200": dict(dataset="tiny-imagenet-200", arch="preactresnet18", image_size=64,
-                                                    augment="small"),
-                          "CIFAR-100": dict(dataset="cifar100", arch="preactresnet18", image_size=32, augment="small")}},
-    "Table 4": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-                "paper": {"CUB": dict(dataset="cub-200-2011", arch="densenet121"),
-                          "Cars": dict(dataset="stanford-cars", arch="densenet121"),
-                          "Caltech": dict(dataset="caltech101", arch="densenet121")}},
-    "Table 5": {"embedded": {"digits, 10 per class, CNN pre-trained on digits 0-4":
-                             dict(dataset="digits", few_shot=10, epochs=20, lr=0.01, tag="finetune")},
-                "paper": {"CUB-Birds": dict(dataset="cub-200-2011", arch="wide_resnet101_2", tag="finetune"),
-                          "Flowers-102": dict(dataset="flowers102", arch="wide_resnet101_2", tag="finetune")}},
-    "Table 7": {"embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-                "paper": {"Stanford Cars": dict(dataset="stanford-cars", arch="resnet50")}},
+    "Table 2": {
+        "embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=30)},
+        "paper": {"Flowers-102, 10 per class": dict(dataset="flowers102", few_shot=10, arch="preactresnet34")},
+    },
+    "Table 3": {
+        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
+        "paper": {
+            "ImageNet-1K": dict(dataset="imagenet-1k", arch="resnet50"),
+            "Tiny ImageNet-200": dict(
+                dataset="tiny-imagenet-200", arch="preactresnet18", image_size=64, augment="small"
+            ),
+            "CIFAR-100": dict(dataset="cifar100", arch="preactresnet18", image_size=32, augment="small"),
+        },
+    },
+    "Table 4": {
+        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
+        "paper": {
+            "CUB": dict(dataset="cub-200-2011", arch="densenet121"),
+            "Cars": dict(dataset="stanford-cars", arch="densenet121"),
+            "Caltech": dict(dataset="caltech101", arch="densenet121"),
+        },
+    },
+    "Table 5": {
+        "embedded": {
+            "digits, 10 per class, CNN pre-trained on digits 0-4": dict(
+                dataset="digits", few_shot=10, epochs=20, lr=0.01, tag="finetune"
+            )
+        },
+        "paper": {
+            "CUB-Birds": dict(dataset="cub-200-2011", arch="wide_resnet101_2", tag="finetune"),
+            "Flowers-102": dict(dataset="flowers102", arch="wide_resnet101_2", tag="finetune"),
+        },
+    },
+    "Table 7": {
+        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
+        "paper": {"Stanford Cars": dict(dataset="stanford-cars", arch="resnet50")},
+    },
 }
 TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "image_size", "augment")  # a setting that makes new runs
 
@@ -83,9 +105,19 @@ def column_dirs(out_dir: str | Path, profile_name: str, s: dict) -> tuple[Path, 
     same_data = s["dataset"] == p["dataset"] and not s.get("few_shot")
     gen = out / "generated" if same_data else out / f"generated-{s['dataset']}{_shot(s)}"
     same_train = same_data and not s.get("tag") and all(s.get(k) is None for k in TRAINING_KEYS)
-    res = out / "results" if same_train else out / ("results-" + "-".join(
-        str(x) for x in (s["dataset"] + _shot(s), s.get("tag"), s.get("arch"), s.get("epochs") and f"{s['epochs']}ep")
-        if x))
+    res = (
+        out / "results"
+        if same_train
+        else out
+        / (
+            "results-"
+            + "-".join(
+                str(x)
+                for x in (s["dataset"] + _shot(s), s.get("tag"), s.get("arch"), s.get("epochs") and f"{s['epochs']}ep")
+                if x
+            )
+        )
+    )
     return gen, res
 
 
@@ -93,9 +125,17 @@ def _shot(s: dict) -> str:
     return f"-{s['few_shot']}shot" if s.get("few_shot") else ""
 
 
-def columns(table: str | None, profile_name: str, out_dir: str | Path, seeds: list[int], setups: dict | None = None,
-            data_roots: dict | None = None, overrides: dict | None = None, edit: dict | None = None,
-            **settings) -> dict[str, Column]:
+def columns(
+    table: str | None,
+    profile_name: str,
+    out_dir: str | Path,
+    seeds: list[int],
+    setups: dict | None = None,
+    data_roots: dict | None = None,
+    overrides: dict | None = None,
+    edit: dict | None = None,
+    **settings,
+) -> dict[str, Column]:
     """Our columns for `table`: the profile's setup (or `setups`), with the non-None `settings` (epochs, few_shot,
     device, pretrained, ...) and `overrides` (the paper profile's weights, e.g. {"model": "/w/cosxl.safetensors"})
     applied to each. edit: DiffuseMix's editor (EditConfig fields, e.g. {"model": "/w/instruct-pix2pix"}); None:
@@ -107,11 +147,19 @@ def columns(table: str | None, profile_name: str, out_dir: str | Path, seeds: li
         gen, res = column_dirs(out_dir, profile_name, s)
         over = {k: v for k, v in s.items() if k not in ("tag", "edits")}
         root = (data_roots or {}).get(s["dataset"])
-        exp = X.experiment(profile_name, **{**over, **(overrides or {}), "data_root": str(root) if root else None,
-                                            "edit": edit})
+        exp = X.experiment(
+            profile_name, **{**over, **(overrides or {}), "data_root": str(root) if root else None, "edit": edit}
+        )
         edits = s.get("edits") or str(Path(out_dir) / f"edits-{s['dataset']}{_shot(s)}")
-        out[label] = Column(label, exp, str(res), str(gen), edits=edits, seeds=list(seeds),
-                            make_edits=edit is not None or profile_name == "embedded")
+        out[label] = Column(
+            label,
+            exp,
+            str(res),
+            str(gen),
+            edits=edits,
+            seeds=list(seeds),
+            make_edits=edit is not None or profile_name == "embedded",
+        )
     return out
 
 
@@ -153,9 +201,17 @@ def manifest_frame(generated: str | Path) -> pd.DataFrame:
 
 def class_summary(run: dict) -> pd.DataFrame:
     """Per class: tau_k (Eq. 5), attempts, kept, discarded share, sources left without counterpart."""
-    rows = [{"class": k, "tau": v["tau"], "attempts": v["attempts"], "kept": v["kept"],
-             "discarded %": 100 * v["discard_rate"], "no counterpart": v["no_counterpart"]}
-            for k, v in run["summary"]["per_class"].items()]
+    rows = [
+        {
+            "class": k,
+            "tau": v["tau"],
+            "attempts": v["attempts"],
+            "kept": v["kept"],
+            "discarded %": 100 * v["discard_rate"],
+            "no counterpart": v["no_counterpart"],
+        }
+        for k, v in run["summary"]["per_class"].items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -163,9 +219,16 @@ def prompt_table(col: Column) -> pd.DataFrame:
     """Per class: the contextual prompt P_c and the negative prompt P_n it is generated with (Eq. 4)."""
     from .. import prompts as P
 
-    return pd.DataFrame([{"class": name, "contextual prompt P_c": P.contextual_prompt(name, col.exp.prompt),
-                          "negative prompt P_n": P.negative_prompt(col.exp.prompt) or "(none)"}
-                         for name in X.train_set(col.exp).classes])
+    return pd.DataFrame(
+        [
+            {
+                "class": name,
+                "contextual prompt P_c": P.contextual_prompt(name, col.exp.prompt),
+                "negative prompt P_n": P.negative_prompt(col.exp.prompt) or "(none)",
+            }
+            for name in X.train_set(col.exp).classes
+        ]
+    )
 
 
 _LOADED: dict = {}
@@ -184,9 +247,18 @@ def generation_cost(col: Column, fractions: list[float], out: str | Path) -> pd.
             _timed_generation(col.exp.replace(fraction=f), folder)
         t = json.loads((folder / "timing.json").read_text())
         s = json.loads((folder / "run.json").read_text())["summary"]
-        rows.append({"fraction %": round(100 * f), "sources": s["sources"], "attempts": s["attempts"],
-                     "kept": s["kept"], "discarded %": 100 * s["discard_rate"], "no counterpart": s["no_counterpart"],
-                     "seconds": t["seconds"], "device": t["device"]})
+        rows.append(
+            {
+                "fraction %": round(100 * f),
+                "sources": s["sources"],
+                "attempts": s["attempts"],
+                "kept": s["kept"],
+                "discarded %": 100 * s["discard_rate"],
+                "no counterpart": s["no_counterpart"],
+                "seconds": t["seconds"],
+                "device": t["device"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -194,15 +266,26 @@ def _timed_generation(exp: X.Experiment, folder: Path) -> None:
     key = X.command_line(exp.replace(fraction=None), "generate")
     if key not in _LOADED:  # models once per settings, so that only generation is timed
         device = resolve_device(exp.device)
-        _LOADED[key] = (X.train_set(exp), load_clip(exp.filter, device),
-                        load_pipeline(exp.generate, device, resolve_dtype(exp.generate.dtype, device)), device)
+        _LOADED[key] = (
+            X.train_set(exp),
+            load_clip(exp.filter, device),
+            load_pipeline(exp.generate, device, resolve_dtype(exp.generate.dtype, device)),
+            device,
+        )
     ds, clip, pipe, device = _LOADED[key]
     t0 = time.perf_counter()
     make_counterparts(ds, pipe, clip, folder, exp.prompt, exp.generate, exp.filter, exp.counterparts, progress=False)
     seconds = time.perf_counter() - t0
-    (folder / "timing.json").write_text(json.dumps({"seconds": seconds, "fraction": exp.counterparts.fraction,
-                                                    "device": str(device),
-                                                    "what": "make_counterparts wall time, models already loaded"}))
+    (folder / "timing.json").write_text(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "fraction": exp.counterparts.fraction,
+                "device": str(device),
+                "what": "make_counterparts wall time, models already loaded",
+            }
+        )
+    )
 
 
 # ---------------------------------------------------------------- training runs
@@ -265,8 +348,14 @@ def save_weights(model, path: Path) -> None:
 def match_of(col: Column) -> dict:
     """The training settings a result file must have to count for this column."""
     cfg = col.exp.train
-    return {"model": cfg.model, "epochs": cfg.epochs, "image_size": cfg.image_size, "lr": cfg.lr,
-            "batch_size": cfg.batch_size, "pretrained": cfg.pretrained}
+    return {
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        "image_size": cfg.image_size,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "pretrained": cfg.pretrained,
+    }
 
 
 def check_same_settings(path: Path, col: Column) -> None:
@@ -275,8 +364,10 @@ def check_same_settings(path: Path, col: Column) -> None:
     have = json.loads(path.read_text())["config"]
     diff = {k: (have.get(k), v) for k, v in match_of(col).items() if have.get(k) != v}
     if diff:
-        raise ValueError(f"{path} was made with other settings ({', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())}); "
-                         f"use another out_dir or delete it")
+        raise ValueError(
+            f"{path} was made with other settings ({', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())}); "
+            f"use another out_dir or delete it"
+        )
 
 
 # ---------------------------------------------------------------- our numbers beside the paper's
@@ -287,11 +378,22 @@ def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
         if any(r["config"].get(k) != v for k, v in (match or {}).items()):
             continue
         uses = r["counts"]["pairs"] > 0 or r["method"] in ("diffcore", "genaug", "pixel", "patch")
-        rows.append({"method": r["method"], "fraction": r["config"].get("fraction") if uses else None,
-                     "seed": r["config"]["seed"], "top1": r["metrics"]["top1"], "top5": r["metrics"]["top5"],
-                     "pairs": r["counts"]["pairs"], "real": r["counts"]["real"], "dataset": r["dataset"],
-                     "model": r["config"]["model"], "epochs": r["config"]["epochs"],
-                     "device": r["provenance"].get("device"), "train_s": r["wall_time_s"]})
+        rows.append(
+            {
+                "method": r["method"],
+                "fraction": r["config"].get("fraction") if uses else None,
+                "seed": r["config"]["seed"],
+                "top1": r["metrics"]["top1"],
+                "top5": r["metrics"]["top5"],
+                "pairs": r["counts"]["pairs"],
+                "real": r["counts"]["real"],
+                "dataset": r["dataset"],
+                "model": r["config"]["model"],
+                "epochs": r["config"]["epochs"],
+                "device": r["provenance"].get("device"),
+                "train_s": r["wall_time_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -310,8 +412,12 @@ def _ours_for(ours: pd.DataFrame, label: str, metric: str) -> tuple[str, int]:
     return f"{v.mean():.2f} ± {v.std():.2f}", len(v)
 
 
-def side_by_side(table: str, ours_by_column: dict[str, pd.DataFrame], metrics: list[str],
-                 extra_labels: tuple[str, ...] = ("Vanilla",)) -> pd.DataFrame:
+def side_by_side(
+    table: str,
+    ours_by_column: dict[str, pd.DataFrame],
+    metrics: list[str],
+    extra_labels: tuple[str, ...] = ("Vanilla",),
+) -> pd.DataFrame:
     """The paper's rows and numbers, then ours (mean ± population std over seeds) per column and metric.
 
     Columns are two-level: ("paper: <dataset>", metric) and ("ours: <column>", metric | "seeds").
@@ -324,7 +430,8 @@ def side_by_side(table: str, ours_by_column: dict[str, pd.DataFrame], metrics: l
     cols = {("", "method (paper row)"): labels, ("", "diffcore method"): [method_cell(x) for x in labels]}
     for (dataset, metric), values in paper.reindex(labels).items():
         cols[(f"paper: {dataset}", METRIC_NAMES.get(metric, metric))] = [
-            "—" if pd.isna(v) else f"{v:.2f}" for v in values]
+            "—" if pd.isna(v) else f"{v:.2f}" for v in values
+        ]
     for name, ours in ours_by_column.items():
         for metric in metrics:
             cells = [_ours_for(ours, label, metric) for label in labels]
@@ -339,8 +446,12 @@ def provenance_line(ours: pd.DataFrame) -> str:
     """'digits-train, digits-cnn, 15 epochs, cpu, 5 methods, 11 runs' for the caption under a table."""
     if ours.empty:
         return "no result of ours yet"
-    parts = [", ".join(sorted(ours.dataset.unique())), ", ".join(sorted(ours.model.unique())),
-             ", ".join(f"{e} epochs" for e in sorted(ours.epochs.unique())), ", ".join(sorted(map(str, ours.device.unique())))]
+    parts = [
+        ", ".join(sorted(ours.dataset.unique())),
+        ", ".join(sorted(ours.model.unique())),
+        ", ".join(f"{e} epochs" for e in sorted(ours.epochs.unique())),
+        ", ".join(sorted(map(str, ours.device.unique()))),
+    ]
     return "; ".join(parts) + f"; {ours.method.nunique()} methods, {len(ours)} runs"
 
 
@@ -348,25 +459,34 @@ def what_ran(cols: dict[str, Column], results: dict[str, pd.DataFrame]) -> pd.Da
     """Under each table: per column of ours, the data, model, schedule, device and the commands that made it."""
     rows = []
     for label, col in cols.items():
-        rows.append({"ours": label, "produced by": provenance_line(results[label]),
-                     "command": f"{col.command('generate', out=col.generated)}; then per row: "
-                                f"{col.command('train', method='M', seed='S', out=col.results + '/M-S.json')} "
-                                f"[--fraction F --generated {col.generated}]"})
+        rows.append(
+            {
+                "ours": label,
+                "produced by": provenance_line(results[label]),
+                "command": f"{col.command('generate', out=col.generated)}; then per row: "
+                f"{col.command('train', method='M', seed='S', out=col.results + '/M-S.json')} "
+                f"[--fraction F --generated {col.generated}]",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def banner(profile_name: str) -> str:
     """The substitution, stated on every page that shows our numbers (markdown)."""
     if profile_name == "embedded":
-        return ("**Embedded profile — these are not the paper's experiments.** Every dataset is replaced by the "
-                "bundled 8×8 handwritten digits (scikit-learn, upsampled to 32×32), every network by a ~94k-parameter "
-                "digits CNN, CosXL and CLIP ViT-B/32 by diffcore's tiny text-to-image model and tiny CLIP, and the "
-                "300-epoch schedule by a few epochs on a CPU. Our numbers check that the pipeline works end to end; "
-                "they say nothing about the paper's claims. The paper's numbers are shown beside them for orientation, "
-                "never mixed with them.")
-    return ("**Paper profile.** Datasets, CosXL, CLIP ViT-B/32 and the classifiers as in the paper, from local "
-            "paths; schedules as set in the parameters cell. Check the 'what ran' table below for what produced "
-            "each number.")
+        return (
+            "**Embedded profile — these are not the paper's experiments.** Every dataset is replaced by the "
+            "bundled 8×8 handwritten digits (scikit-learn, upsampled to 32×32), every network by a ~94k-parameter "
+            "digits CNN, CosXL and CLIP ViT-B/32 by diffcore's tiny text-to-image model and tiny CLIP, and the "
+            "300-epoch schedule by a few epochs on a CPU. Our numbers check that the pipeline works end to end; "
+            "they say nothing about the paper's claims. The paper's numbers are shown beside them for orientation, "
+            "never mixed with them."
+        )
+    return (
+        "**Paper profile.** Datasets, CosXL, CLIP ViT-B/32 and the classifiers as in the paper, from local "
+        "paths; schedules as set in the parameters cell. Check the 'what ran' table below for what produced "
+        "each number."
+    )
 
 
 # ---------------------------------------------------------------- Table 5 on the embedded profile
@@ -387,8 +507,16 @@ def pretrain_digits_subset(out_dir: str | Path, classes: int = 5, epochs: int = 
         sub = full.subset(keep, name=f"{full.name}-classes-0-{classes - 1}")
         sub.classes = full.classes[:classes]
         sets.append(sub)
-    cfg = TrainConfig(method="vanilla", model="digits-cnn", epochs=epochs, lr=0.05, batch_size=32, image_size=32,
-                      augment="digits", seed=seed)
+    cfg = TrainConfig(
+        method="vanilla",
+        model="digits-cnn",
+        epochs=epochs,
+        lr=0.05,
+        batch_size=32,
+        image_size=32,
+        augment="digits",
+        seed=seed,
+    )
     run = train(cfg, *sets, out=path.with_suffix(".json"), progress=False)
     save_weights(run.model, path)
     return str(path)
@@ -438,8 +566,9 @@ def overhead_table(rows: list[dict]) -> pd.DataFrame:
 
     df = pd.DataFrame(rows)
     df["method (paper row)"] = df.method.map(label_of)
-    wide = df.pivot_table(index="method (paper row)", columns="batch_size", values=["overhead_pct", "ms_per_batch"],
-                          sort=False)
+    wide = df.pivot_table(
+        index="method (paper row)", columns="batch_size", values=["overhead_pct", "ms_per_batch"], sort=False
+    )
     wide.columns = [f"ours {'overhead %' if v == 'overhead_pct' else 'ms/batch'} b{b}" for v, b in wide.columns]
     return wide.reset_index()
 

@@ -8,6 +8,7 @@ optimizer (momentum buffers), the scheduler, the epoch, the history, and every r
 torch's global CPU generator (the transforms, in-process loading), the data-order generator (shuffling and
 worker seeds), the mixing generator, and CUDA's generators when there are any.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,15 +28,31 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt.pt")
 
 
-def save(path: Path, identity: dict, epoch: int, history: list[dict], model: torch.nn.Module,
-         opt: torch.optim.Optimizer, sched, generators: dict[str, torch.Generator]) -> None:
+def save(
+    path: Path,
+    identity: dict,
+    epoch: int,
+    history: list[dict],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    sched,
+    generators: dict[str, torch.Generator],
+) -> None:
     sched_state = sched.state_dict()
     sched_state["milestones"] = dict(sched_state.get("milestones", {}))  # a Counter is no plain container
     rng = {"torch": torch.get_rng_state(), **{f"gen/{k}": g.get_state() for k, g in generators.items()}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    state = {"format": FORMAT, "identity": json.dumps(identity, sort_keys=True), "epoch": epoch, "history": history,
-             "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched_state, "rng": rng}
+    state = {
+        "format": FORMAT,
+        "identity": json.dumps(identity, sort_keys=True),
+        "epoch": epoch,
+        "history": history,
+        "state_dict": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched_state,
+        "rng": rng,
+    }
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
 
@@ -46,20 +63,25 @@ def load(path: Path, identity: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"checkpoint={path}: refused, not a plain tensor file ({str(e).splitlines()[0][:120]}); "
-                         f"delete it to start over") from None
+        raise ValueError(
+            f"checkpoint={path}: refused, not a plain tensor file ({str(e).splitlines()[0][:120]}); "
+            f"delete it to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"checkpoint={path}: not a {FORMAT} file; delete it or pass another --out")
     old = json.loads(state["identity"])
     if old != identity:
         diff = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-        raise ValueError(f"checkpoint={path}: written by a run with other settings ({', '.join(diff)} differ); "
-                         f"delete it to start over or pass another --out")
+        raise ValueError(
+            f"checkpoint={path}: written by a run with other settings ({', '.join(diff)} differ); "
+            f"delete it to start over or pass another --out"
+        )
     return state
 
 
-def restore(state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sched,
-            generators: dict[str, torch.Generator]) -> tuple[int, list[dict]]:
+def restore(
+    state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sched, generators: dict[str, torch.Generator]
+) -> tuple[int, list[dict]]:
     """Load `state` into the loop's objects; returns (epochs done, history so far)."""
     model.load_state_dict(state["state_dict"])
     opt.load_state_dict(state["optimizer"])

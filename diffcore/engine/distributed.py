@@ -19,6 +19,7 @@ shard c % shards. Chunks do not depend on the number of shards, so every image i
 Training (`train.train`) uses DistributedDataParallel: every process draws the same global batch order and takes
 rows rank::world of each global batch (`RankBatches`), so a step sees the same samples on any process count.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -45,16 +46,18 @@ TIMEOUT = timedelta(hours=2)
 
 @dataclass(frozen=True)
 class World:
-    rank: int = 0         # this process's shard, in [0, size)
-    size: int = 1         # shards in all: torchrun processes x Slurm array tasks
-    group_rank: int = 0   # rank in the torchrun process group (0 without one)
-    group_size: int = 1   # processes in the torchrun process group; collectives span these only
-    local_rank: int = 0   # GPU index on this machine (torchrun LOCAL_RANK)
+    rank: int = 0  # this process's shard, in [0, size)
+    size: int = 1  # shards in all: torchrun processes x Slurm array tasks
+    group_rank: int = 0  # rank in the torchrun process group (0 without one)
+    group_size: int = 1  # processes in the torchrun process group; collectives span these only
+    local_rank: int = 0  # GPU index on this machine (torchrun LOCAL_RANK)
 
     def __post_init__(self):
         if not (0 <= self.rank < self.size and 0 <= self.group_rank < self.group_size and self.local_rank >= 0):
-            raise ValueError(f"rank={self.rank} of size={self.size} (group rank {self.group_rank} of "
-                             f"{self.group_size}, local rank {self.local_rank}): expected 0 <= rank < size")
+            raise ValueError(
+                f"rank={self.rank} of size={self.size} (group rank {self.group_rank} of "
+                f"{self.group_size}, local rank {self.local_rank}): expected 0 <= rank < size"
+            )
         if self.size % self.group_size:
             raise ValueError(f"size={self.size} is not a multiple of the process group's {self.group_size}")
 
@@ -109,8 +112,10 @@ def _slurm_array(env: Mapping[str, str]) -> tuple[int, int]:
     lo, step = _int(env, "SLURM_ARRAY_TASK_MIN", 0), _int(env, "SLURM_ARRAY_TASK_STEP", 1)
     hi = _int(env, "SLURM_ARRAY_TASK_MAX", lo + (count - 1) * step)
     if step < 1 or (task - lo) % step or (hi - lo) // step + 1 != count or (hi - lo) % step:
-        raise ValueError(f"Slurm array task {task} of {count} (min {lo}, max {hi}, step {step}): expected evenly "
-                         f"spaced indices, e.g. sbatch --array=0-{count - 1}")
+        raise ValueError(
+            f"Slurm array task {task} of {count} (min {lo}, max {hi}, step {step}): expected evenly "
+            f"spaced indices, e.g. sbatch --array=0-{count - 1}"
+        )
     return (task - lo) // step, count
 
 
@@ -121,8 +126,9 @@ def world_from_env(env: Mapping[str, str] | None = None, array: bool = True) -> 
     g_rank, g_size, local = _torchrun(env)
     shards = array and env.get("DIFFCORE_SLURM_ARRAY", "") != "ignore"
     task, tasks = _slurm_array(env) if shards else (0, 1)
-    return World(rank=task * g_size + g_rank, size=tasks * g_size, group_rank=g_rank, group_size=g_size,
-                 local_rank=local)
+    return World(
+        rank=task * g_size + g_rank, size=tasks * g_size, group_rank=g_rank, group_size=g_size, local_rank=local
+    )
 
 
 def device_for(world: World, name: str = "auto") -> torch.device:
@@ -132,8 +138,10 @@ def device_for(world: World, name: str = "auto") -> torch.device:
         if dev.index is None:
             dev = torch.device("cuda", world.local_rank)
         if dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {dev} (LOCAL_RANK={world.local_rank}) but {torch.cuda.device_count()} GPU(s) "
-                             f"visible: start at most one process per GPU (torchrun --nproc_per_node)")
+            raise ValueError(
+                f"device {dev} (LOCAL_RANK={world.local_rank}) but {torch.cuda.device_count()} GPU(s) "
+                f"visible: start at most one process per GPU (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(dev)  # NCCL and un-indexed allocations then use this process's GPU
     return dev
 
@@ -206,7 +214,7 @@ def chunks(items: Sequence[int], chunk_size: int) -> list[list[int]]:
     """`items` cut into chunks of `chunk_size`, the last one shorter: the same whatever the number of shards."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size}: expected >= 1 sources per chunk")
-    return [list(items[s:s + chunk_size]) for s in range(0, len(items), chunk_size)]
+    return [list(items[s : s + chunk_size]) for s in range(0, len(items), chunk_size)]
 
 
 def my_chunks(n_chunks: int, world: World) -> list[int]:
@@ -254,7 +262,7 @@ class RankBatches(Sampler[list[int]]):
     def __iter__(self):
         for batch in self.batches:
             if len(batch) >= self.world.group_size:
-                yield batch[self.world.group_rank::self.world.group_size]
+                yield batch[self.world.group_rank :: self.world.group_size]
 
     def __len__(self) -> int:
         return self.length
@@ -270,8 +278,10 @@ def train_batches(dataset, batch_size: int, generator: torch.Generator, world: W
     from torch.utils.data import BatchSampler, RandomSampler
 
     if batch_size % world.group_size:
-        raise ValueError(f"batch_size={batch_size} is the global batch and must split evenly over "
-                         f"{world.group_size} processes; pass a multiple of {world.group_size}")
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch and must split evenly over "
+            f"{world.group_size} processes; pass a multiple of {world.group_size}"
+        )
     order = BatchSampler(RandomSampler(dataset, generator=generator), batch_size, drop_last=False)
     return RankBatches(order, len(dataset), batch_size, world)
 

@@ -12,6 +12,7 @@ Opt-in, changes the images (measured side by side by `diffcore bench`):
 - `step_cache=n > 1`: DeepCache (stepcache.py): the full UNet every n-th step, only its outermost blocks in
   between, on the deep features cached at the last full step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,17 +43,16 @@ class Sampling(Protocol):
     batch_size: int
 
 
-
 @dataclass(frozen=True)
 class FastConfig:
-    compile: bool = True          # torch.compile UNet + VAE decoder; ignored on CPU (compile time > savings there)
+    compile: bool = True  # torch.compile UNet + VAE decoder; ignored on CPU (compile time > savings there)
     compile_mode: str = "default"  # torch.compile mode; "max-autotune" searches GEMM tilings (much longer compile)
-    compile_scope: str = "full"   # "full": the whole UNet (+ shallow pass) and VAE decoder, 145-152 s per batch shape
-                                  # on an H100 (measured); "regional": only the UNet's transformer blocks (diffusers'
-                                  # compile_repeated_blocks: one graph per block shape, VAE eager), less to compile
-    channels_last: bool = True    # NHWC for the convolutions
-    fp8: bool = False             # opt-in float8 matmuls in the UNet's transformer blocks (changes the images)
-    step_cache: int = 1           # opt-in DeepCache interval (stepcache.StepCache); 1 = the stock UNet every step
+    compile_scope: str = "full"  # "full": the whole UNet (+ shallow pass) and VAE decoder, 145-152 s per batch shape
+    # on an H100 (measured); "regional": only the UNet's transformer blocks (diffusers'
+    # compile_repeated_blocks: one graph per block shape, VAE eager), less to compile
+    channels_last: bool = True  # NHWC for the convolutions
+    fp8: bool = False  # opt-in float8 matmuls in the UNet's transformer blocks (changes the images)
+    step_cache: int = 1  # opt-in DeepCache interval (stepcache.StepCache); 1 = the stock UNet every step
 
     def __post_init__(self):
         if self.compile_mode not in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
@@ -69,18 +69,18 @@ class Float8Linear(torch.nn.Module):
 
     def __init__(self, lin: torch.nn.Linear):
         super().__init__()
-        w = lin.weight.detach().float()                                           # (N, K)
-        sw = w.abs().amax(1, keepdim=True).clamp(min=1e-12) / E4M3_MAX             # (N, 1)
-        self.register_buffer("w8", (w / sw).to(torch.float8_e4m3fn))              # (N, K) row-major
-        self.register_buffer("sw", sw.t().contiguous())                            # (1, N)
+        w = lin.weight.detach().float()  # (N, K)
+        sw = w.abs().amax(1, keepdim=True).clamp(min=1e-12) / E4M3_MAX  # (N, 1)
+        self.register_buffer("w8", (w / sw).to(torch.float8_e4m3fn))  # (N, K) row-major
+        self.register_buffer("sw", sw.t().contiguous())  # (1, N)
         self.bias = lin.bias
         self.in_features, self.out_features = lin.in_features, lin.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])                                               # (M, K)
-        sx = x2.abs().amax(1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX     # (M, 1)
-        x8 = (x2.float() / sx).to(torch.float8_e4m3fn)                              # (M, K)
+        x2 = x.reshape(-1, shape[-1])  # (M, K)
+        sx = x2.abs().amax(1, keepdim=True).float().clamp(min=1e-12) / E4M3_MAX  # (M, 1)
+        x8 = (x2.float() / sx).to(torch.float8_e4m3fn)  # (M, K)
         y = torch._scaled_mm(x8, self.w8.t(), scale_a=sx, scale_b=self.sw, out_dtype=torch.bfloat16)  # (M, N)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
@@ -89,9 +89,14 @@ class Float8Linear(torch.nn.Module):
 
 def to_fp8_linears(unet: torch.nn.Module) -> int:
     """Swap the nn.Linear layers inside the UNet's attention blocks for Float8Linear; returns how many."""
-    targets = [(name, m) for name, m in unet.named_modules()
-               if isinstance(m, torch.nn.Linear) and ".attentions." in f".{name}"
-               and m.in_features % 16 == 0 and m.out_features % 16 == 0]   # _scaled_mm needs multiples of 16
+    targets = [
+        (name, m)
+        for name, m in unet.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and ".attentions." in f".{name}"
+        and m.in_features % 16 == 0
+        and m.out_features % 16 == 0
+    ]  # _scaled_mm needs multiples of 16
     for name, lin in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(unet.get_submodule(parent_name), child, Float8Linear(lin))
@@ -127,31 +132,47 @@ class FastGenerator:
         key = (prompt, negative)
         if key not in self._cache:
             cfg_on = self.cfg.guidance_scale > 1.0
-            out = self.pipe.encode_prompt(prompt=prompt, device=self.device, num_images_per_prompt=1,
-                                          do_classifier_free_guidance=cfg_on, negative_prompt=negative)
+            out = self.pipe.encode_prompt(
+                prompt=prompt,
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=cfg_on,
+                negative_prompt=negative,
+            )
             self._cache[key] = tuple(out)
         return self._cache[key]
 
     def _embeds(self, prompts: Sequence[str], negatives: Sequence[str | None]) -> dict:
         rows = [self._encode(p, n) for p, n in zip(prompts, negatives)]
         cat = [torch.cat(parts) for parts in zip(*rows)]  # each (b, ...)
-        names = (["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
-                 if self.xl else ["prompt_embeds", "negative_prompt_embeds"])
+        names = (
+            ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
+            if self.xl
+            else ["prompt_embeds", "negative_prompt_embeds"]
+        )
         return dict(zip(names, cat))
 
     @torch.no_grad()
-    def images(self, prompts: Sequence[str], negative_prompts: Sequence[str] | None,
-               seeds: Sequence[int]) -> torch.Tensor:
+    def images(
+        self, prompts: Sequence[str], negative_prompts: Sequence[str] | None, seeds: Sequence[int]
+    ) -> torch.Tensor:
         """(N, 3, H, W) float in [0, 1] on the device, batch by batch as in generate_images."""
         cfg = self.cfg
         if len(prompts) != len(seeds) or (negative_prompts is not None and len(negative_prompts) != len(prompts)):
-            raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and "
-                             f"{None if negative_prompts is None else len(negative_prompts)} negative prompts differ")
-        neg = [None] * len(prompts) if negative_prompts is None or all(n == "" for n in negative_prompts) \
+            raise ValueError(
+                f"{len(prompts)} prompts, {len(seeds)} seeds and "
+                f"{None if negative_prompts is None else len(negative_prompts)} negative prompts differ"
+            )
+        neg = (
+            [None] * len(prompts)
+            if negative_prompts is None or all(n == "" for n in negative_prompts)
             else list(negative_prompts)
+        )
         if neg[0] is not None and cfg.guidance_scale <= 1.0:
-            raise ValueError(f"guidance_scale={cfg.guidance_scale} <= 1 turns guidance off, so the negative prompt "
-                             f"would be ignored (Eq. 4 needs w = 1 + gamma > 1)")
+            raise ValueError(
+                f"guidance_scale={cfg.guidance_scale} <= 1 turns guidance off, so the negative prompt "
+                f"would be ignored (Eq. 4 needs w = 1 + gamma > 1)"
+            )
         out = []
         for s in range(0, len(prompts), cfg.batch_size):
             sl = slice(s, s + cfg.batch_size)
@@ -165,9 +186,15 @@ class FastGenerator:
         cfg = self.cfg
         if self.step_cache is not None:
             self.step_cache.reset()  # each batch starts with a full UNet step; nothing carries over between batches
-        return self.pipe(**self._embeds(prompts, negatives), num_inference_steps=cfg.steps,
-                         guidance_scale=cfg.guidance_scale, height=cfg.size, width=cfg.size, generator=generators,
-                         output_type="pt").images
+        return self.pipe(
+            **self._embeds(prompts, negatives),
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance_scale,
+            height=cfg.size,
+            width=cfg.size,
+            generator=generators,
+            output_type="pt",
+        ).images
 
     def __getattr__(self, name):  # anything else (components, config) is the wrapped pipeline's
         if name == "pipe":
@@ -218,10 +245,12 @@ def clip_embed_on_device(clip, images: torch.Tensor, size: int | None = None) ->
     visual = clip.model.visual
     if size is None:
         size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-    mean = torch.tensor(getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073),
-                        device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711),
-                       device=images.device).view(1, 3, 1, 1)
+    mean = torch.tensor(
+        getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073), device=images.device
+    ).view(1, 3, 1, 1)
+    std = torch.tensor(
+        getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711), device=images.device
+    ).view(1, 3, 1, 1)
     x = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     x = ((x.clamp(0, 1) - mean) / std).to(next(clip.model.parameters()).dtype)  # (N, 3, size, size)
     return F.normalize(clip.model.encode_image(x).float(), dim=-1)

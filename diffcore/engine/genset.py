@@ -25,6 +25,7 @@ them one after the other. Chunks, hence batches, hence images do not depend on n
 in order, each in the order it was made; run.json holds no clock or host (those go to logs/). So 1 and n
 processes write the same files, byte for byte (logs/ aside), and a run may be resumed on any number of them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,9 +52,25 @@ from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, 
 
 log = logging.getLogger(__name__)
 
-MANIFEST_FIELDS = ["source_id", "source_path", "label", "class_name", "prompt", "negative_prompt", "seed",
-                   "attempt", "similarity", "tau", "status", "file", "model", "steps", "guidance_scale",
-                   "height", "width"]
+MANIFEST_FIELDS = [
+    "source_id",
+    "source_path",
+    "label",
+    "class_name",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "attempt",
+    "similarity",
+    "tau",
+    "status",
+    "file",
+    "model",
+    "steps",
+    "guidance_scale",
+    "height",
+    "width",
+]
 # kept: accepted. rejected: refused by the filter, tried again. invalid: NaN, black or constant image (a failed
 # decode such as the fp16 SDXL VAE overflow), tried again. *-final: the retry cap was reached, nothing kept.
 # unreadable: the source image could not be decoded; it gets nothing.
@@ -61,11 +78,11 @@ STATUSES = ("kept", "rejected", "rejected-final", "invalid", "invalid-final", "u
 RETRY_STATUSES = ("rejected", "invalid")
 NO_COUNTERPART = ("rejected-final", "invalid-final", "unreadable")
 RUNNING = "running.json"  # the settings of a run not finished yet; run.json appears only when it is finished
-PLAN = "plan.json"        # settings and what every process must agree on: made by one process, read by all
-PARTS = "parts"           # parts/chunk-<c>.csv: chunk c's manifest, appended by the one process that makes it (n > 1)
+PLAN = "plan.json"  # settings and what every process must agree on: made by one process, read by all
+PARTS = "parts"  # parts/chunk-<c>.csv: chunk c's manifest, appended by the one process that makes it (n > 1)
 
-Batch = list[tuple[int, int]]                                    # [(dataset index, attempt)]
-Files = list[tuple[np.ndarray, Path]]                            # [(uint8 image, where it goes)]
+Batch = list[tuple[int, int]]  # [(dataset index, attempt)]
+Files = list[tuple[np.ndarray, Path]]  # [(uint8 image, where it goes)]
 
 
 def status(kept: bool, invalid: bool, unreadable: bool, attempt: int, max_attempts: int) -> str:
@@ -129,8 +146,10 @@ def parse_manifest(path: Path) -> tuple[list[dict], bool]:
     torn, rows = end < len(raw), []
     reader = csv.DictReader(io.StringIO(raw[:end].decode("utf-8", errors="replace"), newline=""))
     if reader.fieldnames is not None and reader.fieldnames != MANIFEST_FIELDS:
-        raise ValueError(f"{path}: columns {reader.fieldnames[:4]}... are not a diffcore manifest's "
-                         f"({MANIFEST_FIELDS[:4]}...); use a new --out folder")
+        raise ValueError(
+            f"{path}: columns {reader.fieldnames[:4]}... are not a diffcore manifest's "
+            f"({MANIFEST_FIELDS[:4]}...); use a new --out folder"
+        )
     for row in reader:
         if not complete(row):
             return rows, True
@@ -177,7 +196,7 @@ def replay_queue(rows: list[dict], ids: Sequence[str], chosen, batch_size: int) 
     queue, n = deque((int(i), 0) for i in chosen), 0
     while queue and n < len(rows):
         batch = [queue[j] for j in range(min(batch_size, len(queue)))]
-        got = rows[n:n + len(batch)]
+        got = rows[n : n + len(batch)]
         if any(r["source_id"] != ids[i] or int(r["attempt"]) != a for r, (i, a) in zip(got, batch)):
             return None
         if len(got) < len(batch):
@@ -204,8 +223,11 @@ def replay(rows: list[dict], ids: Sequence[str], chosen, batch_size: int, where:
     replayed = replay_queue(rows, ids, chosen, batch_size)
     if replayed is not None:
         return replayed
-    log.warning("%s: rows do not follow this version's batch order; resuming unfinished images in dataset "
-                "order (they may differ by rounding from an uninterrupted run's)", where)
+    log.warning(
+        "%s: rows do not follow this version's batch order; resuming unfinished images in dataset "
+        "order (they may differ by rounding from an uninterrupted run's)",
+        where,
+    )
     done, next_attempt = resume_state(rows)
     return len(rows), deque((int(i), next_attempt.get(ids[i], 0)) for i in chosen if ids[i] not in done)
 
@@ -217,8 +239,12 @@ def recover_manifest(manifest: Path, ids: Sequence[str], chosen, batch_size: int
     n, queue = replay(rows, ids, chosen, batch_size, manifest)
     if torn or n < len(rows):
         atomic_write_text(manifest, manifest_text(rows[:n], header=True))
-        log.info("%s: cut the tail of a killed run (%d complete rows of an unfinished batch%s); redoing that batch",
-                 manifest.name, len(rows) - n, " and a cut line" if torn else "")
+        log.info(
+            "%s: cut the tail of a killed run (%d complete rows of an unfinished batch%s); redoing that batch",
+            manifest.name,
+            len(rows) - n,
+            " and a cut line" if torn else "",
+        )
     return rows[:n], queue
 
 
@@ -242,11 +268,15 @@ def remove_orphans(out_dir: Path, rows: list[dict]) -> int:
 def counts(rows: list[dict]) -> dict:
     attempts = sum(r["status"] != "unreadable" for r in rows)  # an unreadable source's row is no attempt
     kept = sum(r["status"] == "kept" for r in rows)
-    return {"attempts": attempts, "kept": kept, "discarded": attempts - kept,
-            "discard_rate": (attempts - kept) / attempts if attempts else 0.0,
-            "invalid": sum(r["status"].startswith("invalid") for r in rows),
-            "unreadable": sum(r["status"] == "unreadable" for r in rows),
-            "no_counterpart": sum(r["status"] in NO_COUNTERPART for r in rows)}
+    return {
+        "attempts": attempts,
+        "kept": kept,
+        "discarded": attempts - kept,
+        "discard_rate": (attempts - kept) / attempts if attempts else 0.0,
+        "invalid": sum(r["status"].startswith("invalid") for r in rows),
+        "unreadable": sum(r["status"] == "unreadable" for r in rows),
+        "no_counterpart": sum(r["status"] in NO_COUNTERPART for r in rows),
+    }
 
 
 def summarize(rows: list[dict], classes: Sequence[str], taus: dict[int, float], n_chosen: int) -> dict:
@@ -341,6 +371,7 @@ class GeneratedSet:
     defaults: {section: default config} for `with_new_fields`. chosen: the dataset indices that get an image, in
     order. A resume must use the same settings, hence the same chunks and batches.
     """
+
     out_dir: Path
     settings: dict
     defaults: dict
@@ -381,13 +412,17 @@ class GeneratedSet:
             old, settings = with_new_fields(old, self.defaults), json.loads(json.dumps(self.settings))
             if old != settings:
                 diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-                raise ValueError(f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
-                                 f"use a new --out folder or the same settings to resume")
+                raise ValueError(
+                    f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
+                    f"use a new --out folder or the same settings to resume"
+                )
             return
         others = [p.name for p in out_dir.iterdir() if not p.name.endswith(TMP_SUFFIX)] if out_dir.is_dir() else []
         if others and "manifest.csv" not in others:  # resume deletes stray files: never in someone else's folder
-            raise ValueError(f"out={out_dir}: holds other files ({', '.join(sorted(others)[:3])}) and no generated "
-                             f"set; pass a new or empty folder")
+            raise ValueError(
+                f"out={out_dir}: holds other files ({', '.join(sorted(others)[:3])}) and no generated "
+                f"set; pass a new or empty folder"
+            )
 
     def claim(self) -> None:
         """Check the folder, then record the settings at once (running.json), so that a run killed before its
@@ -401,6 +436,7 @@ class GeneratedSet:
     def plan(self, world: D.World, make: Callable[[], dict]) -> dict:
         """plan.json: {"settings", "classes", **make()}. Under torchrun rank 0 makes it while the others wait; the
         tasks of a Slurm array may each make it, and all then use the first one published."""
+
         def made() -> dict:
             return {"settings": self.settings, "classes": list(self.classes), **make()}
 
@@ -451,8 +487,11 @@ class GeneratedSet:
             current, torn = parse_manifest(self.manifest)
             if kept != current or torn:
                 atomic_write_text(self.manifest, manifest_text(kept, header=True))
-                log.info("%s: kept %d committed rows (whole batches, chunk by chunk); redoing the rest",
-                         self.manifest, len(kept))
+                log.info(
+                    "%s: kept %d committed rows (whole batches, chunk by chunk); redoing the rest",
+                    self.manifest,
+                    len(kept),
+                )
             shutil.rmtree(self.out_dir / PARTS, ignore_errors=True)
             remove_orphans(self.out_dir, kept)
         return queues, kept
@@ -468,18 +507,30 @@ class GeneratedSet:
                         path.unlink()
 
     # ------------------------------------------------ the loop
-    def fill(self, mine: list[int], queues: dict[int, deque], world: D.World,
-             make_batch: Callable[[Batch, ThreadPoolExecutor | None], tuple[list[dict], Batch, Files]],
-             on_rows: Callable[[list[dict]], None] = lambda rows: None, io_threads: int = 4,
-             progress: bool = True, desc: str = "images") -> int:
+    def fill(
+        self,
+        mine: list[int],
+        queues: dict[int, deque],
+        world: D.World,
+        make_batch: Callable[[Batch, ThreadPoolExecutor | None], tuple[list[dict], Batch, Files]],
+        on_rows: Callable[[list[dict]], None] = lambda rows: None,
+        io_threads: int = 4,
+        progress: bool = True,
+        desc: str = "images",
+    ) -> int:
         """Make every queued batch of this process's chunks, each chunk to its end; returns the attempts made.
 
         make_batch(batch, pool) -> (its manifest rows, the (index, attempt) to retry, the files to write); `pool`
         decodes sources while the device works. Rows are committed in batch order on a background thread
         (Committer) while the next batch is made; retries go first into the next batch."""
         total = sum(len(self.chunks[c]) for c in mine)
-        bar = tqdm(total=total, initial=total - sum(map(len, queues.values())), desc=desc, unit="img",
-                   disable=not (progress and world.is_main))
+        bar = tqdm(
+            total=total,
+            initial=total - sum(map(len, queues.values())),
+            desc=desc,
+            unit="img",
+            disable=not (progress and world.is_main),
+        )
         attempts = 0
         with Committer(io_threads) as writer:
             for c in mine:  # each chunk to its end, as one process does: its batches do not depend on the process count
@@ -515,8 +566,9 @@ class GeneratedSet:
         if not (self.out_dir / PLAN).is_file() and (self.out_dir / "run.json").is_file():
             return json.loads((self.out_dir / "run.json").read_text(encoding="utf-8"))  # finished (merged) before
         if not (self.out_dir / PLAN).is_file():
-            raise FileNotFoundError(f"{self.out_dir}/{PLAN}: no generation was started here; run `diffcore "
-                                    f"{self.what}` first")
+            raise FileNotFoundError(
+                f"{self.out_dir}/{PLAN}: no generation was started here; run `diffcore {self.what}` first"
+            )
         plan = json.loads((self.out_dir / PLAN).read_text(encoding="utf-8"))
         got = self.chunk_rows(range(len(self.chunks)))
         rows, unfinished = [], 0
@@ -525,8 +577,10 @@ class GeneratedSet:
             rows.extend(got[c][0][:n])
             unfinished += len(queue)
         if unfinished:
-            raise ValueError(f"{self.out_dir}: {unfinished} of {len(self.chosen)} sources unfinished (a process still "
-                             f"running or stopped); start the same `diffcore {self.what}` again, it resumes")
+            raise ValueError(
+                f"{self.out_dir}: {unfinished} of {len(self.chosen)} sources unfinished (a process still "
+                f"running or stopped); start the same `diffcore {self.what}` again, it resumes"
+            )
         if (rows, False) != parse_manifest(self.manifest):  # one process wrote it in this order already: left alone
             atomic_write_text(self.manifest, manifest_text(rows, header=True))
         info = run_info(plan, rows)
@@ -536,10 +590,18 @@ class GeneratedSet:
         shutil.rmtree(self.out_dir / PARTS, ignore_errors=True)
         return info
 
-    def run(self, world: D.World, plan: Callable[[], dict],
-            make_batch: Callable[[Batch, ThreadPoolExecutor | None, dict], tuple[list[dict], Batch, Files]],
-            run_info: Callable[[dict, list[dict]], dict], invalid_hint: Callable[[int, int], str] | None = None,
-            io_threads: int = 4, progress: bool = True, device=None, desc: str | None = None) -> dict | None:
+    def run(
+        self,
+        world: D.World,
+        plan: Callable[[], dict],
+        make_batch: Callable[[Batch, ThreadPoolExecutor | None, dict], tuple[list[dict], Batch, Files]],
+        run_info: Callable[[dict, list[dict]], dict],
+        invalid_hint: Callable[[int, int], str] | None = None,
+        io_threads: int = 4,
+        progress: bool = True,
+        device=None,
+        desc: str | None = None,
+    ) -> dict | None:
         """The whole life of a set on this process: claim the folder, agree on the plan, recover, fill this
         process's chunks, log, and (rank 0 of a whole group) finish. Returns run.json's content; a Slurm array
         task returns None (`diffcore merge` finishes once every task is done).
@@ -555,10 +617,26 @@ class GeneratedSet:
         mine = D.my_chunks(len(self.chunks), world)
         queues, recovered = self.recover(mine, world)
         guard = InvalidGuard(recovered, invalid_hint)
-        attempts = self.fill(mine, queues, world, lambda batch, pool: make_batch(batch, pool, agreed), guard.check,
-                             io_threads, progress, desc=desc or self.what)
-        self.log(world, {"chunks": mine, "sources": sum(len(self.chunks[c]) for c in mine),
-                         "attempts_this_start": attempts, "wall_s": round(time.perf_counter() - t0, 3)}, device)
+        attempts = self.fill(
+            mine,
+            queues,
+            world,
+            lambda batch, pool: make_batch(batch, pool, agreed),
+            guard.check,
+            io_threads,
+            progress,
+            desc=desc or self.what,
+        )
+        self.log(
+            world,
+            {
+                "chunks": mine,
+                "sources": sum(len(self.chunks[c]) for c in mine),
+                "attempts_this_start": attempts,
+                "wall_s": round(time.perf_counter() - t0, 3),
+            },
+            device,
+        )
         D.barrier(world)
         if not world.whole:
             return None

@@ -1,4 +1,5 @@
 """Reading one image file safely: a size limit checked before decoding, any mode converted to 8-bit RGB."""
+
 from __future__ import annotations
 
 import warnings
@@ -26,10 +27,10 @@ def open_checked(path: str | Path) -> Image.Image:
 def to_rgb(im: Image.Image) -> Image.Image:
     """RGB from any mode. 16/32-bit grayscale is rescaled (PIL's convert would clip it to 255, i.e. white)."""
     if im.mode.startswith("I;16") or im.mode == "I":
-        a = np.asarray(im, dtype=np.float64)                       # (H, W) in 0..65535 (16-bit PNG / TIFF)
+        a = np.asarray(im, dtype=np.float64)  # (H, W) in 0..65535 (16-bit PNG / TIFF)
         im = Image.fromarray(np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8))
     elif im.mode == "F":
-        a = np.nan_to_num(np.asarray(im, dtype=np.float64))        # (H, W) float TIFF: [0, 1] if it fits, else 0..255
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))  # (H, W) float TIFF: [0, 1] if it fits, else 0..255
         im = Image.fromarray(np.clip(np.round(a * 255 if a.max() <= 1.0 else a), 0, 255).astype(np.uint8))
     return im.convert("RGB")  # gray, palette, RGBA (alpha dropped, as torchvision's loader), CMYK, LA, ...
 

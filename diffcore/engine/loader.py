@@ -15,6 +15,7 @@ worker, pinned buffer or host-to-device copy of images is left in the step (on a
 through pinned memory still made batch 64 input-bound with the device loader). It draws the same batches, crops,
 flips and mixing as the device loader: same device, same weights (tests/test_resident_loader.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,9 @@ class DecodedCache:
     def fill(self, load: Callable[[int], Image.Image], threads: int = 8, desc: str = "decode once") -> "DecodedCache":
         if not self.ready():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            arr = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=(self.n, self.side, self.side, 3))
+            arr = np.lib.format.open_memmap(
+                self.path, mode="w+", dtype=np.uint8, shape=(self.n, self.side, self.side, 3)
+            )
 
             def one(i):
                 arr[i] = decode_square(load(i), self.side)
@@ -69,8 +72,10 @@ class DecodedCache:
             self.done_marker.write_text(f"{self.n} {self.side}\n")
         self.array = np.load(self.path, mmap_mode="r")
         if self.array.shape != (self.n, self.side, self.side, 3):
-            raise ValueError(f"{self.path}: cache holds {self.array.shape}, expected {(self.n, self.side, self.side, 3)}; "
-                             f"delete it to rebuild")
+            raise ValueError(
+                f"{self.path}: cache holds {self.array.shape}, expected {(self.n, self.side, self.side, 3)}; "
+                f"delete it to rebuild"
+            )
         return self
 
     def __getitem__(self, i: int) -> torch.Tensor:
@@ -80,8 +85,9 @@ class DecodedCache:
 class CachedPairs(Dataset):
     """Items as train.PairedTrainingSet, but uint8 (3, side, side) tensors from the decode-once caches."""
 
-    def __init__(self, labels: list[int], real: DecodedCache, pairs: list[tuple[int, int]], gen: DecodedCache | None,
-                 ds=None):
+    def __init__(
+        self, labels: list[int], real: DecodedCache, pairs: list[tuple[int, int]], gen: DecodedCache | None, ds=None
+    ):
         self.labels, self.real, self.pairs, self.gen = labels, real, pairs, gen  # pairs: (real index, gen cache row)
         self.ds = ds  # the ImageSet, for the training loop's class count
 
@@ -109,30 +115,32 @@ def cached_pairs(ds, pairs: list[tuple[int, Path]], root: str | Path, side: int,
     if pairs:
         gen_key = hashlib.sha1(("\n".join(str(p) for _, p in pairs) + f"|{side}").encode()).hexdigest()[:16]
         gen = DecodedCache(root / f"generated-{gen_key}.npy", len(pairs), side).fill(
-            lambda k: load_rgb(pairs[k][1]), threads, "decode generated once")
+            lambda k: load_rgb(pairs[k][1]), threads, "decode generated once"
+        )
     return CachedPairs(list(ds.labels), real, [(i, k) for k, (i, _) in enumerate(pairs)], gen, ds=ds)
 
 
 # ---------------------------------------------------------------- augmentation on the device
-def random_resized_boxes(n: int, side: int, generator: torch.Generator, device, scale=(0.08, 1.0),
-                         ratio=(3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+def random_resized_boxes(
+    n: int, side: int, generator: torch.Generator, device, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), tries: int = 10
+) -> torch.Tensor:
     """(n, 4) x1, y1, x2, y2 boxes with torchvision RandomResizedCrop's distribution, drawn all at once.
 
     Per sample, the first of `tries` draws that fits inside the image is used; if none fits, the whole image.
     """
     gdev = generator.device
-    area = side * side * torch.empty(n, tries, device=gdev).uniform_(*scale, generator=generator)       # (n, T)
+    area = side * side * torch.empty(n, tries, device=gdev).uniform_(*scale, generator=generator)  # (n, T)
     logr = torch.empty(n, tries, device=gdev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     r = logr.exp()
-    w, h = (area * r).sqrt().round(), (area / r).sqrt().round()                                        # (n, T)
+    w, h = (area * r).sqrt().round(), (area / r).sqrt().round()  # (n, T)
     fits = (w > 0) & (h > 0) & (w <= side) & (h <= side)
-    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1, device=gdev))        # (n,)
+    first = torch.where(fits.any(1), fits.float().argmax(1), torch.full((n,), -1, device=gdev))  # (n,)
     pick = first.clamp(min=0)[:, None]
-    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], torch.full((n,), float(side), device=gdev))   # (n,)
+    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], torch.full((n,), float(side), device=gdev))  # (n,)
     h = torch.where(first >= 0, h.gather(1, pick)[:, 0], torch.full((n,), float(side), device=gdev))
     x1 = (torch.rand(n, device=gdev, generator=generator) * (side - w + 1)).floor()
     y1 = (torch.rand(n, device=gdev, generator=generator) * (side - h + 1)).floor()
-    return torch.stack([x1, y1, x1 + w, y1 + h], 1).to(device)                                          # (n, 4)
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1).to(device)  # (n, 4)
 
 
 def pad_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -142,12 +150,12 @@ def pad_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Ten
     """
     b, c, side, _ = x.shape
     off = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=generator.device).to(x.device)  # (B, 2)
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))                           # (B, C, S+2p, S+2p), zeros
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))  # (B, C, S+2p, S+2p), zeros
     ar = torch.arange(side, device=x.device)
-    rows = (off[:, 0:1] + ar)[:, :, None]                                             # (B, S, 1)
-    cols = (off[:, 1:2] + ar)[:, None, :]                                             # (B, 1, S)
-    bi = torch.arange(b, device=x.device)[:, None, None]                              # (B, 1, 1)
-    return xp.permute(0, 2, 3, 1)[bi, rows, cols].permute(0, 3, 1, 2)                # (B, C, S, S)
+    rows = (off[:, 0:1] + ar)[:, :, None]  # (B, S, 1)
+    cols = (off[:, 1:2] + ar)[:, None, :]  # (B, 1, S)
+    bi = torch.arange(b, device=x.device)[:, None, None]  # (B, 1, 1)
+    return xp.permute(0, 2, 3, 1)[bi, rows, cols].permute(0, 3, 1, 2)  # (B, C, S, S)
 
 
 def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generator: torch.Generator) -> torch.Tensor:
@@ -162,9 +170,10 @@ def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generat
     if mode == "imagenet":
         boxes = random_resized_boxes(b, side, generator, dev)
         idx = torch.arange(b, device=dev, dtype=torch.float32)[:, None]
-        rois = torch.cat([idx, boxes.float()], 1)                                        # (B, 5)
-        out = roi_align(x.float(), rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2,
-                        aligned=True)                                                    # (B, 3, out, out) in 0..255
+        rois = torch.cat([idx, boxes.float()], 1)  # (B, 5)
+        out = roi_align(
+            x.float(), rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2, aligned=True
+        )  # (B, 3, out, out) in 0..255
     else:  # the cache holds the images at the training size: an exact integer pad-crop, zero padding
         if side != out_size:
             raise ValueError(f"mode={mode!r}: cache side {side} != image size {out_size}; build it at the image size")
@@ -184,15 +193,15 @@ def to_device_batch(batch, out_size: int, mode: str, mean, std, generator: torch
     Real and generated images get independent crops and flips, as in the PIL loader.
     """
     real, gen, y, is_pair = batch
-    real = real.to(device, non_blocking=True)   # (B, 3, S, S) uint8; a no-op for resident batches
-    gen = gen.to(device, non_blocking=True)     # (B, 3, S, S) uint8
+    real = real.to(device, non_blocking=True)  # (B, 3, S, S) uint8; a no-op for resident batches
+    gen = gen.to(device, non_blocking=True)  # (B, 3, S, S) uint8
     both = device_augment(torch.cat([real, gen]), out_size, mode, mean, std, generator)  # (2B, 3, out, out)
-    return both[:len(real)], both[len(real):], y.to(device, non_blocking=True), is_pair.to(device, non_blocking=True)
+    return both[: len(real)], both[len(real) :], y.to(device, non_blocking=True), is_pair.to(device, non_blocking=True)
 
 
 # ---------------------------------------------------------------- the resident loader: the caches on the device
 RESIDENT_SHARE = 0.5  # at most this share of the device's free memory for the caches: the rest is for the model,
-                      # its optimizer state and activations (ResNet-50 at batch 64, bf16: a few GiB)
+# its optimizer state and activations (ResNet-50 at batch 64, bf16: a few GiB)
 
 
 def free_bytes(device) -> int | None:
@@ -218,9 +227,11 @@ def check_resident_fits(n_images: int, side: int, device, share: float = RESIDEN
     need = n_images * 3 * side * side
     free = free_bytes(device)
     if free is not None and need > share * free:
-        raise ValueError(f"loader='resident': the decode-once caches ({n_images} images of {side}x{side}x3 uint8, "
-                         f"{need / 2**30:.2f} GiB) do not fit in {share:.0%} of the {free / 2**30:.2f} GiB free on "
-                         f"{device}; use --loader device (the same batches, read from the host cache by workers)")
+        raise ValueError(
+            f"loader='resident': the decode-once caches ({n_images} images of {side}x{side}x3 uint8, "
+            f"{need / 2**30:.2f} GiB) do not fit in {share:.0%} of the {free / 2**30:.2f} GiB free on "
+            f"{device}; use --loader device (the same batches, read from the host cache by workers)"
+        )
     return need
 
 
@@ -236,8 +247,9 @@ class ResidentPairs:
         real, gen = pairs.real, pairs.gen if pairs.pairs else None  # no pairs: the generated cache is never read
         n_real, n_gen = real.n, 0 if gen is None else gen.n
         check_resident_fits(n_real + n_gen, real.side, self.device, share)
-        self.images = torch.empty(n_real + n_gen, 3, real.side, real.side, dtype=torch.uint8,
-                                  device=self.device)                                      # (N + G, 3, S, S)
+        self.images = torch.empty(
+            n_real + n_gen, 3, real.side, real.side, dtype=torch.uint8, device=self.device
+        )  # (N + G, 3, S, S)
         _upload(real, self.images[:n_real])
         if gen is not None:
             _upload(gen, self.images[n_real:])
@@ -246,9 +258,9 @@ class ResidentPairs:
         gen_row = list(range(n_real)) + [n_real + g for _, g in pairs.pairs]  # unpaired items: the real image twice
         labels = list(pairs.labels) + [pairs.labels[i] for i, _ in pairs.pairs]
         self.real_row = torch.tensor(real_row, dtype=torch.int64, device=self.device)  # (n,)
-        self.gen_row = torch.tensor(gen_row, dtype=torch.int64, device=self.device)    # (n,)
-        self.labels = torch.tensor(labels, dtype=torch.int64, device=self.device)      # (n,)
-        self.is_pair = torch.arange(n, device=self.device) >= len(pairs.labels)        # (n,) bool
+        self.gen_row = torch.tensor(gen_row, dtype=torch.int64, device=self.device)  # (n,)
+        self.labels = torch.tensor(labels, dtype=torch.int64, device=self.device)  # (n,)
+        self.is_pair = torch.arange(n, device=self.device) >= len(pairs.labels)  # (n,) bool
 
     def __len__(self) -> int:
         return len(self.real_row)
@@ -261,7 +273,7 @@ class ResidentPairs:
         """Items `idx` ((B,) int64 on the device) as CachedPairs' collated batch: (real, gen, y, is_pair), uint8
         (B, 3, S, S) images, all on the device; no host work beyond launching the gathers."""
         real = self.images.index_select(0, self.real_row[idx])  # (B, 3, S, S) uint8
-        gen = self.images.index_select(0, self.gen_row[idx])    # (B, 3, S, S) uint8
+        gen = self.images.index_select(0, self.gen_row[idx])  # (B, 3, S, S) uint8
         return real, gen, self.labels[idx], self.is_pair[idx]
 
 
@@ -270,8 +282,8 @@ def _upload(cache: DecodedCache, out: torch.Tensor, chunk_bytes: int = 256 * 2**
     the host never holds more than one chunk beyond the page cache."""
     per = max(1, chunk_bytes // (3 * cache.side * cache.side))
     for s in range(0, cache.n, per):
-        block = torch.from_numpy(np.array(cache.array[s:s + per]))            # (b, S, S, 3) uint8, host copy
-        out[s:s + len(block)] = block.to(out.device).permute(0, 3, 1, 2)    # (b, 3, S, S), as CachedPairs collates
+        block = torch.from_numpy(np.array(cache.array[s : s + per]))  # (b, S, S, 3) uint8, host copy
+        out[s : s + len(block)] = block.to(out.device).permute(0, 3, 1, 2)  # (b, 3, S, S), as CachedPairs collates
 
 
 class _Positions(Dataset):
@@ -306,8 +318,13 @@ class ResidentBatches:
 
     def __init__(self, resident: ResidentPairs, batch_sampler, generator: torch.Generator | None = None):
         self.resident = resident
-        self.order = DataLoader(_Positions(len(resident)), batch_sampler=batch_sampler, generator=generator,
-                                collate_fn=_index_tensor, num_workers=0)
+        self.order = DataLoader(
+            _Positions(len(resident)),
+            batch_sampler=batch_sampler,
+            generator=generator,
+            collate_fn=_index_tensor,
+            num_workers=0,
+        )
 
     def __len__(self) -> int:
         return len(self.order)

@@ -2,6 +2,7 @@
 
 Nothing here touches global torch state at import time.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,8 +16,14 @@ from pathlib import Path
 
 import torch
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 DTYPE_NAMES = frozenset(_DTYPES)  # what a `dtype` setting may name, besides "auto"
 
 
@@ -68,8 +75,13 @@ def git_revision(path: Path | None = None) -> str | None:
     here = path or Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if rev.returncode != 0:
@@ -94,8 +106,19 @@ def provenance(device: torch.device | None = None) -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "argv": sys.argv,
-        "packages": {p: _version(p) for p in ("diffcore", "torch", "torchvision", "diffusers", "transformers",
-                                              "open_clip_torch", "numpy", "scikit-learn")},
+        "packages": {
+            p: _version(p)
+            for p in (
+                "diffcore",
+                "torch",
+                "torchvision",
+                "diffusers",
+                "transformers",
+                "open_clip_torch",
+                "numpy",
+                "scikit-learn",
+            )
+        },
         "device": str(dev),
     }
     if dev.type == "cuda":

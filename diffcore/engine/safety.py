@@ -9,6 +9,7 @@ tail torn by a kill is cut off at the next start (counterparts.recover_manifest)
 Every path built from data (class names, image ids, manifest entries) goes through `inside`, which refuses
 anything that would resolve outside its root: `..`, absolute paths, symlinks pointing elsewhere.
 """
+
 from __future__ import annotations
 
 import os

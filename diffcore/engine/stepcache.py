@@ -33,6 +33,7 @@ The tiny rows are stand-ins (they check the code), not the paper's model.
 
     python -m diffcore.bench flops                     # FLOP share + estimated speed-ups, SDXL and the tiny UNets
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -66,17 +67,21 @@ class StepCache(torch.nn.Module):
         if len(ups) < 2:
             raise ValueError(f"StepCache needs a UNet with >= 2 up blocks, got {len(ups)}")
         if type(down0).__name__ not in MIRRORED_DOWN_BLOCKS:
-            raise ValueError(f"StepCache: down_blocks[0] is a {type(down0).__name__}; the shallow path mirrors "
-                             f"only {MIRRORED_DOWN_BLOCKS} (SD/SDXL UNets)")
+            raise ValueError(
+                f"StepCache: down_blocks[0] is a {type(down0).__name__}; the shallow path mirrors "
+                f"only {MIRRORED_DOWN_BLOCKS} (SD/SDXL UNets)"
+            )
         if len(ups[-1].resnets) != 1 + len(down0.resnets):
-            raise ValueError(f"StepCache: up_blocks[-1] takes {len(ups[-1].resnets)} skips, but conv_in + "
-                             f"down_blocks[0] give {1 + len(down0.resnets)}; only the standard SD/SDXL layout works")
+            raise ValueError(
+                f"StepCache: up_blocks[-1] takes {len(ups[-1].resnets)} skips, but conv_in + "
+                f"down_blocks[0] give {1 + len(down0.resnets)}; only the standard SD/SDXL layout works"
+            )
         self.unet = unet
         # what full and shallow calls run (compiled after .compile()); set past nn.Module's __setattr__ so that the
         # UNet is not registered a second time as a submodule (no duplicate state_dict keys)
         object.__setattr__(self, "_full", unet)
         object.__setattr__(self, "_shallow_fn", self._shallow)
-        self._capture = False          # the hook stores only during this wrapper's own full calls
+        self._capture = False  # the hook stores only during this wrapper's own full calls
         self._captured: torch.Tensor | None = None
         self._hook = ups[-2].register_forward_hook(self._keep_deep)
         self.reset()
@@ -97,9 +102,9 @@ class StepCache(torch.nn.Module):
     # ------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget the cached feature and restart the phase: the next call is full."""
-        self.calls = 0                 # calls since reset; call k is full when k % interval == 0
+        self.calls = 0  # calls since reset; call k is full when k % interval == 0
         self._deep: torch.Tensor | None = None  # (B, C, h, w): up_blocks[-2]'s output at the last full call
-        self._deep_key: tuple | None = None     # (sample shape, dtype, device) of that call
+        self._deep_key: tuple | None = None  # (sample shape, dtype, device) of that call
 
     def remove(self) -> torch.nn.Module:
         """Remove the hook and return the wrapped UNet (to put back as pipe.unet)."""
@@ -117,28 +122,48 @@ class StepCache(torch.nn.Module):
             self._captured = output
 
     # ------------------------------------------------------------ forward
-    def forward(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                class_labels: torch.Tensor | None = None, timestep_cond: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, cross_attention_kwargs: dict[str, Any] | None = None,
-                added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-                down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
-                mid_block_additional_residual: torch.Tensor | None = None,
-                down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
-                encoder_attention_mask: torch.Tensor | None = None, return_dict: bool = True):
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep,
+        encoder_hidden_states: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ):
         """UNet2DConditionModel.forward's signature and return type.
 
         ControlNet / T2I-Adapter residuals, a LoRA `scale` or GLIGEN in cross_attention_kwargs, or gradient
         checkpointing under autograd make the call full (the shallow path mirrors the plain text-to-image forward).
         """
-        kw = dict(class_labels=class_labels, timestep_cond=timestep_cond, attention_mask=attention_mask,
-                  cross_attention_kwargs=cross_attention_kwargs, added_cond_kwargs=added_cond_kwargs,
-                  encoder_attention_mask=encoder_attention_mask)
-        extra = dict(down_block_additional_residuals=down_block_additional_residuals,
-                     mid_block_additional_residual=mid_block_additional_residual,
-                     down_intrablock_additional_residuals=down_intrablock_additional_residuals)
+        kw = dict(
+            class_labels=class_labels,
+            timestep_cond=timestep_cond,
+            attention_mask=attention_mask,
+            cross_attention_kwargs=cross_attention_kwargs,
+            added_cond_kwargs=added_cond_kwargs,
+            encoder_attention_mask=encoder_attention_mask,
+        )
+        extra = dict(
+            down_block_additional_residuals=down_block_additional_residuals,
+            mid_block_additional_residual=mid_block_additional_residual,
+            down_intrablock_additional_residuals=down_intrablock_additional_residuals,
+        )
         key = (tuple(sample.shape), sample.dtype, sample.device)
-        shallow = (self.calls % self.interval != 0 and self._deep is not None and self._deep_key == key
-                   and all(v is None for v in extra.values()) and self._shallow_supported(cross_attention_kwargs))
+        shallow = (
+            self.calls % self.interval != 0
+            and self._deep is not None
+            and self._deep_key == key
+            and all(v is None for v in extra.values())
+            and self._shallow_supported(cross_attention_kwargs)
+        )
         self.calls += 1
         self.last_full = not shallow
         if shallow:
@@ -163,23 +188,38 @@ class StepCache(torch.nn.Module):
         ckpt = self.unet.down_blocks[0].gradient_checkpointing or self.unet.up_blocks[-1].gradient_checkpointing
         return not (torch.is_grad_enabled() and ckpt)
 
-    def _shallow(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, deep: torch.Tensor,
-                 class_labels=None, timestep_cond=None, attention_mask=None, cross_attention_kwargs=None,
-                 added_cond_kwargs=None, encoder_attention_mask=None) -> torch.Tensor:
+    def _shallow(
+        self,
+        sample: torch.Tensor,
+        timestep,
+        encoder_hidden_states: torch.Tensor,
+        deep: torch.Tensor,
+        class_labels=None,
+        timestep_cond=None,
+        attention_mask=None,
+        cross_attention_kwargs=None,
+        added_cond_kwargs=None,
+        encoder_attention_mask=None,
+    ) -> torch.Tensor:
         """UNet2DConditionModel.forward restricted to conv_in, down_blocks[0], up_blocks[-1] and the output head."""
         u = self.unet
-        forward_upsample_size = any(d % 2 ** u.num_upsamplers != 0 for d in sample.shape[-2:])
+        forward_upsample_size = any(d % 2**u.num_upsamplers != 0 for d in sample.shape[-2:])
         if attention_mask is not None:  # (B, L) keep/discard -> (B, 1, L) additive bias
             attention_mask = ((1 - attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         if encoder_attention_mask is not None:
             encoder_attention_mask = ((1 - encoder_attention_mask.to(sample.dtype)) * -10000.0).unsqueeze(1)
         if u.config.center_input_sample:
             sample = 2 * sample - 1.0
-        emb, sample = self._embedding(sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
-                                      added_cond_kwargs)  # (B, E), (B, C_in, H, W)
+        emb, sample = self._embedding(
+            sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs
+        )  # (B, E), (B, C_in, H, W)
         encoder_hidden_states = u.process_encoder_hidden_states(encoder_hidden_states, added_cond_kwargs)
-        attn_kw = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
-                       cross_attention_kwargs=cross_attention_kwargs, encoder_attention_mask=encoder_attention_mask)
+        attn_kw = dict(
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+            cross_attention_kwargs=cross_attention_kwargs,
+            encoder_attention_mask=encoder_attention_mask,
+        )
         h = u.conv_in(sample)  # (B, C0, H, W)
         skips = (h,)
         down0 = u.down_blocks[0]
@@ -192,8 +232,9 @@ class StepCache(torch.nn.Module):
         upsample_size = skips[-1].shape[2:] if forward_upsample_size else None  # the value forward leaves it at
         up = u.up_blocks[-1]
         if getattr(up, "has_cross_attention", False):
-            h = up(hidden_states=deep, temb=emb, res_hidden_states_tuple=skips, upsample_size=upsample_size,
-                   **attn_kw)  # (B, C0, H, W)
+            h = up(
+                hidden_states=deep, temb=emb, res_hidden_states_tuple=skips, upsample_size=upsample_size, **attn_kw
+            )  # (B, C0, H, W)
         else:
             h = up(hidden_states=deep, temb=emb, res_hidden_states_tuple=skips, upsample_size=upsample_size)
         if u.conv_norm_out:
@@ -207,8 +248,9 @@ class StepCache(torch.nn.Module):
         class_emb = u.get_class_embed(sample=sample, class_labels=class_labels)
         if class_emb is not None:
             emb = torch.cat([emb, class_emb], dim=-1) if u.config.class_embeddings_concat else emb + class_emb
-        aug_emb = u.get_aug_embed(emb=emb, encoder_hidden_states=encoder_hidden_states,
-                                  added_cond_kwargs=added_cond_kwargs)
+        aug_emb = u.get_aug_embed(
+            emb=emb, encoder_hidden_states=encoder_hidden_states, added_cond_kwargs=added_cond_kwargs
+        )
         if u.config.addition_embed_type == "image_hint":
             aug_emb, hint = aug_emb
             sample = torch.cat([sample, hint], dim=1)
@@ -248,8 +290,10 @@ def _dummy_inputs(unet, sample_shape: tuple[int, ...], text_len: int) -> tuple[t
     if cfg.addition_embed_type == "text_time":  # SDXL: pooled text embedding + 6 size/crop ids
         n_ids = 6  # original size (2), crop top-left (2), target size (2): SDXL's micro-conditioning
         pooled = unet.add_embedding.linear_1.in_features - n_ids * cfg.addition_time_embed_dim
-        kw["added_cond_kwargs"] = {"text_embeds": torch.zeros(b, pooled, device=dev, dtype=dt),
-                                   "time_ids": torch.zeros(b, n_ids, device=dev, dtype=dt)}
+        kw["added_cond_kwargs"] = {
+            "text_embeds": torch.zeros(b, pooled, device=dev, dtype=dt),
+            "time_ids": torch.zeros(b, n_ids, device=dev, dtype=dt),
+        }
     elif cfg.addition_embed_type is not None:
         raise ValueError(f"addition_embed_type={cfg.addition_embed_type!r}: FLOP count supports SD and SDXL UNets")
     return torch.zeros(sample_shape, device=dev, dtype=dt), torch.tensor(500.0, device=dev), kw
@@ -276,8 +320,9 @@ def call_flops(unet, sample_shape: tuple[int, int, int, int] = (2, 4, 64, 64), t
                 cache(sample, t, **kw)
             flops.append(fc.get_total_flops())
         if cache.full_calls != 1 or cache.shallow_calls != 1:
-            raise RuntimeError(f"expected one full and one shallow call, got {cache.full_calls} and "
-                               f"{cache.shallow_calls}")
+            raise RuntimeError(
+                f"expected one full and one shallow call, got {cache.full_calls} and {cache.shallow_calls}"
+            )
     finally:
         cache.remove()
     return flops[0], flops[1]

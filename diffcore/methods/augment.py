@@ -8,6 +8,7 @@ posterize, rotate, solarize, shear_x, shear_y, translate_x, translate_y, with th
 Geometric operations are one bilinear grid_sample per batch with black fill, as PIL's; shears are about the image
 centre (PIL shears about the top-left corner, which also shifts the image).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,17 +28,17 @@ def _u8(p: torch.Tensor) -> torch.Tensor:
 
 
 def _int_param(level: torch.Tensor, maxval: float) -> torch.Tensor:
-    return (level * maxval / 10).floor()     # AugMix int_parameter: int(level * maxval / 10)
+    return (level * maxval / 10).floor()  # AugMix int_parameter: int(level * maxval / 10)
 
 
 def _float_param(level: torch.Tensor, maxval: float) -> torch.Tensor:
-    return level * maxval / 10               # AugMix float_parameter
+    return level * maxval / 10  # AugMix float_parameter
 
 
 def autocontrast(p, level, sign):
     lo = p.amin((2, 3), keepdim=True)
     hi = p.amax((2, 3), keepdim=True)
-    return torch.where(hi > lo, (p - lo) / (hi - lo).clamp_min(1e-8), p)        # per image and channel
+    return torch.where(hi > lo, (p - lo) / (hi - lo).clamp_min(1e-8), p)  # per image and channel
 
 
 def equalize(p, level, sign):
@@ -45,13 +46,13 @@ def equalize(p, level, sign):
 
 
 def posterize(p, level, sign):
-    bits = 4 - _int_param(level, 4).long()                                        # (n,) bits kept, 1..4
-    keep = (256 - (1 << (8 - bits))).to(torch.uint8).view(-1, 1, 1, 1)           # high-bit mask
+    bits = 4 - _int_param(level, 4).long()  # (n,) bits kept, 1..4
+    keep = (256 - (1 << (8 - bits))).to(torch.uint8).view(-1, 1, 1, 1)  # high-bit mask
     return (_u8(p) & keep).to(p.dtype) / 255
 
 
 def solarize(p, level, sign):
-    thr = (256 - _int_param(level, 256)).view(-1, 1, 1, 1)                        # PIL: invert pixels >= threshold
+    thr = (256 - _int_param(level, 256)).view(-1, 1, 1, 1)  # PIL: invert pixels >= threshold
     q = _u8(p).to(p.dtype)
     return torch.where(q >= thr, 255 - q, q) / 255
 
@@ -70,10 +71,10 @@ def _eye(p, n):
 
 
 def rotate(p, level, sign):
-    deg = _int_param(level, 30) * sign                                            # PIL rotate: counter-clockwise
+    deg = _int_param(level, 30) * sign  # PIL rotate: counter-clockwise
     a = torch.deg2rad(deg).to(p.dtype)
     c, s = torch.cos(a), torch.sin(a)
-    m = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)     # (n, 2, 2)
+    m = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (n, 2, 2)
     return _affine(p, m, torch.zeros(len(p), 2, device=p.device, dtype=p.dtype))
 
 
@@ -94,7 +95,7 @@ def shear_y(p, level, sign):
 def _translate(p, level, sign, axis):
     size = p.shape[-1] if axis == 0 else p.shape[-2]
     t = torch.zeros(len(p), 2, device=p.device, dtype=p.dtype)
-    t[:, axis] = (_int_param(level, size / 3) * sign).to(p.dtype)                # AugMix: IMAGE_SIZE / 3
+    t[:, axis] = (_int_param(level, size / 3) * sign).to(p.dtype)  # AugMix: IMAGE_SIZE / 3
     return _affine(p, _eye(p, len(p)), t)
 
 
@@ -112,10 +113,10 @@ OPS = (autocontrast, equalize, posterize, rotate, solarize, shear_x, shear_y, tr
 def apply_ops(p: torch.Tensor, op: torch.Tensor, severity: float, generator) -> torch.Tensor:
     """Row i of (B, C, H, W) pixels through OPS[op[i]] (op -1: unchanged), level ~ U(0.1, severity), random sign."""
     b, dev = p.shape[0], p.device
-    level = U.uniform(b, generator, dev, 0.1, severity)                           # AugMix sample_level
+    level = U.uniform(b, generator, dev, 0.1, severity)  # AugMix sample_level
     sign = torch.where(U.uniform(b, generator, dev) < 0.5, -1.0, 1.0).to(dev)
     out = p.clone()
-    for k, fn in enumerate(OPS):                                                  # a loop over 9 ops, not pixels
+    for k, fn in enumerate(OPS):  # a loop over 9 ops, not pixels
         rows = (op == k).nonzero().flatten()
         if len(rows):
             out[rows] = fn(p[rows], level[rows], sign[rows]).to(p.dtype)
@@ -146,13 +147,14 @@ class AugMix(Method):
     augmix, augmix) through `Method.loss` (diffcore.train scores every step with `method.loss`); jsd=False gives
     AugMix without it (an ablation in their paper).
     """
+
     name = "augmix"
     cite = "Hendrycks et al., AugMix: A simple data processing method to improve robustness and uncertainty, ICLR 2020"
-    width: int = 3            # mixture_width
-    depth: int = -1           # mixture_depth; -1: random in [1, 3]
-    severity: float = 3.0     # aug_severity (CIFAR; ImageNet: 1)
-    alpha: float = 1.0        # aug_prob_coeff: Dirichlet and Beta parameter
-    jsd: bool = True          # Jensen-Shannon consistency loss over (clean, augmix, augmix), via method.loss
+    width: int = 3  # mixture_width
+    depth: int = -1  # mixture_depth; -1: random in [1, 3]
+    severity: float = 3.0  # aug_severity (CIFAR; ImageNet: 1)
+    alpha: float = 1.0  # aug_prob_coeff: Dirichlet and Beta parameter
+    jsd: bool = True  # Jensen-Shannon consistency loss over (clean, augmix, augmix), via method.loss
     jsd_weight: float = 12.0  # augmix cifar.py: 12
 
     def __post_init__(self):
@@ -168,8 +170,9 @@ class AugMix(Method):
         m = U.beta(self.alpha, self.alpha, b, generator, dev).to(p.dtype).view(b, 1, 1, 1)
         mix = torch.zeros_like(p)
         for i in range(self.width):
-            depth = (U.randint(1, 4, b, generator, dev) if self.depth < 0
-                     else torch.full((b,), self.depth, device=dev))               # (B,)
+            depth = (
+                U.randint(1, 4, b, generator, dev) if self.depth < 0 else torch.full((b,), self.depth, device=dev)
+            )  # (B,)
             chain = p
             for d in range(int(depth.max())):
                 op = U.randint(0, len(OPS), b, generator, dev)
@@ -185,7 +188,7 @@ class AugMix(Method):
             return super().forward(model, batch, generator)
         p = batch.to_pixels(batch.x)
         views = [batch.x, batch.from_pixels(self.augmix(p, generator)), batch.from_pixels(self.augmix(p, generator))]
-        return model(torch.cat(views)), batch.y                                   # (3B, K), (B,)
+        return model(torch.cat(views)), batch.y  # (3B, K), (B,)
 
     def loss(self, logits, target):
         if not self.jsd:
@@ -222,12 +225,13 @@ class PixMix(Method):
     The mixing set is `fractals` procedural fractals from diffcore.fractals (the authors' set: 14,230 downloaded
     fractals and feature visualisations), one per image, resized to the image size.
     """
+
     name = "pixmix"
     cite = "Hendrycks et al., PixMix: Dreamlike pictures comprehensively improve safety measures, CVPR 2022"
-    k: int = 4                  # mixing iterations (maximum)
-    beta: float = 3.0           # mixing severity
-    severity: float = 3.0       # aug_severity of the base operations
-    fractals: int = 100         # size of the procedural mixing set
+    k: int = 4  # mixing iterations (maximum)
+    beta: float = 3.0  # mixing severity
+    severity: float = 3.0  # aug_severity of the base operations
+    fractals: int = 100  # size of the procedural mixing set
     fractal_seed: int = 0
     _banks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -245,10 +249,10 @@ class PixMix(Method):
         b, c, h, w = p.shape
         dev = p.device
         bank = self.bank(h, w, dev, p.dtype)
-        pic = bank[U.randint(0, len(bank), b, generator, dev)][:, :c]                # (B, C, H, W) mixing picture
-        col = lambda v: v.view(b, 1, 1, 1)                                            # noqa: E731
+        pic = bank[U.randint(0, len(bank), b, generator, dev)][:, :c]  # (B, C, H, W) mixing picture
+        col = lambda v: v.view(b, 1, 1, 1)  # noqa: E731
         mixed = torch.where(col(U.uniform(b, generator, dev) < 0.5), random_op(p, self.severity, generator), p)
-        rounds = U.randint(0, self.k + 1, b, generator, dev)                          # (B,) k' ~ U{0..k}
+        rounds = U.randint(0, self.k + 1, b, generator, dev)  # (B,) k' ~ U{0..k}
         for r in range(self.k):
             other = torch.where(col(U.uniform(b, generator, dev) < 0.5), random_op(p, self.severity, generator), pic)
             a, bb = (col(v.to(p.dtype)) for v in _pixmix_ab(self.beta, b, generator, dev))

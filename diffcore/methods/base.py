@@ -5,6 +5,7 @@ the targets it is scored against. The training loop only ever calls `Method.forw
 which method runs. Methods that need the model (saliency-guided ones, Manifold Mixup's hidden layers) get it
 through `forward(model, batch, generator)`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ import torch.nn.functional as F
 @dataclass
 class Batch:
     """One training batch on the device. Targets are built from `y`; methods never see file paths."""
-    x: torch.Tensor                       # (B, C, H, W) real images, normalised with mean/std
-    y: torch.Tensor                       # (B,) int64 class indices
+
+    x: torch.Tensor  # (B, C, H, W) real images, normalised with mean/std
+    y: torch.Tensor  # (B,) int64 class indices
     num_classes: int
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # the normalisation of x, for methods working on [0, 1] pixels
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    gen: torch.Tensor | None = None       # (B, C, H, W) each row's generated counterpart (== x where no pair)
-    is_pair: torch.Tensor | None = None   # (B,) bool: True where gen holds a real counterpart
+    gen: torch.Tensor | None = None  # (B, C, H, W) each row's generated counterpart (== x where no pair)
+    is_pair: torch.Tensor | None = None  # (B,) bool: True where gen holds a real counterpart
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: (B, C, H, W) in [0, 1]."""
@@ -48,18 +50,21 @@ class Method:
     (DiffCoRe-Mix's filtered text-to-image set) or "edits" (DiffuseMix's image-edited set). Hyperparameters are
     dataclass fields with their paper defaults.
     """
+
     name: ClassVar[str] = ""
     cite: ClassVar[str] = ""
     uses: ClassVar[str | None] = None
     needs_model: ClassVar[bool] = False
 
-    def mix(self, batch: Batch, generator: torch.Generator | None,
-            model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mix(
+        self, batch: Batch, generator: torch.Generator | None, model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs (B, C, H, W), targets): targets are (B,) int64 hard labels or (B, K) soft label weights."""
         raise NotImplementedError
 
-    def forward(self, model: torch.nn.Module, batch: Batch,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, model: torch.nn.Module, batch: Batch, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits (B, K), targets) for one training step."""
         x, target = self.mix(batch, generator, model if self.needs_model else None)
         return model(x), target

@@ -4,6 +4,7 @@ resized pastes, the model's feature / classifier layers and input-gradient salie
 Every random draw takes `generator` (on the batch's device or on the CPU; small vectors are moved), never the
 global RNG, so a seeded run mixes the same way on any device.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def beta(a: float, b: float, n: int, generator, device) -> torch.Tensor:
 
 def dirichlet(alpha: float, n: int, k: int, generator, device) -> torch.Tensor:
     """(n, k) rows ~ Dirichlet(alpha * 1_k), from gamma draws of `generator`."""
-    g = torch._standard_gamma(torch.full((n, k), float(alpha), device=gen_device(generator, device)),
-                              generator=generator)
+    g = torch._standard_gamma(
+        torch.full((n, k), float(alpha), device=gen_device(generator, device)), generator=generator
+    )
     return (g / g.sum(1, keepdim=True)).to(device)
 
 
@@ -48,12 +50,13 @@ def coin(p: float, generator, device) -> bool:
     return bool(uniform(1, generator, device)[0] < p)
 
 
-def pair_targets(onehot: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor,
-                 lam_b: torch.Tensor | None = None) -> torch.Tensor:
+def pair_targets(
+    onehot: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor, lam_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, K) soft targets lam_a * y + lam_b * y[perm]; lam_b defaults to 1 - lam_a (rows sum to 1)."""
-    lam_a = lam_a.to(onehot.dtype).view(-1, 1)                            # (B, 1)
+    lam_a = lam_a.to(onehot.dtype).view(-1, 1)  # (B, 1)
     lam_b = 1 - lam_a if lam_b is None else lam_b.to(onehot.dtype).view(-1, 1)
-    return lam_a * onehot + lam_b * onehot[perm]                          # (B, K)
+    return lam_a * onehot + lam_b * onehot[perm]  # (B, K)
 
 
 def check(name: str, value, ok: bool, allowed: str) -> None:
@@ -63,8 +66,9 @@ def check(name: str, value, ok: bool, allowed: str) -> None:
 
 
 # ---------------------------------------------------------------- boxes
-def boxes_from_centres(cy: torch.Tensor, cx: torch.Tensor, cut_h: torch.Tensor, cut_w: torch.Tensor,
-                       height: int, width: int) -> torch.Tensor:
+def boxes_from_centres(
+    cy: torch.Tensor, cx: torch.Tensor, cut_h: torch.Tensor, cut_w: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """(B, 4) int64 boxes (y1, x1, y2, x2), centred at (cy, cx) with side (cut_h, cut_w), clipped to the image.
 
     The CutMix / SaliencyMix `rand_bbox` convention: corners = centre -+ side // 2, then clipped.
@@ -73,7 +77,7 @@ def boxes_from_centres(cy: torch.Tensor, cx: torch.Tensor, cut_h: torch.Tensor, 
     y2 = (cy + cut_h // 2).clamp(0, height)
     x1 = (cx - cut_w // 2).clamp(0, width)
     x2 = (cx + cut_w // 2).clamp(0, width)
-    return torch.stack([y1, x1, y2, x2], 1).long()                        # (B, 4)
+    return torch.stack([y1, x1, y2, x2], 1).long()  # (B, 4)
 
 
 def cut_sides(lam: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,11 +89,11 @@ def cut_sides(lam: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor,
 def box_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(B, 1, H, W) bool, True inside each row's box (y1, x1, y2, x2)."""
     dev = boxes.device
-    ys = torch.arange(height, device=dev)                                 # (H,)
-    xs = torch.arange(width, device=dev)                                  # (W,)
-    in_y = (ys[None] >= boxes[:, 0:1]) & (ys[None] < boxes[:, 2:3])        # (B, H)
-    in_x = (xs[None] >= boxes[:, 1:2]) & (xs[None] < boxes[:, 3:4])        # (B, W)
-    return (in_y[:, :, None] & in_x[:, None, :])[:, None]                  # (B, 1, H, W)
+    ys = torch.arange(height, device=dev)  # (H,)
+    xs = torch.arange(width, device=dev)  # (W,)
+    in_y = (ys[None] >= boxes[:, 0:1]) & (ys[None] < boxes[:, 2:3])  # (B, H)
+    in_x = (xs[None] >= boxes[:, 1:2]) & (xs[None] < boxes[:, 3:4])  # (B, W)
+    return (in_y[:, :, None] & in_x[:, None, :])[:, None]  # (B, 1, H, W)
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
@@ -97,8 +101,9 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
 
 
-def paste_resized(dst: torch.Tensor, src: torch.Tensor, dst_boxes: torch.Tensor,
-                  src_boxes: torch.Tensor | None = None) -> torch.Tensor:
+def paste_resized(
+    dst: torch.Tensor, src: torch.Tensor, dst_boxes: torch.Tensor, src_boxes: torch.Tensor | None = None
+) -> torch.Tensor:
     """Row i of `dst` with src[i]'s box `src_boxes[i]` (default: the whole image) resized into `dst_boxes[i]`.
 
     One bilinear grid_sample for the whole batch (boxes may differ per row), as F.interpolate with
@@ -110,17 +115,17 @@ def paste_resized(dst: torch.Tensor, src: torch.Tensor, dst_boxes: torch.Tensor,
         src_boxes = torch.tensor([0, 0, src.shape[-2], src.shape[-1]], device=dev).expand(b, 4)
     d = dst_boxes.to(dev, dt)
     s = src_boxes.to(dev, dt)
-    ys = torch.arange(h, device=dev, dtype=dt) + 0.5                      # (H,) pixel centres
-    xs = torch.arange(w, device=dev, dtype=dt) + 0.5                      # (W,)
-    u = (ys[None] - d[:, 0:1]) / (d[:, 2:3] - d[:, 0:1]).clamp_min(1)     # (B, H) position inside the dst box
-    v = (xs[None] - d[:, 1:2]) / (d[:, 3:4] - d[:, 1:2]).clamp_min(1)     # (B, W)
-    sy = s[:, 0:1] + u * (s[:, 2:3] - s[:, 0:1])                          # (B, H) source coordinate in pixels
-    sx = s[:, 1:2] + v * (s[:, 3:4] - s[:, 1:2])                          # (B, W)
-    gy = (2 * sy / src.shape[-2] - 1)[:, :, None].expand(b, h, w)         # (B, H, W) in grid_sample's [-1, 1]
-    gx = (2 * sx / src.shape[-1] - 1)[:, None, :].expand(b, h, w)         # (B, H, W)
-    grid = torch.stack([gx, gy], -1)                                      # (B, H, W, 2)
+    ys = torch.arange(h, device=dev, dtype=dt) + 0.5  # (H,) pixel centres
+    xs = torch.arange(w, device=dev, dtype=dt) + 0.5  # (W,)
+    u = (ys[None] - d[:, 0:1]) / (d[:, 2:3] - d[:, 0:1]).clamp_min(1)  # (B, H) position inside the dst box
+    v = (xs[None] - d[:, 1:2]) / (d[:, 3:4] - d[:, 1:2]).clamp_min(1)  # (B, W)
+    sy = s[:, 0:1] + u * (s[:, 2:3] - s[:, 0:1])  # (B, H) source coordinate in pixels
+    sx = s[:, 1:2] + v * (s[:, 3:4] - s[:, 1:2])  # (B, W)
+    gy = (2 * sy / src.shape[-2] - 1)[:, :, None].expand(b, h, w)  # (B, H, W) in grid_sample's [-1, 1]
+    gx = (2 * sx / src.shape[-1] - 1)[:, None, :].expand(b, h, w)  # (B, H, W)
+    grid = torch.stack([gx, gy], -1)  # (B, H, W, 2)
     sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.where(box_mask(dst_boxes, h, w), sampled, dst)           # (B, C, H, W)
+    return torch.where(box_mask(dst_boxes, h, w), sampled, dst)  # (B, C, H, W)
 
 
 # ---------------------------------------------------------------- the model's layers
@@ -157,8 +162,9 @@ def features_of(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor)
     return logits, store["out"]
 
 
-def input_gradient_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                            keep_graph: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def input_gradient_saliency(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, keep_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """PuzzleMix / Co-Mixup / Guided-AP saliency: sqrt(mean_c (dCE/dx)^2), (B, H, W), and the clean logits.
 
     keep_graph=False (their clean_lam = 0): the model runs in eval mode, as in the reference code, and no graph is
@@ -172,25 +178,32 @@ def input_gradient_saliency(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
         model.eval()
     try:
         with torch.enable_grad():
-            logits = model(xin)                                           # (B, K)
+            logits = model(xin)  # (B, K)
             loss = F.cross_entropy(logits, y)
             (grad,) = torch.autograd.grad(loss, xin, retain_graph=keep_graph)
     finally:
         model.train(was_training)
-    sal = grad.pow(2).mean(1).sqrt().detach()                             # (B, H, W)
+    sal = grad.pow(2).mean(1).sqrt().detach()  # (B, H, W)
     return sal, (logits if keep_graph else None)
 
 
-def with_clean_loss(logits_mix: torch.Tensor, target_mix: torch.Tensor, logits_clean: torch.Tensor | None,
-                    onehot: torch.Tensor, clean_lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def with_clean_loss(
+    logits_mix: torch.Tensor,
+    target_mix: torch.Tensor,
+    logits_clean: torch.Tensor | None,
+    onehot: torch.Tensor,
+    clean_lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and targets whose `mixed_loss` is exactly CE(mixed) + clean_lam * CE(clean).
 
     mixed_loss averages over rows, so stacking 2B rows halves each term; the weights 2 and 2 * clean_lam undo it.
     """
     if logits_clean is None:
         return logits_mix, target_mix
-    return (torch.cat([logits_mix, logits_clean]),                        # (2B, K)
-            torch.cat([2 * target_mix, 2 * clean_lam * onehot]))          # (2B, K)
+    return (
+        torch.cat([logits_mix, logits_clean]),  # (2B, K)
+        torch.cat([2 * target_mix, 2 * clean_lam * onehot]),
+    )  # (2B, K)
 
 
 def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
@@ -200,9 +213,9 @@ def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
     p = kernel // 2
-    out = F.pad(x[:, None], (p, p, p, p), mode="reflect")                 # (B, 1, H+2p, W+2p)
-    out = F.conv2d(out, k.view(1, 1, 1, -1))                              # (B, 1, H+2p, W)
-    out = F.conv2d(out, k.view(1, 1, -1, 1))                              # (B, 1, H, W)
+    out = F.pad(x[:, None], (p, p, p, p), mode="reflect")  # (B, 1, H+2p, W+2p)
+    out = F.conv2d(out, k.view(1, 1, 1, -1))  # (B, 1, H+2p, W)
+    out = F.conv2d(out, k.view(1, 1, -1, 1))  # (B, 1, H, W)
     return out[:, 0]
 
 

@@ -1,4 +1,5 @@
 """DiffuseMix (Islam et al., CVPR 2024), the closest prior generative mixing method (Tables 2-5)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -20,12 +21,12 @@ def concat_masks(orient_rows: torch.Tensor, height: int, width: int, ramp: float
 
     def profile(n: int) -> torch.Tensor:
         bw = max(1.0, ramp * n)
-        t = torch.arange(n, device=dev, dtype=torch.float32) + 0.5                 # pixel centres
-        return ((t - (n / 2 - bw / 2)) / bw).clamp(0, 1)                            # (n,)
+        t = torch.arange(n, device=dev, dtype=torch.float32) + 0.5  # pixel centres
+        return ((t - (n / 2 - bw / 2)) / bw).clamp(0, 1)  # (n,)
 
-    rows = profile(height)[:, None].expand(height, width)                           # (H, W) top -> bottom
-    cols = profile(width)[None, :].expand(height, width)                            # (H, W) left -> right
-    return torch.where(orient_rows.view(-1, 1, 1, 1), rows, cols)                   # (B, 1, H, W)
+    rows = profile(height)[:, None].expand(height, width)  # (H, W) top -> bottom
+    cols = profile(width)[None, :].expand(height, width)  # (H, W) left -> right
+    return torch.where(orient_rows.view(-1, 1, 1, 1), rows, cols)  # (B, 1, H, W)
 
 
 @register
@@ -41,12 +42,13 @@ class DiffuseMix(Method):
     training; here the edits are written once (`python -m diffcore.edit`) and each visit of an (I, E) pair draws
     orientation and fractal afresh, on the device. Rows without an edit (the real-image half of the epoch) pass through.
     """
+
     name = "diffusemix"
     cite = "Islam et al., DiffuseMix: Label-preserving data augmentation with diffusion models, CVPR 2024"
     uses = "edits"
-    fractal_alpha: float = 0.2     # augment/utils.py blend_images_with_resize(alpha=0.20)
-    ramp: float = 20 / 512         # augment/utils.py combine_images(blend_width=20) at 512 px
-    fractals: int = 100            # size of the procedural fractal set
+    fractal_alpha: float = 0.2  # augment/utils.py blend_images_with_resize(alpha=0.20)
+    ramp: float = 20 / 512  # augment/utils.py combine_images(blend_width=20) at 512 px
+    fractals: int = 100  # size of the procedural fractal set
     fractal_seed: int = 0
     _banks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -61,15 +63,16 @@ class DiffuseMix(Method):
 
     def mix(self, batch: Batch, generator, model=None):
         if batch.gen is None:
-            raise ValueError("method 'diffusemix' needs the edited images: train with --generated <dir of "
-                             "`python -m diffcore.edit`>")
+            raise ValueError(
+                "method 'diffusemix' needs the edited images: train with --generated <dir of `python -m diffcore.edit`>"
+            )
         x = batch.x
         b, c, h, w = x.shape
         dev = x.device
-        real, edit = batch.to_pixels(x), batch.to_pixels(batch.gen)                 # (B, C, H, W) in [0, 1]
+        real, edit = batch.to_pixels(x), batch.to_pixels(batch.gen)  # (B, C, H, W) in [0, 1]
         m = concat_masks(U.uniform(b, generator, dev) < 0.5, h, w, self.ramp).to(x.dtype)
         bank = self.bank(h, w, dev, x.dtype)
-        frac = bank[U.randint(0, len(bank), b, generator, dev)][:, :c]              # (B, C, H, W)
+        frac = bank[U.randint(0, len(bank), b, generator, dev)][:, :c]  # (B, C, H, W)
         out = (1 - self.fractal_alpha) * ((1 - m) * real + m * edit) + self.fractal_alpha * frac
         out = batch.from_pixels(out.clamp(0, 1))
         if batch.is_pair is not None:

@@ -10,6 +10,7 @@ it went through, and brightness is the log of the hit density. Black background,
 Fractal i of a seed is a pure function of (seed, i, size): it is the same whatever the bank size, and regenerated
 (next attempt) when it degenerates to a few pixels. Banks are cached in memory; `save_fractals` writes PNGs.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,14 @@ VARIATIONS = ("linear", "sinusoidal", "spherical", "swirl")  # flam3 variations 
 
 @dataclass(frozen=True)
 class FractalConfig:
-    maps_min: int = 2          # IFS maps per fractal, drawn in [maps_min, maps_max] (FractalDB: 2-8; fewer = bolder)
+    maps_min: int = 2  # IFS maps per fractal, drawn in [maps_min, maps_max] (FractalDB: 2-8; fewer = bolder)
     maps_max: int = 4
-    scale_min: float = 0.25    # singular values of each affine map: contractive, so the chaos game converges
+    scale_min: float = 0.25  # singular values of each affine map: contractive, so the chaos game converges
     scale_max: float = 0.85
-    walkers: int = 2048        # parallel chaos-game points (more for large images: see walkers_for)
-    steps: int = 48            # recorded steps per walker
-    burn_in: int = 24          # steps discarded before recording (the attractor is reached geometrically fast)
-    gamma: float = 2.2         # display gamma of the log-density brightness (flam3's default)
+    walkers: int = 2048  # parallel chaos-game points (more for large images: see walkers_for)
+    steps: int = 48  # recorded steps per walker
+    burn_in: int = 24  # steps discarded before recording (the attractor is reached geometrically fast)
+    gamma: float = 2.2  # display gamma of the log-density brightness (flam3's default)
     min_coverage: float = 0.03  # share of lit pixels below which a fractal counts as degenerate and is redrawn
     max_attempts: int = 8
 
@@ -54,22 +55,27 @@ class FractalConfig:
 def _ifs(g: torch.Generator, cfg: FractalConfig) -> dict[str, torch.Tensor]:
     """Random IFS parameters: M maps of A = R(a) diag(s1, s2) R(b), translation, variation, colour, probability."""
     m = int(torch.randint(cfg.maps_min, cfg.maps_max + 1, (1,), generator=g))
-    ang = torch.rand(m, 2, generator=g) * 2 * math.pi                                       # (M, 2)
-    s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand(m, 2, generator=g)     # (M, 2)
-    flip = torch.where(torch.rand(m, generator=g) < 0.5, -1.0, 1.0)                         # reflections too
+    ang = torch.rand(m, 2, generator=g) * 2 * math.pi  # (M, 2)
+    s = cfg.scale_min + (cfg.scale_max - cfg.scale_min) * torch.rand(m, 2, generator=g)  # (M, 2)
+    flip = torch.where(torch.rand(m, generator=g) < 0.5, -1.0, 1.0)  # reflections too
 
     def rot(a):  # (M,) -> (M, 2, 2)
         c, sn = torch.cos(a), torch.sin(a)
         return torch.stack([torch.stack([c, -sn], -1), torch.stack([sn, c], -1)], -2)
 
-    diag = torch.diag_embed(torch.stack([s[:, 0] * flip, s[:, 1]], -1))                    # (M, 2, 2)
-    a = rot(ang[:, 0]) @ diag @ rot(ang[:, 1])                                              # (M, 2, 2)
-    t = torch.rand(m, 2, generator=g) * 2 - 1                                               # (M, 2)
-    var = torch.randint(0, len(VARIATIONS), (m,), generator=g)                              # (M,)
+    diag = torch.diag_embed(torch.stack([s[:, 0] * flip, s[:, 1]], -1))  # (M, 2, 2)
+    a = rot(ang[:, 0]) @ diag @ rot(ang[:, 1])  # (M, 2, 2)
+    t = torch.rand(m, 2, generator=g) * 2 - 1  # (M, 2)
+    var = torch.randint(0, len(VARIATIONS), (m,), generator=g)  # (M,)
     det = torch.linalg.det(a).abs()
-    return {"A": a, "t": t, "var": var, "colour": torch.rand(m, generator=g),
-            "prob": (det + 0.05 * det.mean()) / (det + 0.05 * det.mean()).sum(),            # Barnsley: p ~ |det|
-            "palette": torch.rand(4, 3, generator=g)}
+    return {
+        "A": a,
+        "t": t,
+        "var": var,
+        "colour": torch.rand(m, generator=g),
+        "prob": (det + 0.05 * det.mean()) / (det + 0.05 * det.mean()).sum(),  # Barnsley: p ~ |det|
+        "palette": torch.rand(4, 3, generator=g),
+    }
 
 
 def _variation(p: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -78,8 +84,8 @@ def _variation(p: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
     r2 = (x * x + y * y).clamp_min(1e-6)
     sph = p / r2[:, None]
     sw = torch.stack([x * torch.sin(r2) - y * torch.cos(r2), x * torch.cos(r2) + y * torch.sin(r2)], -1)
-    out = torch.stack([p, torch.sin(p), sph, sw])                                           # (4, P, 2)
-    return out.gather(0, var.view(1, -1, 1).expand(1, -1, 2))[0].clamp(-1e3, 1e3)          # (P, 2)
+    out = torch.stack([p, torch.sin(p), sph, sw])  # (4, P, 2)
+    return out.gather(0, var.view(1, -1, 1).expand(1, -1, 2))[0].clamp(-1e3, 1e3)  # (P, 2)
 
 
 def _chaos_game(ifs: dict, g: torch.Generator, n: int, steps: int, burn_in: int):
@@ -87,10 +93,10 @@ def _chaos_game(ifs: dict, g: torch.Generator, n: int, steps: int, burn_in: int)
     p = torch.rand(n, 2, generator=g) * 2 - 1
     c = torch.rand(n, generator=g)
     choice = torch.multinomial(ifs["prob"], n * (steps + burn_in), replacement=True, generator=g)
-    for k, j in enumerate(choice.view(steps + burn_in, n)):                                 # j: (n,) map per walker
-        p = torch.einsum("nij,nj->ni", ifs["A"][j], p) + ifs["t"][j]                        # (n, 2)
+    for k, j in enumerate(choice.view(steps + burn_in, n)):  # j: (n,) map per walker
+        p = torch.einsum("nij,nj->ni", ifs["A"][j], p) + ifs["t"][j]  # (n, 2)
         p = torch.nan_to_num(_variation(p, ifs["var"][j]))
-        c = (c + ifs["colour"][j]) / 2                                                      # flame colour blend
+        c = (c + ifs["colour"][j]) / 2  # flame colour blend
         if k >= burn_in:
             yield p, c
 
@@ -100,23 +106,26 @@ def _render(ifs: dict, g: torch.Generator, size: int, cfg: FractalConfig) -> tor
     n = cfg.walkers_for(size)
     frames = _chaos_game(ifs, g, n, cfg.steps, cfg.burn_in)
     first = [next(frames) for _ in range(min(4, cfg.steps))]
-    pts = torch.cat([f[0] for f in first])                                                  # (4n, 2) to frame the view
+    pts = torch.cat([f[0] for f in first])  # (4n, 2) to frame the view
     lo = torch.quantile(pts[: 1 << 16], 0.01, dim=0)
     hi = torch.quantile(pts[: 1 << 16], 0.99, dim=0)
-    centre, half = (lo + hi) / 2, ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6)               # square view, 5% margin
+    centre, half = (lo + hi) / 2, ((hi - lo).max() / 2 * 1.1).clamp_min(1e-6)  # square view, 5% margin
     dens = torch.zeros(size * size)
     col = torch.zeros(size * size)
     for p, c in [*first, *frames]:
-        q = ((p - centre) / half + 1) / 2 * size                                            # (n, 2) in pixels
+        q = ((p - centre) / half + 1) / 2 * size  # (n, 2) in pixels
         ok = (q >= 0).all(1) & (q < size).all(1)
-        idx = q[ok, 1].long() * size + q[ok, 0].long()                                      # (n_ok,) row-major
+        idx = q[ok, 1].long() * size + q[ok, 0].long()  # (n_ok,) row-major
         dens.index_add_(0, idx, torch.ones_like(idx, dtype=dens.dtype))
         col.index_add_(0, idx, c[ok])
-    mean_c = (col / dens.clamp_min(1)).view(size, size)                                     # (S, S) colour index
+    mean_c = (col / dens.clamp_min(1)).view(size, size)  # (S, S) colour index
     bright = (torch.log1p(dens) / math.log1p(float(dens.max().clamp_min(1)))).pow(1 / cfg.gamma).view(size, size)
-    a, b, f, d = ifs["palette"]                                                             # cosine palette, (3,) each
-    rgb = 0.5 + 0.5 * a[:, None, None] + 0.5 * b[:, None, None] * torch.cos(
-        2 * math.pi * ((0.5 + f[:, None, None]) * mean_c[None] + d[:, None, None]))         # (3, S, S)
+    a, b, f, d = ifs["palette"]  # cosine palette, (3,) each
+    rgb = (
+        0.5
+        + 0.5 * a[:, None, None]
+        + 0.5 * b[:, None, None] * torch.cos(2 * math.pi * ((0.5 + f[:, None, None]) * mean_c[None] + d[:, None, None]))
+    )  # (3, S, S)
     return (rgb.clamp(0, 1) * bright[None]).clamp(0, 1)
 
 
@@ -159,6 +168,7 @@ def bank_on_device(cache: dict, n: int, seed: int, height: int, width: int, devi
     key = (n, seed, height, width, str(device), dtype)
     if key not in cache:
         f = fractal_bank(n, max(height, width), seed)  # (n, 3, S, S)
-        cache[key] = torch.nn.functional.interpolate(f, size=(height, width), mode="bilinear",
-                                                     antialias=True).to(device, dtype)
+        cache[key] = torch.nn.functional.interpolate(f, size=(height, width), mode="bilinear", antialias=True).to(
+            device, dtype
+        )
     return cache[key]

@@ -3,6 +3,7 @@
 Each row i is mixed with row perm[i] of the same batch (a random permutation, so odd batch sizes and a batch of
 one work); the labels are mixed in the same proportion, as (B, K) soft targets that sum to 1.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ class Mixup(Method):
     `--method-arg alpha=0.2`); one lam per batch as in the reference code (facebookresearch/mixup-cifar10
     `mixup_data`), per_sample=True draws one per row.
     """
+
     name = "mixup"
     cite = "Zhang et al., mixup: Beyond empirical risk minimization, ICLR 2018"
-    alpha: float = 1.0        # Beta(alpha, alpha); REFERENCE.md: 1.0 (0.2 on FGVC)
+    alpha: float = 1.0  # Beta(alpha, alpha); REFERENCE.md: 1.0 (0.2 on FGVC)
     per_sample: bool = False  # reference code: one lam per batch
 
     def __post_init__(self):
@@ -35,16 +37,16 @@ class Mixup(Method):
     def mix(self, batch: Batch, generator, model=None):
         x = batch.x
         b, dev = x.shape[0], x.device
-        perm = U.permutation(b, generator, dev)                                     # (B,)
+        perm = U.permutation(b, generator, dev)  # (B,)
         lam = U.beta(self.alpha, self.alpha, b if self.per_sample else 1, generator, dev).expand(b)  # (B,)
         l4 = lam.to(x.dtype).view(b, 1, 1, 1)
         return l4 * x + (1 - l4) * x[perm], U.pair_targets(batch.one_hot(), perm, lam)
 
 
 class BoxPlan(NamedTuple):
-    perm: torch.Tensor   # (B,) partner of each row
-    mask: torch.Tensor   # (B, 1, H, W) bool: True where the pixel comes from the partner
-    lam: torch.Tensor    # (B,) share of the row's own image = its label weight
+    perm: torch.Tensor  # (B,) partner of each row
+    mask: torch.Tensor  # (B, 1, H, W) bool: True where the pixel comes from the partner
+    lam: torch.Tensor  # (B,) share of the row's own image = its label weight
 
 
 @register
@@ -56,11 +58,13 @@ class CutMix(Method):
     (diffcore.mix.box_masks); prob = 1.0 (the authors' ImageNet command; their CIFAR command uses 0.5); one box per
     batch as in the authors' train.py, per_sample=True draws one per row (timm's 'elem' mode).
     """
+
     name = "cutmix"
-    cite = ("Yun et al., CutMix: Regularization strategy to train strong classifiers with localizable features, "
-            "ICCV 2019")
-    alpha: float = 1.0        # REFERENCE.md
-    prob: float = 1.0         # clovaai/CutMix-PyTorch README: 1.0 on ImageNet (0.5 on CIFAR)
+    cite = (
+        "Yun et al., CutMix: Regularization strategy to train strong classifiers with localizable features, ICCV 2019"
+    )
+    alpha: float = 1.0  # REFERENCE.md
+    prob: float = 1.0  # clovaai/CutMix-PyTorch README: 1.0 on ImageNet (0.5 on CIFAR)
     per_sample: bool = False  # reference code: one box per batch
 
     def __post_init__(self):
@@ -72,9 +76,9 @@ class CutMix(Method):
         dev = batch.x.device
         n = b if self.per_sample else 1
         perm = U.permutation(b, generator, dev)
-        lam = U.beta(self.alpha, self.alpha, n, generator, dev)                     # (n,)
-        mask = box_masks(n, h, w, 1 - lam, generator, dev).expand(b, 1, h, w)      # (B, 1, H, W)
-        return BoxPlan(perm, mask, 1 - mask.flatten(1).float().mean(1))            # lam = kept area
+        lam = U.beta(self.alpha, self.alpha, n, generator, dev)  # (n,)
+        mask = box_masks(n, h, w, 1 - lam, generator, dev).expand(b, 1, h, w)  # (B, 1, H, W)
+        return BoxPlan(perm, mask, 1 - mask.flatten(1).float().mean(1))  # lam = kept area
 
     def mix(self, batch: Batch, generator, model=None):
         if not U.coin(self.prob, generator, batch.x.device):
@@ -92,15 +96,20 @@ class ResizeMix(Method):
     1 - patch area / image area, exactly. One tau and place per batch (openmixup's `resizemix`), per_sample=True
     draws one per row. The resize is bilinear (one grid_sample over the batch).
     """
+
     name = "resizemix"
     cite = "Qin et al., ResizeMix: Mixing data with preserved object information and true labels, arXiv 2020"
-    scale_low: float = 0.1    # tau ~ U(scale_low, scale_high), REFERENCE.md
+    scale_low: float = 0.1  # tau ~ U(scale_low, scale_high), REFERENCE.md
     scale_high: float = 0.8
     per_sample: bool = False
 
     def __post_init__(self):
-        U.check("resizemix scale_low, scale_high", (self.scale_low, self.scale_high),
-                0 < self.scale_low <= self.scale_high <= 1, "0 < scale_low <= scale_high <= 1")
+        U.check(
+            "resizemix scale_low, scale_high",
+            (self.scale_low, self.scale_high),
+            0 < self.scale_low <= self.scale_high <= 1,
+            "0 < scale_low <= scale_high <= 1",
+        )
 
     def plan(self, batch: Batch, generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(perm (B,), boxes (B, 4) = y1, x1, y2, x2 of the pasted patch)."""
@@ -108,8 +117,8 @@ class ResizeMix(Method):
         dev = batch.x.device
         n = b if self.per_sample else 1
         perm = U.permutation(b, generator, dev)
-        tau = U.uniform(n, generator, dev, self.scale_low, self.scale_high)         # (n,)
-        ph, pw = (tau * h).long(), (tau * w).long()                                 # (n,), (n,)
+        tau = U.uniform(n, generator, dev, self.scale_low, self.scale_high)  # (n,)
+        ph, pw = (tau * h).long(), (tau * w).long()  # (n,), (n,)
         y1 = (U.uniform(n, generator, dev) * (h - ph + 1)).long().clamp(max=h - ph)
         x1 = (U.uniform(n, generator, dev) * (w - pw + 1)).long().clamp(max=w - pw)
         return perm, torch.stack([y1, x1, y1 + ph, x1 + pw], 1).expand(b, 4)
@@ -117,16 +126,18 @@ class ResizeMix(Method):
     def mix(self, batch: Batch, generator, model=None):
         perm, boxes = self.plan(batch, generator)
         h, w = batch.x.shape[-2:]
-        out = U.paste_resized(batch.x, batch.x[perm], boxes)                        # (B, C, H, W)
+        out = U.paste_resized(batch.x, batch.x[perm], boxes)  # (B, C, H, W)
         lam = 1 - U.box_area(boxes).to(batch.x.dtype) / (h * w)
         return out, U.pair_targets(batch.one_hot(), perm, lam)
 
 
 # Stages whose outputs Manifold Mixup may mix, per model family (the first tuple whose names all exist is used):
 # the reference code mixes at k in {0 (input), 1 (after layer1), 2 (after layer2)} of a PreActResNet.
-MANIFOLD_STAGES = (("layer1", "layer2"),                                # PreActResNet, torchvision ResNets
-                   ("features.transition1", "features.transition2"),  # torchvision DenseNet
-                   ("features.0", "features.1"))                      # diffcore DigitsCNN
+MANIFOLD_STAGES = (
+    ("layer1", "layer2"),  # PreActResNet, torchvision ResNets
+    ("features.transition1", "features.transition2"),  # torchvision DenseNet
+    ("features.0", "features.1"),
+)  # diffcore DigitsCNN
 
 
 def manifold_stages(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -135,8 +146,10 @@ def manifold_stages(model: torch.nn.Module) -> list[torch.nn.Module]:
     for stages in MANIFOLD_STAGES:
         if all(s in names for s in stages):
             return [model.get_submodule(s) for s in stages]
-    raise ValueError(f"method 'manifold-mixup': model {type(model).__name__} has none of the stage sets "
-                     f"{[list(s) for s in MANIFOLD_STAGES]}; add its stage names to MANIFOLD_STAGES")
+    raise ValueError(
+        f"method 'manifold-mixup': model {type(model).__name__} has none of the stage sets "
+        f"{[list(s) for s in MANIFOLD_STAGES]}; add its stage names to MANIFOLD_STAGES"
+    )
 
 
 @register
@@ -148,6 +161,7 @@ class ManifoldMixup(Method):
     forward hook, so the model code is untouched. Defaults: alpha = 2.0, one lam per batch (Verma et al.'s and
     PuzzleMix's CIFAR command `--train mixup_hidden --mixup_alpha 2.0`).
     """
+
     name = "manifold-mixup"
     cite = "Verma et al., Manifold mixup: Better representations by interpolating hidden states, ICML 2019"
     needs_model = True
@@ -162,7 +176,7 @@ class ManifoldMixup(Method):
         stages = manifold_stages(model)
         k = int(U.randint(0, len(stages) + 1, 1, generator, dev)[0])
         perm = U.permutation(b, generator, dev)
-        lam = U.beta(self.alpha, self.alpha, 1, generator, dev).expand(b)           # (B,)
+        lam = U.beta(self.alpha, self.alpha, 1, generator, dev).expand(b)  # (B,)
         target = U.pair_targets(batch.one_hot(), perm, lam)
         lam0 = float(lam[0])
         if k == 0:

@@ -1,4 +1,5 @@
 """Vanilla and the generative methods of Table 7 that pair each real image with its own counterpart."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -12,6 +13,7 @@ from .base import Batch, Method, register
 @dataclass
 class Vanilla(Method):
     """Traditional augmentation only (random crop / flip in the data pipeline); no mixing."""
+
     name = "vanilla"
     cite = "He et al., 2016 (training recipe of the paper, Sec. 4)"
 
@@ -25,6 +27,7 @@ class _Paired(Method):
 
     Subclasses only pick the mode; the draws (lambda, box, pi) come from `mix_config` (train: TrainConfig.mix).
     """
+
     uses = "counterparts"
     mode = "both"
     cite = "DiffCoRe-Mix, Eq. (6)-(8)"
@@ -40,6 +43,7 @@ class _Paired(Method):
 @dataclass
 class GenAug(_Paired):
     """Table 7 'GenAug': the filtered generated image used as it is, in place of its real image."""
+
     name = "genaug"
     mode = "none"
 
@@ -48,6 +52,7 @@ class GenAug(_Paired):
 @dataclass
 class PixelWise(_Paired):
     """Table 7 'pixel-wise': Eq. (6) only."""
+
     name = "pixel"
     mode = "pixel"
 
@@ -56,6 +61,7 @@ class PixelWise(_Paired):
 @dataclass
 class PatchWise(_Paired):
     """Table 7 'patch-wise': Eq. (7) only."""
+
     name = "patch"
     mode = "patch"
 
@@ -64,5 +70,6 @@ class PatchWise(_Paired):
 @dataclass
 class DiffCoReMix(_Paired):
     """DiffCoRe-Mix, Eq. (8): pixel blend with probability pi, else patch."""
+
     name = "diffcore"
     mode = "both"

@@ -6,6 +6,7 @@ their cost in Table 6). PuzzleMix and Co-Mixup then optimise their masks: the re
 (pyGCO, C++, on the CPU, one image after the other); here the same energies are minimised on the device by
 batched checkerboard ICM (iterated conditional modes): see `icm_grid` and each class docstring for what differs.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,12 @@ def fine_grained_saliency(gray: torch.Tensor) -> torch.Tensor:
     off-centre differences between each pixel and the mean of its surround, summed over surround sizes 3, 5, 9, 17,
     ... (box filters), here batched in torch instead of OpenCV's per-image integral images.
     """
-    x = gray[:, None]                                                             # (B, 1, H, W)
+    x = gray[:, None]  # (B, 1, H, W)
     sal = torch.zeros_like(x)
     r = 1
     while 2 * r + 1 <= min(gray.shape[-2:]):
         surround = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        sal = sal + (x - surround).abs()                                          # on-centre + off-centre
+        sal = sal + (x - surround).abs()  # on-centre + off-centre
         r *= 2
     return sal[:, 0]
 
@@ -44,9 +45,9 @@ def saliency_peaks(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SaliencyPlan(NamedTuple):
-    perm: torch.Tensor    # (B,) source image of each row's patch
-    boxes: torch.Tensor   # (B, 4) y1, x1, y2, x2, centred on the source's saliency peak, clipped
-    peaks: torch.Tensor   # (B, 2) that peak (row, col)
+    perm: torch.Tensor  # (B,) source image of each row's patch
+    boxes: torch.Tensor  # (B, 4) y1, x1, y2, x2, centred on the source's saliency peak, clipped
+    peaks: torch.Tensor  # (B, 2) that peak (row, col)
 
 
 @register
@@ -60,12 +61,14 @@ class SaliencyMix(Method):
     authors' code computes one saliency map (of the first shuffled image) and pastes one box for the whole batch
     (per_sample=False); the default follows the paper, one box per image at its own source's peak.
     """
+
     name = "saliencymix"
-    cite = ("Uddin et al., SaliencyMix: A saliency guided data augmentation strategy for better regularization, "
-            "ICLR 2021")
-    beta: float = 1.0         # REFERENCE.md
-    prob: float = 1.0         # afm-shahab-uddin/SaliencyMix ImageNet command (CIFAR: 0.5)
-    per_sample: bool = True   # False: the authors' one-box-per-batch shortcut
+    cite = (
+        "Uddin et al., SaliencyMix: A saliency guided data augmentation strategy for better regularization, ICLR 2021"
+    )
+    beta: float = 1.0  # REFERENCE.md
+    prob: float = 1.0  # afm-shahab-uddin/SaliencyMix ImageNet command (CIFAR: 0.5)
+    per_sample: bool = True  # False: the authors' one-box-per-batch shortcut
 
     def __post_init__(self):
         U.check("saliencymix beta", self.beta, self.beta > 0, "a Beta parameter > 0")
@@ -77,10 +80,10 @@ class SaliencyMix(Method):
         dev = x.device
         n = b if self.per_sample else 1
         perm = U.permutation(b, generator, dev)
-        lam = U.beta(self.beta, self.beta, n, generator, dev)                       # (n,)
-        src = batch.to_pixels(x[perm[:n]]).mean(1)                                 # (n, H, W) intensity
-        cy, cx = saliency_peaks(fine_grained_saliency(src))                         # (n,), (n,)
-        boxes = U.boxes_from_centres(cy, cx, *U.cut_sides(lam, h, w), h, w)        # (n, 4)
+        lam = U.beta(self.beta, self.beta, n, generator, dev)  # (n,)
+        src = batch.to_pixels(x[perm[:n]]).mean(1)  # (n, H, W) intensity
+        cy, cx = saliency_peaks(fine_grained_saliency(src))  # (n,), (n,)
+        boxes = U.boxes_from_centres(cy, cx, *U.cut_sides(lam, h, w), h, w)  # (n, 4)
         return SaliencyPlan(perm, boxes.expand(b, 4), torch.stack([cy, cx], 1).expand(b, 2))
 
     def mix(self, batch: Batch, generator, model=None):
@@ -102,23 +105,23 @@ def class_activation_maps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
     layer, head = U.feature_and_head(model, method)
     with torch.no_grad():
         _, fmap = U.features_of(model, layer, x)
-        fmap = F.relu(fmap)                                                         # (B, C, h, w)
-        w_y = head.weight[y]                                                        # (B, C)
-        cam = torch.einsum("bchw,bc->bhw", fmap, w_y)                               # (B, h, w)
+        fmap = F.relu(fmap)  # (B, C, h, w)
+        w_y = head.weight[y]  # (B, C)
+        cam = torch.einsum("bchw,bc->bhw", fmap, w_y)  # (B, h, w)
         if head.bias is not None:
             cam = cam + head.bias[y].view(-1, 1, 1)
         cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         cam = cam - cam.flatten(1).amin(1).view(-1, 1, 1)
-        return cam / cam.flatten(1).sum(1).view(-1, 1, 1)                           # NaN where the map is flat
+        return cam / cam.flatten(1).sum(1).view(-1, 1, 1)  # NaN where the map is flat
 
 
 class SnapPlan(NamedTuple):
-    perm: torch.Tensor        # (B,)
-    dst_boxes: torch.Tensor   # (B, 4) where the patch goes in x_i
-    src_boxes: torch.Tensor   # (B, 4) where it is cut from x_perm(i), then resized to the dst box
-    lam_a: torch.Tensor       # (B,) semantic share of x_i: 1 - its CAM mass inside the dst box
-    lam_b: torch.Tensor       # (B,) semantic share of x_perm(i): its CAM mass inside the src box
-    valid: torch.Tensor       # (B,) bool: both boxes non-empty (else nothing is pasted: lam_a = 1, lam_b = 0)
+    perm: torch.Tensor  # (B,)
+    dst_boxes: torch.Tensor  # (B, 4) where the patch goes in x_i
+    src_boxes: torch.Tensor  # (B, 4) where it is cut from x_perm(i), then resized to the dst box
+    lam_a: torch.Tensor  # (B,) semantic share of x_i: 1 - its CAM mass inside the dst box
+    lam_b: torch.Tensor  # (B,) semantic share of x_perm(i): its CAM mass inside the src box
+    valid: torch.Tensor  # (B,) bool: both boxes non-empty (else nothing is pasted: lam_a = 1, lam_b = 0)
 
 
 @register
@@ -132,11 +135,12 @@ class SnapMix(Method):
     the weights fall back to the areas, as theirs do. For two images of the same class the target is (lam_a + lam_b)
     on that class; the authors' code adds lam_b to lam_a and lam_a to lam_b, which counts the class twice.
     """
+
     name = "snapmix"
     cite = "Huang et al., SnapMix: Semantically proportional mixing for augmenting fine-grained data, AAAI 2021"
     needs_model = True
-    beta: float = 5.0         # REFERENCE.md / SnapMix README
-    prob: float = 1.0         # SnapMix README: prob = 1
+    beta: float = 5.0  # REFERENCE.md / SnapMix README
+    prob: float = 1.0  # SnapMix README: prob = 1
     per_sample: bool = False  # authors' code: one pair of boxes per batch
 
     def __post_init__(self):
@@ -146,19 +150,19 @@ class SnapMix(Method):
     def _boxes(self, n, h, w, generator, dev) -> torch.Tensor:
         lam = U.beta(self.beta, self.beta, n, generator, dev)
         cy, cx = U.randint(0, h, n, generator, dev), U.randint(0, w, n, generator, dev)
-        return U.boxes_from_centres(cy, cx, *U.cut_sides(lam, h, w), h, w)        # (n, 4)
+        return U.boxes_from_centres(cy, cx, *U.cut_sides(lam, h, w), h, w)  # (n, 4)
 
     def plan(self, batch: Batch, generator, model) -> SnapPlan:
         x = batch.x
         b, _, h, w = x.shape
         dev = x.device
-        cam = class_activation_maps(model, x, batch.y, self.name)                   # (B, H, W)
+        cam = class_activation_maps(model, x, batch.y, self.name)  # (B, H, W)
         n = b if self.per_sample else 1
         perm = U.permutation(b, generator, dev)
         dst = self._boxes(n, h, w, generator, dev).expand(b, 4)
         src = self._boxes(n, h, w, generator, dev).expand(b, 4)
-        valid = (U.box_area(dst) > 0) & (U.box_area(src) > 0)                       # (B,)
-        kept_a = (cam * U.box_mask(dst, h, w)[:, 0]).flatten(1).sum(1)             # CAM mass under the paste
+        valid = (U.box_area(dst) > 0) & (U.box_area(src) > 0)  # (B,)
+        kept_a = (cam * U.box_mask(dst, h, w)[:, 0]).flatten(1).sum(1)  # CAM mass under the paste
         cam_b = cam[perm]
         took_b = (cam_b * U.box_mask(src, h, w)[:, 0]).flatten(1).sum(1)
         area = U.box_area(dst).to(x.dtype) / (h * w)
@@ -178,8 +182,14 @@ class SnapMix(Method):
 
 
 # ---------------------------------------------------------------- graph energies on a grid, minimised by ICM
-def icm_grid(unary: torch.Tensor, w_rows: torch.Tensor, w_cols: torch.Tensor, pair: torch.Tensor,
-             sweeps: int, init: torch.Tensor | None = None) -> torch.Tensor:
+def icm_grid(
+    unary: torch.Tensor,
+    w_rows: torch.Tensor,
+    w_cols: torch.Tensor,
+    pair: torch.Tensor,
+    sweeps: int,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Labels (B, n, m) approximately minimising sum_p unary[p, l_p] + sum_(p,q) w_pq * pair[l_p, l_q].
 
     unary (B, n, m, L); w_rows (B, n-1, m) weights between vertical neighbours, w_cols (B, n, m-1) horizontal;
@@ -188,17 +198,17 @@ def icm_grid(unary: torch.Tensor, w_rows: torch.Tensor, w_cols: torch.Tensor, pa
     The reference code (pyGCO alpha-beta swap) reaches stronger minima with larger moves.
     """
     b, n, m, nl = unary.shape
-    lab = unary.argmin(-1) if init is None else init.clone()                        # (B, n, m)
+    lab = unary.argmin(-1) if init is None else init.clone()  # (B, n, m)
     colour = (torch.arange(n, device=unary.device)[:, None] + torch.arange(m, device=unary.device)[None]) % 2
     for _ in range(sweeps):
         before = lab
         for c in (0, 1):
-            msg = F.one_hot(lab, nl).to(unary.dtype) @ pair                         # (B, n, m, L): cost vs each label
+            msg = F.one_hot(lab, nl).to(unary.dtype) @ pair  # (B, n, m, L): cost vs each label
             cost = unary.clone()
-            cost[:, :-1] += w_rows[..., None] * msg[:, 1:]                          # neighbour below
-            cost[:, 1:] += w_rows[..., None] * msg[:, :-1]                          # neighbour above
-            cost[:, :, :-1] += w_cols[..., None] * msg[:, :, 1:]                    # neighbour right
-            cost[:, :, 1:] += w_cols[..., None] * msg[:, :, :-1]                    # neighbour left
+            cost[:, :-1] += w_rows[..., None] * msg[:, 1:]  # neighbour below
+            cost[:, 1:] += w_rows[..., None] * msg[:, :-1]  # neighbour above
+            cost[:, :, :-1] += w_cols[..., None] * msg[:, :, 1:]  # neighbour right
+            cost[:, :, 1:] += w_cols[..., None] * msg[:, :, :-1]  # neighbour left
             lab = torch.where(colour == c, cost.argmin(-1), lab)
         if torch.equal(lab, before):
             break
@@ -215,20 +225,21 @@ def grid_energy(labels, unary, w_rows, w_cols, pair) -> torch.Tensor:
 def to_blocks(img: torch.Tensor, n: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, n*n, H/n, W/n) row-major blocks."""
     b, c, h, w = img.shape
-    x = img.view(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5)            # (B, C, n, n, H/n, W/n)
+    x = img.view(b, c, n, h // n, n, w // n).permute(0, 1, 2, 4, 3, 5)  # (B, C, n, n, H/n, W/n)
     return x.reshape(b, c, n * n, h // n, w // n)
 
 
 def from_blocks(blocks: torch.Tensor, n: int) -> torch.Tensor:
     """Inverse of to_blocks: (B, C, n*n, bh, bw) -> (B, C, n*bh, n*bw)."""
     b, c, _, bh, bw = blocks.shape
-    x = blocks.view(b, c, n, n, bh, bw).permute(0, 1, 2, 4, 3, 5)                  # (B, C, n, bh, n, bw)
+    x = blocks.view(b, c, n, n, bh, bw).permute(0, 1, 2, 4, 3, 5)  # (B, C, n, bh, n, bw)
     return x.reshape(b, c, n * bh, n * bw)
 
 
 # ---------------------------------------------------------------- input-gradient saliency methods
 class _GradientSaliency(Method):
     """Shared step: saliency from dCE/dx, then `mix_with`; clean_lam > 0 adds clean_lam * CE(clean) to the loss."""
+
     needs_model = True
     clean_lam: float = 0.0
     prob: float = 1.0
@@ -238,8 +249,9 @@ class _GradientSaliency(Method):
 
     def mix(self, batch: Batch, generator, model=None):
         if model is None:
-            raise ValueError(f"method {self.name!r} needs the model (input-gradient saliency): call forward or pass "
-                             f"model")
+            raise ValueError(
+                f"method {self.name!r} needs the model (input-gradient saliency): call forward or pass model"
+            )
         if not U.coin(self.prob, generator, batch.x.device):
             return batch.x, batch.y
         sal, _ = U.input_gradient_saliency(model, batch.x, batch.y, keep_graph=False)
@@ -261,14 +273,23 @@ def _check_common(m) -> None:
 # ---------------------------------------------------------------- PuzzleMix
 def _neigh_penalty(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PuzzleMix data smoothness: mean |a - b| across each block boundary, (B, n-1, n) rows and (B, n, n-1) cols."""
-    pr = (a[:, :, :-1, :] - b[:, :, 1:, :])[:, :, k - 1::k, :]                     # (B, C, n-1, H')
-    pc = (a[:, :, :, :-1] - b[:, :, :, 1:])[:, :, :, k - 1::k]                     # (B, C, W', n-1)
-    return (F.avg_pool2d(pr.abs().mean(1), kernel_size=(1, k)),
-            F.avg_pool2d(pc.abs().mean(1), kernel_size=(k, 1)))
+    pr = (a[:, :, :-1, :] - b[:, :, 1:, :])[:, :, k - 1 :: k, :]  # (B, C, n-1, H')
+    pc = (a[:, :, :, :-1] - b[:, :, :, 1:])[:, :, :, k - 1 :: k]  # (B, C, W', n-1)
+    return (F.avg_pool2d(pr.abs().mean(1), kernel_size=(1, k)), F.avg_pool2d(pc.abs().mean(1), kernel_size=(k, 1)))
 
 
-def puzzle_unary_pairwise(x_pix: torch.Tensor, sal: torch.Tensor, perm: torch.Tensor, n: int, lam: float,
-                          beta: float, gamma: float, eta: float, neigh: int, n_labels: int):
+def puzzle_unary_pairwise(
+    x_pix: torch.Tensor,
+    sal: torch.Tensor,
+    perm: torch.Tensor,
+    n: int,
+    lam: float,
+    beta: float,
+    gamma: float,
+    eta: float,
+    neigh: int,
+    n_labels: int,
+):
     """PuzzleMix's graph (mixup_graph + graphcut_multi): unary (B, n, n, L), row / col weights, label pair cost.
 
     Label l gives the own image the weight m_l = 1 - l / (L - 1); its unary cost is the saliency lost, m_l * s_partner
@@ -278,10 +299,10 @@ def puzzle_unary_pairwise(x_pix: torch.Tensor, sal: torch.Tensor, perm: torch.Te
     """
     b, _, h, _ = x_pix.shape
     bs = h // n
-    neigh = math.gcd(neigh, bs)                                                     # block boundaries stay aligned
-    pooled = F.avg_pool2d(sal[:, None], bs)[:, 0]                                   # (B, n, n)
-    u1 = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)          # own
-    u2 = u1[perm]                                                                   # partner
+    neigh = math.gcd(neigh, bs)  # block boundaries stay aligned
+    pooled = F.avg_pool2d(sal[:, None], bs)[:, 0]  # (B, n, n)
+    u1 = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)  # own
+    u2 = u1[perm]  # partner
     p1 = F.avg_pool2d(x_pix, neigh)
     p2 = p1[perm]
     k = bs // neigh
@@ -301,14 +322,19 @@ def puzzle_unary_pairwise(x_pix: torch.Tensor, sal: torch.Tensor, perm: torch.Te
     u1[:, :, 1:] += (pc[1, 0] + pc[0, 0]) / 2
     w_rows = (pr[1, 0] + pr[0, 1] - pr[1, 1] - pr[0, 0]) / 2 + beta
     w_cols = (pc[1, 0] + pc[0, 1] - pc[1, 1] - pc[0, 0]) / 2 + beta
-    steps = torch.linspace(0, 1, n_labels, device=sal.device, dtype=sal.dtype)     # lam_l = l / (L - 1)
-    binom = torch.special.gammaln(torch.tensor(float(n_labels)))                    # log (L-1)!
-    ks = torch.arange(n_labels - 1, -1, -1, device=sal.device, dtype=sal.dtype)    # own-image count per label
-    logp = (binom - torch.special.gammaln(ks + 1) - torch.special.gammaln(n_labels - ks)
-            + ks * torch.log(torch.tensor(lam + 1e-8)) + (n_labels - 1 - ks) * torch.log(torch.tensor(1 - lam + 1e-8)))
-    prior = -eta * logp.to(sal.dtype) / n ** 2                                      # (L,)
-    unary = (1 - steps) * u2[..., None] + steps * u1[..., None] + prior              # (B, n, n, L)
-    pair = (steps[:, None] - steps[None]) ** 2                                      # (L, L)
+    steps = torch.linspace(0, 1, n_labels, device=sal.device, dtype=sal.dtype)  # lam_l = l / (L - 1)
+    binom = torch.special.gammaln(torch.tensor(float(n_labels)))  # log (L-1)!
+    ks = torch.arange(n_labels - 1, -1, -1, device=sal.device, dtype=sal.dtype)  # own-image count per label
+    logp = (
+        binom
+        - torch.special.gammaln(ks + 1)
+        - torch.special.gammaln(n_labels - ks)
+        + ks * torch.log(torch.tensor(lam + 1e-8))
+        + (n_labels - 1 - ks) * torch.log(torch.tensor(1 - lam + 1e-8))
+    )
+    prior = -eta * logp.to(sal.dtype) / n**2  # (L,)
+    unary = (1 - steps) * u2[..., None] + steps * u1[..., None] + prior  # (B, n, n, L)
+    pair = (steps[:, None] - steps[None]) ** 2  # (L, L)
     return unary, w_rows, w_cols, pair
 
 
@@ -320,24 +346,24 @@ def mask_transport(mask: torch.Tensor, sal_blocks: torch.Tensor, eps: float) -> 
     matrices: the same plan, about 10x faster at 16 x 16 blocks on a CPU.
     """
     b, nn_ = sal_blocks.shape
-    n = int(round(nn_ ** 0.5))
+    n = int(round(nn_**0.5))
     z = (mask.reshape(b, nn_) > 0).to(sal_blocks.dtype)
     cost = eps * U.grid_cost_matrix(n, mask.device, sal_blocks.dtype)[None] - sal_blocks[:, :, None] * z[:, None, :]
-    src = torch.arange(nn_, device=mask.device).expand(b, nn_)                      # (B, N)
+    src = torch.arange(nn_, device=mask.device).expand(b, nn_)  # (B, N)
     for _ in range(n):
-        choice = cost.argmin(-1)                                                    # (B, N) destination of each source
-        c = cost.gather(-1, choice[..., None])[..., 0]                              # (B, N) its cost there
+        choice = cost.argmin(-1)  # (B, N) destination of each source
+        c = cost.gather(-1, choice[..., None])[..., 0]  # (B, N) its cost there
         best = torch.full_like(c, float("inf")).scatter_reduce(1, choice, c, "amin")  # (B, N) per destination
         cand = torch.where(c <= best.gather(1, choice), src, nn_)
         first = torch.full_like(src, nn_).scatter_reduce(1, choice, cand, "amin")  # winner per destination
-        win = first.gather(1, choice) == src                                        # (B, N) does the source win?
+        win = first.gather(1, choice) == src  # (B, N) does the source win?
         cost.scatter_add_(-1, choice[..., None], (~win)[..., None].to(cost.dtype))  # losers pay and move on
     return torch.zeros_like(cost).scatter_(-1, choice[..., None], win[..., None].to(cost.dtype))
 
 
 def transport(img: torch.Tensor, plan: torch.Tensor, n: int) -> torch.Tensor:
     """Move the blocks of (B, C, H, W) by plan (B, N, N): destination j gets the source i with plan[i, j] = 1."""
-    blocks = to_blocks(img, n)                                                      # (B, C, N, bh, bw)
+    blocks = to_blocks(img, n)  # (B, C, N, bh, bw)
     return from_blocks(torch.einsum("bij,bcipq->bcjpq", plan, blocks), n)
 
 
@@ -357,20 +383,21 @@ class PuzzleMix(_GradientSaliency):
     gcd(neigh_size, block size) so block boundaries stay aligned at any image size; (4) the transport's loser
     penalty is applied every round (the stored reference code applies it once, after the loop).
     """
+
     name = "puzzlemix"
     cite = "Kim et al., Puzzle Mix: Exploiting saliency and local statistics for optimal mixup, ICML 2020"
-    alpha: float = 1.0        # REFERENCE.md / README: --mixup_alpha 1.0
-    n_labels: int = 3         # README
-    eta: float = 0.2          # prior weight, README
-    beta: float = 1.2         # label smoothness, README
-    gamma: float = 0.5        # data smoothness, README
-    neigh_size: int = 4       # README
-    transport: bool = True    # README
-    t_eps: float = 0.8        # README
-    t_size: int = -1          # main.py default (-1: graph-cut resolution); CIFAR command: 4
-    clean_lam: float = 0.0    # main.py default
+    alpha: float = 1.0  # REFERENCE.md / README: --mixup_alpha 1.0
+    n_labels: int = 3  # README
+    eta: float = 0.2  # prior weight, README
+    beta: float = 1.2  # label smoothness, README
+    gamma: float = 0.5  # data smoothness, README
+    neigh_size: int = 4  # README
+    transport: bool = True  # README
+    t_eps: float = 0.8  # README
+    t_size: int = -1  # main.py default (-1: graph-cut resolution); CIFAR command: 4
+    clean_lam: float = 0.0  # main.py default
     prob: float = 1.0
-    sweeps: int = 10          # ICM sweeps (stand-in for the graph cut)
+    sweeps: int = 10  # ICM sweeps (stand-in for the graph cut)
 
     def __post_init__(self):
         _check_common(self)
@@ -388,15 +415,16 @@ class PuzzleMix(_GradientSaliency):
         n = choices[int(U.randint(0, len(choices), 1, generator, dev)[0])]
         perm = U.permutation(b, generator, dev)
         lam = float(U.beta(self.alpha, self.alpha, 1, generator, dev)[0])
-        unary, wr, wc, pair = puzzle_unary_pairwise(batch.to_pixels(x), sal, perm, n, lam, self.beta, self.gamma,
-                                                    self.eta, self.neigh_size, self.n_labels)
-        labels = icm_grid(unary, wr, wc, pair, self.sweeps)                         # (B, n, n)
-        mask = 1 - labels.to(x.dtype)[:, None] / (self.n_labels - 1)               # (B, 1, n, n) own-image weight
-        ratio = mask.flatten(1).mean(1)                                              # (B,)
+        unary, wr, wc, pair = puzzle_unary_pairwise(
+            batch.to_pixels(x), sal, perm, n, lam, self.beta, self.gamma, self.eta, self.neigh_size, self.n_labels
+        )
+        labels = icm_grid(unary, wr, wc, pair, self.sweeps)  # (B, n, n)
+        mask = 1 - labels.to(x.dtype)[:, None] / (self.n_labels - 1)  # (B, 1, n, n) own-image weight
+        ratio = mask.flatten(1).mean(1)  # (B,)
         x1, x2 = x, x[perm]
         if self.transport:
             x1, x2, mask = self._transport(x1, x2, mask, sal, perm, n)
-        mask = F.interpolate(mask, size=(h, w), mode="nearest")                     # (B, 1, H, W)
+        mask = F.interpolate(mask, size=(h, w), mode="nearest")  # (B, 1, H, W)
         return mask * x1 + (1 - mask) * x2, U.pair_targets(batch.one_hot(), perm, ratio)
 
     def _transport(self, x1, x2, mask, sal, perm, n):
@@ -405,7 +433,7 @@ class PuzzleMix(_GradientSaliency):
         if self.t_size > 0 and self.t_size < h // n and h % self.t_size == 0 and x1.shape[-1] % self.t_size == 0:
             tn = h // self.t_size
             mask = F.interpolate(mask, size=(tn, tn), mode="nearest")
-        pooled = F.adaptive_avg_pool2d(sal[:, None], tn)[:, 0].flatten(1)          # (B, tn*tn)
+        pooled = F.adaptive_avg_pool2d(sal[:, None], tn)[:, 0].flatten(1)  # (B, tn*tn)
         s1 = pooled / pooled.sum(1, keepdim=True).clamp_min(1e-12)
         x1 = transport(x1, mask_transport(mask, s1, self.t_eps), tn)
         x2 = transport(x2, mask_transport(1 - mask, s1[perm], self.t_eps), tn)
@@ -417,28 +445,40 @@ def comixup_objective(cost, labels, beta, gamma) -> torch.Tensor:
     """(P,) Co-Mixup's objective (match.obj_fn) of hard labelings (P, n_out, n, m) over n_in inputs, for P
     partitions at once; cost (P, n_in, n, m)."""
     n_in = cost.shape[1]
-    oh = F.one_hot(labels, n_in).to(cost.dtype)                                     # (P, n_out, n, m, n_in)
-    counts = oh.flatten(2, 3).sum(2)                                                # (P, n_out, n_in)
+    oh = F.one_hot(labels, n_in).to(cost.dtype)  # (P, n_out, n, m, n_in)
+    counts = oh.flatten(2, 3).sum(2)  # (P, n_out, n_in)
     e = (cost.permute(0, 2, 3, 1)[:, None] * oh).flatten(1).sum(1)
-    e = e + beta / 2 * (((oh[:, :, :-1] - oh[:, :, 1:]) ** 2).flatten(1).sum(1)
-                        + ((oh[:, :, :, :-1] - oh[:, :, :, 1:]) ** 2).flatten(1).sum(1))
-    return e + gamma * ((counts.sum(1) ** 2).sum(1) - (counts ** 2).flatten(1).sum(1))
+    e = e + beta / 2 * (
+        ((oh[:, :, :-1] - oh[:, :, 1:]) ** 2).flatten(1).sum(1)
+        + ((oh[:, :, :, :-1] - oh[:, :, :, 1:]) ** 2).flatten(1).sum(1)
+    )
+    return e + gamma * ((counts.sum(1) ** 2).sum(1) - (counts**2).flatten(1).sum(1))
 
 
 def _resolve_identical(labels: torch.Tensor, n_in: int) -> torch.Tensor:
     """Co-Mixup's set_resolve: (P, n_out, n_in) extra cost that pushes outputs using the same inputs apart."""
-    used = (F.one_hot(labels.flatten(2), n_in).sum(2) > 0).float()                  # (P, n_out, n_in)
+    used = (F.one_hot(labels.flatten(2), n_in).sum(2) > 0).float()  # (P, n_out, n_in)
     add = torch.zeros_like(used)
-    same = torch.triu((torch.cdist(used, used, p=1) == 0).float(), diagonal=1)      # (P, n_out, n_out)
-    for p, i1, i2 in same.nonzero().tolist():                                       # few pairs: loop is fine
+    same = torch.triu((torch.cdist(used, used, p=1) == 0).float(), diagonal=1)  # (P, n_out, n_out)
+    for p, i1, i2 in same.nonzero().tolist():  # few pairs: loop is fine
         nz = used[p, i1].nonzero().flatten()
         if len(nz) > 1:
             add[p, i1, nz[0]], add[p, i2, nz[1]] = 1.0, 1.0
     return add
 
 
-def comixup_labels(sal_blocks: torch.Tensor, compat: torch.Tensor, generator, alpha: float, beta: float,
-                   gamma: float, eta: float, thres: float, niter: int, sweeps: int) -> torch.Tensor:
+def comixup_labels(
+    sal_blocks: torch.Tensor,
+    compat: torch.Tensor,
+    generator,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    eta: float,
+    thres: float,
+    niter: int,
+    sweeps: int,
+) -> torch.Tensor:
     """(P, n_out = n_in, n, m) input index per block of each output, for P partitions of n_in inputs solved side by
     side (match.get_onehot_matrix, simplified); sal_blocks (P, n_in, n, m), compat (P, n_in, n_in).
 
@@ -450,22 +490,24 @@ def comixup_labels(sal_blocks: torch.Tensor, compat: torch.Tensor, generator, al
     dev, dt = sal_blocks.device, sal_blocks.dtype
     size = n * m
     beta, gamma, eta, thres = beta / size, gamma / size, eta / size, thres * size
-    prior = U.dirichlet(alpha, np_, n_in, generator, dev).to(dt)                   # (P, n_in)
-    cost = -sal_blocks / sal_blocks.flatten(2).sum(2).clamp_min(1e-12)[..., None, None] \
-        - eta * torch.log(prior + 1e-8)[..., None, None]                            # (P, n_in, n, m)
+    prior = U.dirichlet(alpha, np_, n_in, generator, dev).to(dt)  # (P, n_in)
+    cost = (
+        -sal_blocks / sal_blocks.flatten(2).sum(2).clamp_min(1e-12)[..., None, None]
+        - eta * torch.log(prior + 1e-8)[..., None, None]
+    )  # (P, n_in, n, m)
     labels = U.randint(0, n_in, np_ * n_in * size, generator, dev).view(np_, n_in, n, m)  # random initialisation
-    counts = F.one_hot(labels.flatten(2), n_in).sum(2).to(dt)                       # (P, n_out, n_in)
+    counts = F.one_hot(labels.flatten(2), n_in).sum(2).to(dt)  # (P, n_out, n_in)
     potts = 1 - torch.eye(n_in, device=dev, dtype=dt)
     w_rows = torch.full((np_, n - 1, m), beta, device=dev, dtype=dt)
     w_cols = torch.full((np_, n, m - 1), beta, device=dev, dtype=dt)
     add, prev = None, comixup_objective(cost, labels, beta, gamma)
     for it in range(niter):
-        for i in range(n_in):                                                       # one output at a time
-            others = (compat @ (counts.sum(1) - counts[:, i])[..., None])[..., 0]   # (P, n_in)
+        for i in range(n_in):  # one output at a time
+            others = (compat @ (counts.sum(1) - counts[:, i])[..., None])[..., 0]  # (P, n_in)
             penalty = 2 * gamma * (others > thres).to(dt) * others
             if add is not None:
                 penalty = penalty + gamma * add[:, i]
-            unary = (cost + penalty[..., None, None]).permute(0, 2, 3, 1)           # (P, n, m, n_in)
+            unary = (cost + penalty[..., None, None]).permute(0, 2, 3, 1)  # (P, n, m, n_in)
             labels[:, i] = icm_grid(unary, w_rows, w_cols, potts, sweeps, init=labels[:, i])
             counts[:, i] = F.one_hot(labels[:, i].flatten(1), n_in).sum(1).to(dt)
         if it == niter - 2:
@@ -480,7 +522,7 @@ def comixup_labels(sal_blocks: torch.Tensor, compat: torch.Tensor, generator, al
 def saliency_compatibility(sal: torch.Tensor) -> torch.Tensor:
     """(B, B) L1 distance between the saliency peaks (of an 8x8 box filter), Co-Mixup's compatibility A_dist."""
     k = min(8, *sal.shape[-2:])
-    z = F.avg_pool2d(sal[:, None], k, stride=1)[:, 0]                               # (B, h', w')
+    z = F.avg_pool2d(sal[:, None], k, stride=1)[:, 0]  # (B, h', w')
     r, c = saliency_peaks(z)
     pos = torch.stack([r, c], 1).to(sal.dtype)
     return torch.cdist(pos, pos, p=1)
@@ -501,20 +543,21 @@ class CoMixup(_GradientSaliency):
     solved side by side as one batched problem on the device (the reference spreads them over processes), outputs in
     turn within them; a partition that has converged iterates on until all have.
     """
+
     name = "comixup"
     cite = "Kim et al., Co-Mixup: Saliency guided joint mixup with supermodular diversity, ICLR 2021"
-    alpha: float = 2.0        # mixup_alpha (Dirichlet prior), README
-    part: int = 20            # m_part: inputs per joint problem, README
-    block_num: int = 4        # m_block_num, README
-    beta: float = 0.32        # m_beta, README
-    gamma: float = 1.0        # m_gamma, README
-    eta: float = 0.05         # m_eta, README
-    thres: float = 0.83       # m_thres, README
-    omega: float = 0.001      # m_omega: weight of the saliency-peak compatibility, README
-    niter: int = 4            # m_niter, main.py default
-    clean_lam: float = 1.0    # README
+    alpha: float = 2.0  # mixup_alpha (Dirichlet prior), README
+    part: int = 20  # m_part: inputs per joint problem, README
+    block_num: int = 4  # m_block_num, README
+    beta: float = 0.32  # m_beta, README
+    gamma: float = 1.0  # m_gamma, README
+    eta: float = 0.05  # m_eta, README
+    thres: float = 0.83  # m_thres, README
+    omega: float = 0.001  # m_omega: weight of the saliency-peak compatibility, README
+    niter: int = 4  # m_niter, main.py default
+    clean_lam: float = 1.0  # README
     prob: float = 1.0
-    sweeps: int = 10          # ICM sweeps per output update
+    sweeps: int = 10  # ICM sweeps per output update
 
     def __post_init__(self):
         _check_common(self)
@@ -526,24 +569,34 @@ class CoMixup(_GradientSaliency):
         x = batch.x
         b, _, h, w = x.shape
         n = self.block_num
-        pooled = F.avg_pool2d(sal[:, None], (h // n, w // n))[:, 0]               # (B, n, n)
+        pooled = F.avg_pool2d(sal[:, None], (h // n, w // n))[:, 0]  # (B, n, n)
         dist = saliency_compatibility(sal)
         onehot = batch.one_hot()
         full = b // self.part * self.part
         groups = [(s, self.part, full // self.part) for s in [0] if full] + ([(full, b - full, 1)] if b > full else [])
         outs, targets = [], []
-        for s, k, np_ in groups:                                                    # full partitions side by side,
-            idx = torch.arange(s, s + k * np_, device=x.device).view(np_, k)        # then the remainder
-            d = dist[idx[:, :, None], idx[:, None, :]]                              # (P, k, k)
+        for s, k, np_ in groups:  # full partitions side by side,
+            idx = torch.arange(s, s + k * np_, device=x.device).view(np_, k)  # then the remainder
+            d = dist[idx[:, :, None], idx[:, None, :]]  # (P, k, k)
             a_dist = d / d.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1) * k
             compat = (1 - self.omega) * torch.eye(k, device=x.device, dtype=x.dtype) + self.omega * a_dist
-            labels = comixup_labels(pooled[idx], compat, generator, self.alpha, self.beta, self.gamma, self.eta,
-                                    self.thres, self.niter, self.sweeps)           # (P, k, n, n)
-            oh = F.one_hot(labels, k).to(x.dtype)                                   # (P, k_out, n, n, k_in)
+            labels = comixup_labels(
+                pooled[idx],
+                compat,
+                generator,
+                self.alpha,
+                self.beta,
+                self.gamma,
+                self.eta,
+                self.thres,
+                self.niter,
+                self.sweeps,
+            )  # (P, k, n, n)
+            oh = F.one_hot(labels, k).to(x.dtype)  # (P, k_out, n, n, k_in)
             up = F.interpolate(oh.permute(0, 1, 4, 2, 3).flatten(0, 1), size=(h, w), mode="nearest")
-            up = up.view(np_, k, k, h, w)                                           # (P, k_out, k_in, H, W)
+            up = up.view(np_, k, k, h, w)  # (P, k_out, k_in, H, W)
             outs.append(torch.einsum("poihw,pichw->pochw", up, x[idx]).flatten(0, 1))
-            share = oh.flatten(2, 3).sum(2)                                         # (P, k_out, k_in) blocks per input
+            share = oh.flatten(2, 3).sum(2)  # (P, k_out, k_in) blocks per input
             targets.append((share @ onehot[idx] / share.sum(2, keepdim=True)).flatten(0, 1))
         return torch.cat(outs), torch.cat(targets)
 
@@ -580,13 +633,14 @@ class GuidedAP(_GradientSaliency):
     Random). Defaults (3neutronstar/GuidedMixup README, Guided-AP CIFAR-100 command): mix_prob 0.8, clean_lam 0
     (their Tiny-ImageNet command: 1.0). A 1e-12 in the denominator keeps M finite where both maps are 0.
     """
+
     name = "guided-ap"
     cite = "Kang & Kim, GuidedMixup: An efficient mixup strategy guided by saliency maps, AAAI 2023"
-    pairing: str = "greedy"   # README: --condition greedy
-    prob: float = 0.8         # README: --mix_prob 0.8
-    clean_lam: float = 0.0    # README CIFAR-100 command (Tiny-ImageNet: 1.0)
-    blur: int = 7             # Gaussian kernel, guidedmixup_parser default
-    blur_sigma: float = 3.0   # guidedmixup_parser default
+    pairing: str = "greedy"  # README: --condition greedy
+    prob: float = 0.8  # README: --mix_prob 0.8
+    clean_lam: float = 0.0  # README CIFAR-100 command (Tiny-ImageNet: 1.0)
+    blur: int = 7  # Gaussian kernel, guidedmixup_parser default
+    blur_sigma: float = 3.0  # guidedmixup_parser default
 
     def __post_init__(self):
         _check_common(self)
@@ -598,12 +652,12 @@ class GuidedAP(_GradientSaliency):
         b, dev = x.shape[0], x.device
         if self.blur > 1 and min(sal.shape[-2:]) > self.blur // 2:
             sal = U.gaussian_blur(sal, self.blur, self.blur_sigma)
-        sal = sal / sal.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)           # (B, H, W), sums to 1
+        sal = sal / sal.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)  # (B, H, W), sums to 1
         if self.pairing == "greedy":
             perm = greedy_cycle_pairing(torch.cdist(sal.flatten(1), sal.flatten(1)))
         else:
             perm = U.permutation(b, generator, dev)
-        m = sal / (sal + sal[perm] + 1e-12)                                          # (B, H, W) weight of x_i
+        m = sal / (sal + sal[perm] + 1e-12)  # (B, H, W) weight of x_i
         ratio = m.flatten(1).mean(1)
         return m[:, None] * x + (1 - m[:, None]) * x[perm], U.pair_targets(batch.one_hot(), perm, ratio)
 
@@ -612,5 +666,6 @@ class GuidedAP(_GradientSaliency):
 @dataclass
 class GuidedAPRandom(GuidedAP):
     """Guided-AP with random pairing (Table 6, 'Guided-AP (Random)'); everything else as `guided-ap`."""
+
     name = "guided-ap-random"
     pairing: str = "random"

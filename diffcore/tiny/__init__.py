@@ -12,6 +12,7 @@ name the digit, use the paper's template among others, and carry style words mea
 a real text encoder as in Eq. (4). These are stand-ins that let the pipeline run offline on a CPU: numbers made
 with them check the code, they are not the paper's results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,20 +34,20 @@ from ..models import DigitsCNN
 from ..profiles import ASSETS, TINY_CLIP_CONFIG, TINY_CLIP_WEIGHTS, TINY_T2I_DIR
 from ..prompts import DATASET_TYPE_WORDS, NEGATIVE_PROMPTS, PAPER_TEMPLATE
 
-TINY_CLIP_NAME = "diffcore-tiny-clip"   # open_clip registry name = stem of TINY_CLIP_CONFIG
+TINY_CLIP_NAME = "diffcore-tiny-clip"  # open_clip registry name = stem of TINY_CLIP_CONFIG
 QUALITY_JSON = ASSETS / "tiny-quality.json"
 TRAINING_JSON = ASSETS / "tiny-training.json"  # provenance of the three training runs
-MAX_ASSET_MB = 25.0                     # all shipped weights together (brief: <= 25 MB)
+MAX_ASSET_MB = 25.0  # all shipped weights together (brief: <= 25 MB)
 
-DIGITS_DATASET_TYPE = DATASET_TYPE_WORDS["digits"]      # "handwritten digit"
-DIGITS_NEGATIVE_PROMPT = NEGATIVE_PROMPTS["digits"]     # "thin, faint, broken strokes, blurry": all caption words
+DIGITS_DATASET_TYPE = DATASET_TYPE_WORDS["digits"]  # "handwritten digit"
+DIGITS_NEGATIVE_PROMPT = NEGATIVE_PROMPTS["digits"]  # "thin, faint, broken strokes, blurry": all caption words
 CLIP_ZERO_SHOT_TEMPLATE = "a handwritten digit {label}"  # the text side of the tiny CLIP's zero-shot classifier
 
 # Caption templates: {label} = digit name, {dataset_type} = "handwritten digit", {style} = words measured on the
 # image (see style_words). The paper's template (Sec. 4) is first and verbatim; "{style}" alone teaches the text
 # encoder what a style-only negative prompt such as DIGITS_NEGATIVE_PROMPT means.
 DIGITS_TEMPLATES = (
-    PAPER_TEMPLATE,                       # "Generate heavy snow to the {label}, a {dataset_type} object"
+    PAPER_TEMPLATE,  # "Generate heavy snow to the {label}, a {dataset_type} object"
     "a {style} handwritten digit {label}",
     "{label}",
     "a photo of the number {label}",
@@ -64,25 +65,58 @@ CAPTION_DROPOUT = 0.1  # fraction of captions replaced by "" so that the model a
 # and the UNet then runs at 8x8 and 4x4. A 16x16x4 version (2 blocks, 2500 steps in the same budget) drew the
 # prompted digit 68% of the time; this one 97% (tiny-quality.json).
 # Widths (16, 32, 32), no mid-block attention: 0.36 s/step at batch 64 on 1 CPU thread.
-VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                  up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 32), layers_per_block=1,
-                  latent_channels=4, norm_num_groups=8, sample_size=32, mid_block_add_attention=False)
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=32,
+    mid_block_add_attention=False,
+)
 # Text encoder: 32 wide so that its 49408 x 32 token table stays 6.3 MB in fp32; 3 layers, 4 heads of 8.
-TEXT_CONFIG = dict(vocab_size=49408, hidden_size=32, intermediate_size=128, num_hidden_layers=3,
-                   num_attention_heads=4, max_position_embeddings=77, hidden_act="quick_gelu",
-                   bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, projection_dim=32)
+TEXT_CONFIG = dict(
+    vocab_size=49408,
+    hidden_size=32,
+    intermediate_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    bos_token_id=49406,
+    eos_token_id=49407,
+    pad_token_id=49407,
+    projection_dim=32,
+)
 # UNet on 8x8x4 latents: cross-attention at 8x8, 4x4 and in the mid block; 0.16 s/step at batch 32, 1 thread.
 # attention_head_dim is diffusers' legacy name for the number of heads.
-UNET_CONFIG = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-                   down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                   up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-                   attention_head_dim=4, norm_num_groups=8)
+UNET_CONFIG = dict(
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=4,
+    norm_num_groups=8,
+)
 # Stable Diffusion's training noise schedule (scaled_linear 0.00085..0.012, 1000 steps, epsilon prediction).
-NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      prediction_type="epsilon")
+NOISE_SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="epsilon",
+)
 # Sampler shipped in the folder: DPM-Solver++(2M) gives good samples in 20 steps (the embedded profile's count).
-SAMPLER = dict(NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace",
-               steps_offset=1)
+SAMPLER = dict(
+    NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="linspace", steps_offset=1
+)
 # CLIP: a ViT with 4x4 patches (8x8 = 64 tokens); head_width set because width < 64 (open_clip default 64).
 # No preprocess_cfg: open_clip passes every key of a registered config to CLIP(...), which rejects it, so the
 # default OpenAI mean/std preprocessing is used in training and inference alike.
@@ -98,40 +132,40 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # ---------------------------------------------------------------- configs, one per step
 @dataclass(frozen=True)
 class VaeTrainConfig:
-    steps: int = 1500          # AdamW steps; the L1+MSE loss went 0.036 @250, 0.009 @1000, 0.008 @1500 (measured)
-    batch_size: int = 64       # images per step
-    lr: float = 1e-3           # AdamW; tiny conv nets tolerate a high rate, cosine-decayed to 0
-    kl_weight: float = 1e-6    # Stable Diffusion's KL weight: latents near-deterministic, scale fixed afterwards
-    seed: int = 0              # model init, batch order and posterior samples
+    steps: int = 1500  # AdamW steps; the L1+MSE loss went 0.036 @250, 0.009 @1000, 0.008 @1500 (measured)
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # AdamW; tiny conv nets tolerate a high rate, cosine-decayed to 0
+    kl_weight: float = 1e-6  # Stable Diffusion's KL weight: latents near-deterministic, scale fixed afterwards
+    seed: int = 0  # model init, batch order and posterior samples
 
 
 @dataclass(frozen=True)
 class T2ITrainConfig:
-    steps: int = 4000          # AdamW steps (14.5 min at 1 thread, batch 32; 2800 steps of a (48, 96) UNet: 96% vs 98%)
-    batch_size: int = 32       # 0.22 s/step at 1 thread: the CPU budget buys steps rather than batch
-    lr: float = 1e-3           # UNet and text encoder; 100-step warmup, cosine to 0
-    warmup: int = 100          # steps of linear warmup: Adam's moments are noisy at the start
+    steps: int = 4000  # AdamW steps (14.5 min at 1 thread, batch 32; 2800 steps of a (48, 96) UNet: 96% vs 98%)
+    batch_size: int = 32  # 0.22 s/step at 1 thread: the CPU budget buys steps rather than batch
+    lr: float = 1e-3  # UNet and text encoder; 100-step warmup, cosine to 0
+    warmup: int = 100  # steps of linear warmup: Adam's moments are noisy at the start
     min_snr_gamma: float = 5.0  # Min-SNR loss weighting (Hang et al. 2023): faster convergence for eps-prediction
-    ema_decay: float = 0.999   # EMA of weights, shipped instead of the raw ones: less noisy samples
-    seed: int = 0              # model init, captions, noise, timesteps
+    ema_decay: float = 0.999  # EMA of weights, shipped instead of the raw ones: less noisy samples
+    seed: int = 0  # model init, captions, noise, timesteps
 
 
 @dataclass(frozen=True)
 class ClipTrainConfig:
-    steps: int = 1500          # AdamW steps (~9 min at 1 thread)
-    batch_size: int = 64       # image-caption pairs per step, ~6 per class
-    lr: float = 1e-3           # 100-step warmup, cosine to 0
+    steps: int = 1500  # AdamW steps (~9 min at 1 thread)
+    batch_size: int = 64  # image-caption pairs per step, ~6 per class
+    lr: float = 1e-3  # 100-step warmup, cosine to 0
     weight_decay: float = 0.05  # ViTs on 898 images overfit without it
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class CheckConfig:
-    per_class: int = 50             # generated images per digit and setting (brief: 50)
-    steps: int = 20                 # denoising steps: the embedded profile's (profiles.py)
-    guidance_scale: float = 4.0     # w = 1 + gamma of Eq. (4): the embedded profile's
-    classifier_epochs: int = 20     # checker CNN epochs on the real train split
-    seed: int = 0                   # checker init; image seeds = derive_seed("tiny-check", seed, setting, class, i)
+    per_class: int = 50  # generated images per digit and setting (brief: 50)
+    steps: int = 20  # denoising steps: the embedded profile's (profiles.py)
+    guidance_scale: float = 4.0  # w = 1 + gamma of Eq. (4): the embedded profile's
+    classifier_epochs: int = 20  # checker CNN epochs on the real train split
+    seed: int = 0  # checker init; image seeds = derive_seed("tiny-check", seed, setting, class, i)
     sweep: tuple[float, ...] = (2.0, 7.0)  # further guidance scales measured for the contextual setting
 
 
@@ -145,8 +179,8 @@ def digit_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
     return gray, np.asarray(ds.labels, dtype=np.int64)
 
 
-INK = 0.35     # a pixel is ink above this grey level (the scans' 17 grey levels, upsampled)
-LINK = 0.6     # strokes that fall apart above 60% of the image's peak are joined by weak ink: "broken strokes"
+INK = 0.35  # a pixel is ink above this grey level (the scans' 17 grey levels, upsampled)
+LINK = 0.6  # strokes that fall apart above 60% of the image's peak are joined by weak ink: "broken strokes"
 BLUR_SIGMA = 1.5  # px at 32x32: the Gaussian blur that makes a "blurry" training variant (see blurred)
 BLUR_FRACTION = 0.15  # share of training samples drawn from the blurred variant, captioned "blurry"
 STYLE_ORDER = ["thin", "bold", "faint", "bright", "broken strokes", "blurry", "small", "large"]  # as in P_n
@@ -179,8 +213,11 @@ def style_words(gray: np.ndarray, labels: np.ndarray) -> list[list[str]]:
     words: list[list[str]] = [[] for _ in range(len(gray))]
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        for key, lo, hi, q in (("area", "thin", "bold", 1 / 3), ("bright", "faint", "bright", 1 / 3),
-                               ("box", "small", "large", 1 / 4)):
+        for key, lo, hi, q in (
+            ("area", "thin", "bold", 1 / 3),
+            ("bright", "faint", "bright", 1 / 3),
+            ("box", "small", "large", 1 / 4),
+        ):
             a, b = np.quantile(m[key][idx], [q, 1 - q])
             for i in idx:
                 if m[key][i] < a:
@@ -204,8 +241,14 @@ def with_blur(style: list[str]) -> list[str]:
     return sorted(style + ["blurry"], key=STYLE_ORDER.index)
 
 
-def caption(label: str, style: list[str], rng: np.random.Generator, dropout: float = CAPTION_DROPOUT,
-            templates: tuple[str, ...] = DIGITS_TEMPLATES, weights: tuple[float, ...] = TEMPLATE_WEIGHTS) -> str:
+def caption(
+    label: str,
+    style: list[str],
+    rng: np.random.Generator,
+    dropout: float = CAPTION_DROPOUT,
+    templates: tuple[str, ...] = DIGITS_TEMPLATES,
+    weights: tuple[float, ...] = TEMPLATE_WEIGHTS,
+) -> str:
     """One random caption of an image: a template, a random non-empty subset of its style words, or ""."""
     if rng.random() < dropout:
         return ""
@@ -227,7 +270,7 @@ def clip_bpe() -> tuple[list[str], list[tuple[str, str]]]:
 
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(bpe).read().decode("utf-8").split("\n")
-    merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]  # line 0 is a version header
+    merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]  # line 0 is a version header
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
@@ -248,8 +291,9 @@ def write_bpe_files(folder: Path) -> None:
     """vocab.json + merges.txt, the OpenAI CLIP layout: transformers 4.x (slow tokenizer) and 5.x both load it."""
     vocab, merges = clip_bpe()
     (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                       encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
 
 
 # ---------------------------------------------------------------- helpers
@@ -323,18 +367,27 @@ def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS, device: str | torch.devic
     wall = time.time() - t0
     vae.eval()
     with torch.no_grad():
-        std = torch.cat([vae.encode(x[s:s + 256]).latent_dist.mean for s in range(0, len(x), 256)]).std().item()
+        std = torch.cat([vae.encode(x[s : s + 256]).latent_dist.mean for s in range(0, len(x), 256)]).std().item()
         vae.register_to_config(scaling_factor=round(1.0 / std, 5))  # unit-variance latents for the UNet (as SD)
         test = _to_pm1(digit_arrays("test")[0]).to(device)
-        rec = torch.cat([vae.decode(vae.encode(test[s:s + 256]).latent_dist.mean).sample
-                         for s in range(0, len(test), 256)])  # (N, 3, 32, 32)
+        rec = torch.cat(
+            [vae.decode(vae.encode(test[s : s + 256]).latent_dist.mean).sample for s in range(0, len(test), 256)]
+        )  # (N, 3, 32, 32)
         mse = F.mse_loss(rec.clamp(-1, 1) / 2 + 0.5, test / 2 + 0.5).item()
     path = out / TINY_T2I_DIR.name / "vae"
     vae.to("cpu").save_pretrained(path, safe_serialization=True)
     _world_readable(path)
-    info = dict(config=asdict(cfg), device=str(device), model=VAE_CONFIG, wall_s=round(wall, 1), final_rec_loss=round(rec_loss.item(), 5),
-                latent_std=round(std, 5), scaling_factor=vae.config.scaling_factor,
-                test_psnr_db=round(10 * np.log10(1.0 / mse), 2), saved=str(path))
+    info = dict(
+        config=asdict(cfg),
+        device=str(device),
+        model=VAE_CONFIG,
+        wall_s=round(wall, 1),
+        final_rec_loss=round(rec_loss.item(), 5),
+        latent_std=round(std, 5),
+        scaling_factor=vae.config.scaling_factor,
+        test_psnr_db=round(10 * np.log10(1.0 / mse), 2),
+        saved=str(path),
+    )
     _record(out, "vae", info)
     return info
 
@@ -343,7 +396,7 @@ def train_vae(cfg: VaeTrainConfig, out: Path = ASSETS, device: str | torch.devic
 def _encode_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every image, (N, 4, 8, 8) each, on x's device: the VAE runs once, not every step."""
     with torch.no_grad():
-        posts = [vae.encode(x[s:s + 256]).latent_dist for s in range(0, len(x), 256)]
+        posts = [vae.encode(x[s : s + 256]).latent_dist for s in range(0, len(x), 256)]
     return torch.cat([p.mean for p in posts]), torch.cat([p.std for p in posts])
 
 
@@ -365,8 +418,13 @@ class Ema:
 
 
 def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS, device: str | torch.device = "cpu") -> dict:
-    from diffusers import (AutoencoderKL, DDPMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     vae_dir = out / TINY_T2I_DIR.name / "vae"
@@ -395,8 +453,10 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS, device: str | torch.devic
     for step in bar:
         idx = torch.randint(len(labels), (cfg.batch_size,), generator=g)
         blur = torch.rand(len(idx), generator=g) < BLUR_FRACTION  # (B,) use the blurred variant
-        texts = [caption(names[labels[i]], blur_styles[i] if b else styles[i], rng)
-                 for i, b in zip(idx.tolist(), blur.tolist())]
+        texts = [
+            caption(names[labels[i]], blur_styles[i] if b else styles[i], rng)
+            for i, b in zip(idx.tolist(), blur.tolist())
+        ]
         ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         row = idx + blur.long() * len(labels)  # (B,) rows of mean/std
         z0 = (mean[row] + std[row] * torch.randn(mean[row].shape, generator=g)) * sf  # (B, 4, 8, 8)
@@ -420,18 +480,35 @@ def train_t2i(cfg: T2ITrainConfig, out: Path = ASSETS, device: str | torch.devic
     ema.copy_to(modules)
     modules.to("cpu")
     vae.to("cpu")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
-                                   scheduler=DPMSolverMultistepScheduler(**SAMPLER), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=DPMSolverMultistepScheduler(**SAMPLER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     path = out / TINY_T2I_DIR.name
     pipe.save_pretrained(path, safe_serialization=True)
     write_bpe_files(path / "tokenizer")  # 1.4 MB, read by transformers 4.x and 5.x alike
     (path / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)  # 3.5 MB more of the same vocabulary
     _world_readable(path)
-    info = dict(config=asdict(cfg), device=str(device), unet=UNET_CONFIG, text_encoder=TEXT_CONFIG, noise_schedule=NOISE_SCHEDULE,
-                sampler=SAMPLER, templates=DIGITS_TEMPLATES, template_weights=TEMPLATE_WEIGHTS,
-                caption_dropout=CAPTION_DROPOUT, wall_s=round(wall, 1), final_loss=round(loss.item(), 5),
-                saved=str(path))
+    info = dict(
+        config=asdict(cfg),
+        device=str(device),
+        unet=UNET_CONFIG,
+        text_encoder=TEXT_CONFIG,
+        noise_schedule=NOISE_SCHEDULE,
+        sampler=SAMPLER,
+        templates=DIGITS_TEMPLATES,
+        template_weights=TEMPLATE_WEIGHTS,
+        caption_dropout=CAPTION_DROPOUT,
+        wall_s=round(wall, 1),
+        final_loss=round(loss.item(), 5),
+        saved=str(path),
+    )
     _record(out, "t2i", info)
     return info
 
@@ -443,15 +520,17 @@ def _digit_names() -> list[str]:
 
 
 # ---------------------------------------------------------------- step 3: tiny CLIP
-def random_affine(x: torch.Tensor, g: torch.Generator, deg: float = 10.0, scale: float = 0.1,
-                  shift: float = 0.08) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor, g: torch.Generator, deg: float = 10.0, scale: float = 0.1, shift: float = 0.08
+) -> torch.Tensor:
     """Per-image random rotation (+-deg), zoom (1 +- scale) and shift (+- shift of the side); black fill."""
     n = len(x)
     u = torch.rand(n, 4, generator=g) * 2 - 1  # (n, 4) in [-1, 1]
     a, s = u[:, 0] * np.deg2rad(deg), 1 + u[:, 1] * scale
     cos, sin = torch.cos(a) / s, torch.sin(a) / s
-    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * 2 * shift], 1),
-                         torch.stack([sin, cos, u[:, 3] * 2 * shift], 1)], 1)  # (n, 2, 3)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, u[:, 2] * 2 * shift], 1), torch.stack([sin, cos, u[:, 3] * 2 * shift], 1)], 1
+    )  # (n, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (n, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -487,9 +566,9 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS, device: str | torch.dev
     templates, weights = zip(*with_label)  # a caption without the class word has no class to match
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg.steps))
     g, rng = torch.Generator().manual_seed(cfg.seed), np.random.default_rng(cfg.seed)
     t0, bar = time.time(), _progress(cfg.steps, "train-clip")
@@ -498,15 +577,19 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS, device: str | torch.dev
         idx = torch.randint(len(y), (cfg.batch_size,), generator=g)
         blur = torch.rand(len(idx), generator=g) < BLUR_FRACTION  # (B,) use the blurred variant
         img = _clip_normalize(random_affine(x[idx + blur.long() * len(y)], g))  # (B, 3, 32, 32)
-        texts = [caption(names[labels[i]], blur_styles[i] if b else styles[i], rng, 0.0, templates, weights)
-                 for i, b in zip(idx.tolist(), blur.tolist())]
+        texts = [
+            caption(names[labels[i]], blur_styles[i] if b else styles[i], rng, 0.0, templates, weights)
+            for i, b in zip(idx.tolist(), blur.tolist())
+        ]
         fi = F.normalize(model.encode_image(img.to(device)), dim=-1)  # (B, D)
         ft = F.normalize(model.encode_text(tokenizer(texts).to(device)), dim=-1)  # (B, D)
         logits = model.logit_scale.exp().clamp(max=100) * fi @ ft.T  # (B, B)
         same = (y[idx][:, None] == y[idx][None, :]).float().to(device)  # (B, B) positives: same class
         target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
-                      + torch.sum(-target * logits.T.log_softmax(1), 1).mean())
+        loss = 0.5 * (
+            torch.sum(-target * logits.log_softmax(1), 1).mean()
+            + torch.sum(-target * logits.T.log_softmax(1), 1).mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -518,23 +601,33 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS, device: str | torch.dev
     weights_path = clip_dir / TINY_CLIP_WEIGHTS.name
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights_path))
     _world_readable(clip_dir)
-    info = dict(config=asdict(cfg), device=str(device), model=CLIP_MODEL_CONFIG, wall_s=round(wall, 1), final_loss=round(loss.item(), 4),
-                logit_scale=round(model.logit_scale.exp().item(), 2), saved=str(weights_path))
+    info = dict(
+        config=asdict(cfg),
+        device=str(device),
+        model=CLIP_MODEL_CONFIG,
+        wall_s=round(wall, 1),
+        final_loss=round(loss.item(), 4),
+        logit_scale=round(model.logit_scale.exp().item(), 2),
+        saved=str(weights_path),
+    )
     _record(out, "clip", info)
     return info
 
 
-def load_tiny_clip(device: str | torch.device = "cpu", config: Path = TINY_CLIP_CONFIG,
-                   weights: Path = TINY_CLIP_WEIGHTS):
+def load_tiny_clip(
+    device: str | torch.device = "cpu", config: Path = TINY_CLIP_CONFIG, weights: Path = TINY_CLIP_WEIGHTS
+):
     """(model, preprocess, tokenizer) of the shipped tiny CLIP, through open_clip's own loading path."""
     import open_clip
 
     if not (Path(config).is_file() and Path(weights).is_file()):
-        raise FileNotFoundError(f"tiny CLIP files missing ({config}, {weights}): "
-                                f"run `python -m diffcore.tiny train-clip`")
+        raise FileNotFoundError(
+            f"tiny CLIP files missing ({config}, {weights}): run `python -m diffcore.tiny train-clip`"
+        )
     open_clip.add_model_config(config)
-    model, _, preprocess = open_clip.create_model_and_transforms(Path(config).stem, pretrained=str(weights),
-                                                                 device=device)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        Path(config).stem, pretrained=str(weights), device=device
+    )
     return model.eval(), preprocess, open_clip.get_tokenizer(Path(config).stem)
 
 
@@ -567,8 +660,9 @@ def classify(net: DigitsCNN, gray: np.ndarray) -> np.ndarray:
     return net(torch.from_numpy(gray.astype(np.float32))[:, None]).argmax(1).numpy()
 
 
-def generated_accuracy(pipe, gen, net: DigitsCNN, seed: int, per_class: int, setting: str, template: str,
-                       negative: str | None) -> tuple[dict, np.ndarray]:
+def generated_accuracy(
+    pipe, gen, net: DigitsCNN, seed: int, per_class: int, setting: str, template: str, negative: str | None
+) -> tuple[dict, np.ndarray]:
     """Fraction of UNFILTERED generated images that the checker labels as the prompted class, and a sample grid.
 
     Generation goes through diffcore.generate (the embedded profile's code path), one seeded generator per image.
@@ -585,10 +679,14 @@ def generated_accuracy(pipe, gen, net: DigitsCNN, seed: int, per_class: int, set
         per_class_acc.append(float((classify(net, gray) == c).mean()))
         grays.append(gray)
         rows.append(np.concatenate(list(images[:10]), axis=1))  # (32, 320, 3)
-    result = dict(prompt=template, negative_prompt=negative, guidance_scale=gen.guidance_scale,
-                  accuracy=round(float(np.mean(per_class_acc)), 4),
-                  per_class={n: round(a, 3) for n, a in zip(_digit_names(), per_class_acc)},
-                  style=style_summary(np.concatenate(grays)))
+    result = dict(
+        prompt=template,
+        negative_prompt=negative,
+        guidance_scale=gen.guidance_scale,
+        accuracy=round(float(np.mean(per_class_acc)), 4),
+        per_class={n: round(a, 3) for n, a in zip(_digit_names(), per_class_acc)},
+        style=style_summary(np.concatenate(grays)),
+    )
     return result, np.concatenate(rows, axis=0)  # (320, 320, 3): 10 samples per digit
 
 
@@ -596,8 +694,11 @@ def style_summary(gray: np.ndarray) -> dict:
     """What the negative prompt's words measure, averaged over images: ink area (thin), ink brightness (faint),
     share with broken strokes (see image_measures)."""
     m = image_measures(gray)
-    return dict(ink_area=round(float(m["area"].mean()), 4), ink_brightness=round(float(m["bright"].mean()), 4),
-                broken_share=round(float((m["pieces"] > 1).mean()), 4))
+    return dict(
+        ink_area=round(float(m["area"].mean()), 4),
+        ink_brightness=round(float(m["bright"].mean()), 4),
+        broken_share=round(float((m["pieces"] > 1).mean()), 4),
+    )
 
 
 @torch.no_grad()
@@ -612,8 +713,9 @@ def clip_zero_shot(config: Path = TINY_CLIP_CONFIG, weights: Path = TINY_CLIP_WE
     x = torch.stack([preprocess(ds.load(i)) for i in range(len(ds))])  # (N, 3, 32, 32), open_clip's own transform
     img = F.normalize(model.encode_image(x), dim=-1)  # (N, D)
     pred = (img @ text.T).argmax(1).numpy()  # (N,)
-    return dict(prompt=CLIP_ZERO_SHOT_TEMPLATE, accuracy=round(float((pred == np.asarray(ds.labels)).mean()), 4),
-                n_test=len(ds))
+    return dict(
+        prompt=CLIP_ZERO_SHOT_TEMPLATE, accuracy=round(float((pred == np.asarray(ds.labels)).mean()), 4), n_test=len(ds)
+    )
 
 
 def asset_megabytes(root: Path = ASSETS) -> float:
@@ -631,33 +733,61 @@ def check(cfg: CheckConfig, out: Path = ASSETS, device: str | torch.device = "cp
 
     t0 = time.time()
     net, real_acc = train_checker(cfg.classifier_epochs, cfg.seed)
-    gen = GenerateConfig(model=str(out / TINY_T2I_DIR.name), steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                         size=32, batch_size=cfg.per_class, dtype="float32")
+    gen = GenerateConfig(
+        model=str(out / TINY_T2I_DIR.name),
+        steps=cfg.steps,
+        guidance_scale=cfg.guidance_scale,
+        size=32,
+        batch_size=cfg.per_class,
+        dtype="float32",
+    )
     pipe = load_pipeline(gen, torch.device(device), torch.float32)  # image seeds stay on CPU generators
     run = dict(net=net, seed=cfg.seed, per_class=cfg.per_class)
-    contextual, grid = generated_accuracy(pipe, gen, setting="contextual", template=PAPER_TEMPLATE,
-                                          negative=DIGITS_NEGATIVE_PROMPT, **run)
+    contextual, grid = generated_accuracy(
+        pipe, gen, setting="contextual", template=PAPER_TEMPLATE, negative=DIGITS_NEGATIVE_PROMPT, **run
+    )
     plain, _ = generated_accuracy(pipe, gen, setting="plain", template="{label}", negative=None, **run)
-    no_negative, _ = generated_accuracy(pipe, gen, setting="contextual", template=PAPER_TEMPLATE, negative=None,
-                                        **run)  # same seeds as `contextual`: isolates the negative prompt's effect
-    sweep = [generated_accuracy(pipe, replace(gen, guidance_scale=w), setting="contextual", template=PAPER_TEMPLATE,
-                                negative=DIGITS_NEGATIVE_PROMPT, **run)[0]["accuracy"] for w in cfg.sweep]
+    no_negative, _ = generated_accuracy(
+        pipe, gen, setting="contextual", template=PAPER_TEMPLATE, negative=None, **run
+    )  # same seeds as `contextual`: isolates the negative prompt's effect
+    sweep = [
+        generated_accuracy(
+            pipe,
+            replace(gen, guidance_scale=w),
+            setting="contextual",
+            template=PAPER_TEMPLATE,
+            negative=DIGITS_NEGATIVE_PROMPT,
+            **run,
+        )[0]["accuracy"]
+        for w in cfg.sweep
+    ]
     Image.fromarray(grid).save(out / "tiny-samples.png")  # the contextual setting, 10 per digit, one row per digit
     clip_dir = out / TINY_CLIP_CONFIG.parent.name
     clip = clip_zero_shot(clip_dir / TINY_CLIP_CONFIG.name, clip_dir / TINY_CLIP_WEIGHTS.name)
     report = {
         "command": "python -m diffcore.tiny " + " ".join(sys.argv[1:]),
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
         "note": "tiny stand-in models trained by diffcore on the digits train split; not the paper's models",
         "config": asdict(cfg),
-        "checker": {"model": "DigitsCNN: conv 32-64-128 (BN, ReLU, 2x2 max-pool each), global average pool, linear; "
-                             "trained on the 898 real train-split digits, 32x32 grayscale, random affine jitter",
-                    "real_test_accuracy": round(real_acc, 4), "n_test": 899},
-        "generated": {"n_per_class": cfg.per_class, "steps": cfg.steps, "sampler": type(pipe.scheduler).__name__,
-                      "filtered": False, "contextual": contextual, "plain": plain,
-                      "contextual_without_negative": no_negative,
-                      "contextual_accuracy_by_guidance": dict(zip(map(str, cfg.sweep), sweep))},
+        "checker": {
+            "model": "DigitsCNN: conv 32-64-128 (BN, ReLU, 2x2 max-pool each), global average pool, linear; "
+            "trained on the 898 real train-split digits, 32x32 grayscale, random affine jitter",
+            "real_test_accuracy": round(real_acc, 4),
+            "n_test": 899,
+        },
+        "generated": {
+            "n_per_class": cfg.per_class,
+            "steps": cfg.steps,
+            "sampler": type(pipe.scheduler).__name__,
+            "filtered": False,
+            "contextual": contextual,
+            "plain": plain,
+            "contextual_without_negative": no_negative,
+            "contextual_accuracy_by_guidance": dict(zip(map(str, cfg.sweep), sweep)),
+        },
         "real_test_style": style_summary(digit_arrays("test")[0]),
         "clip_zero_shot": clip,
         "weights_mb": round(asset_megabytes(out), 2),
@@ -697,4 +827,3 @@ def main(argv: list[str] | None = None) -> int:
         info = check(CheckConfig(**over), args.out, args.device)
     print(json.dumps(info, indent=2))
     return 0
-
