@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -56,7 +56,7 @@ class ImageSet:
     def path(self, i: int) -> str | None:
         return None if self.paths is None else self.paths[i]
 
-    def subset(self, indices: Sequence[int], name: str | None = None) -> "ImageSet":
+    def subset(self, indices: Sequence[int], name: str | None = None) -> ImageSet:
         idx = [int(i) for i in indices]
         return ImageSet(
             name or self.name,
@@ -87,8 +87,8 @@ def _digits_arrays(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified train/test split of the 1797 digits (seed DIGITS_SPLIT_SEED)."""
-    from sklearn.model_selection import train_test_split
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     y = load_digits().target
     idx = np.arange(len(y))

@@ -26,9 +26,9 @@ path runs offline on a CPU; numbers made with it are not DiffuseMix's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -13,7 +13,6 @@ minute per process) and tau_k's embeddings of the real images (read once, before
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 # Measured: stock diffusers StableDiffusionXLPipeline at the authors' settings (EDMEuler v-pred, 50 steps,

@@ -24,9 +24,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import data as D
 from . import train as T
@@ -104,7 +104,7 @@ class Experiment:
     edit: EditConfig  # DiffuseMix's edited set (the comparison method's own generation)
     overrides: dict = field(default_factory=dict, compare=False)  # what was given to experiment(), for replace()
 
-    def replace(self, **overrides) -> "Experiment":
+    def replace(self, **overrides) -> Experiment:
         """The same experiment with more overrides (same names as experiment()); profile-derived defaults follow,
         e.g. a new dataset gets its own prompt words unless they were given."""
         return experiment(overrides.pop("profile", self.profile), **{**self.overrides, **overrides})

@@ -8,9 +8,9 @@ At w = 1 guidance is off and the negative prompt is ignored, so w <= 1 is refuse
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -16,8 +16,8 @@ user passes (safetensors, or a torch file read with weights_only=True, which run
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -24,15 +24,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from .counterparts import kept_counterparts
+from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import checkpoint as CK
 from .engine import distributed as D
 from .engine import loader as L
-from .counterparts import kept_counterparts
-from .data import ImageSet, choose_fraction, skipped_summary
-from .methods import REGISTRY, Batch, Method, build_method
-from .mix import MixConfig
 from .engine.runtime import check_device_name, derive_seed, provenance
 from .engine.safety import atomic_write_text
+from .methods import REGISTRY, Batch, Method, build_method
+from .mix import MixConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from diffcore.engine import checkpoint as CK
-from diffcore.data import digits
-from diffcore.train import TrainConfig, train
 from hostile import RunsAShellCommand
 from test_reliability import _fork, _kill, _wait
 from test_train import _fake_generated
+
+from diffcore.data import digits
+from diffcore.engine import checkpoint as CK
+from diffcore.train import TrainConfig, train
 
 EPOCHS = 5
 KW = dict(model="digits-cnn", epochs=EPOCHS, batch_size=16, lr=0.05, image_size=32, augment="digits", device="cpu")

@@ -10,10 +10,10 @@ from PIL import Image
 import diffcore.counterparts as C
 import diffcore.engine.genset as G
 from diffcore.data import ImageSet, digits
+from diffcore.engine.runtime import derive_seed
 from diffcore.filter import FilterConfig, load_clip
 from diffcore.generate import GenerateConfig, generate_images, load_pipeline
 from diffcore.prompts import PromptConfig
-from diffcore.engine.runtime import derive_seed
 
 CPU = torch.device("cpu")
 PROMPT = PromptConfig(dataset_type="handwritten digit", negative_key="digits")

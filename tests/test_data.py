@@ -399,7 +399,7 @@ def test_few_shot_exactly_k_per_class_and_seeded():
     a, b, other = D.few_shot(ds, 3, seed=0), D.few_shot(ds, 3, seed=0), D.few_shot(ds, 3, seed=1)
     assert a.class_counts().tolist() == [3, 3, 3] and a.name == "toy-3shot"
     assert a.ids == b.ids and a.ids != other.ids
-    assert all(ds.labels[ds.ids.index(i)] == l for i, l in zip(a.ids, a.labels))
+    assert all(ds.labels[ds.ids.index(i)] == y for i, y in zip(a.ids, a.labels))
     with pytest.raises(ValueError, match=r"few-shot k=4: classes \['c2'\] have fewer than 4 images"):
         D.few_shot(ds, 4, seed=0)
     with pytest.raises(ValueError, match="few-shot k=0"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from diffcore.engine.distributed import RankBatches, World, chunks, my_chunks, publish_once, world_from_env
+from diffcore.engine.distributed import SINGLE, RankBatches, World, chunks, my_chunks, publish_once, world_from_env
 
 
 def test_world_from_torchrun_slurm_array_and_both():
@@ -268,7 +268,7 @@ def gen_parts(tiny_sd_dir, tiny_clip_files):
     return load_pipeline(gen, cpu, torch.float32), load_clip(filt, cpu), ds, cfgs
 
 
-def _generate(gen_parts, out, world=World()):
+def _generate(gen_parts, out, world=SINGLE):
     from diffcore.counterparts import make_counterparts
 
     pipe, clip, ds, cfgs = gen_parts
@@ -359,6 +359,7 @@ def test_a_shard_killed_mid_chunk_resumes_to_the_same_set(gen_parts, tmp_path):
 def test_torchrun_generation_equals_one_process(two_processes, tmp_path):
     """`diffcore generate` under torchrun with 2 processes and in one process write the same files (logs/ aside)."""
     import ddp_train_worker as W
+
     from diffcore.cli import main
 
     two, done = two_processes
@@ -377,6 +378,7 @@ def test_torchrun_generation_equals_one_process(two_processes, tmp_path):
 def test_torchrun_generation_on_one_gpu_equals_one_process(tmp_path):
     """As above on CUDA, where batched kernels do round by batch composition: 2 processes share cuda:0."""
     import ddp_train_worker as W
+
     from diffcore.cli import main
 
     if not torch.cuda.is_available():

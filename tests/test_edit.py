@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from diffcore.cli import main as cli
 from diffcore.counterparts import kept_counterparts, read_manifest
 from diffcore.data import digits
-from diffcore.cli import main as cli
 from diffcore.edit import STANDIN, EditConfig, edit_images, load_editor, make_edits, prompt_for, widen_conv_in
 from diffcore.engine.runtime import derive_seed
 from diffcore.profiles import PROFILES, TINY_T2I_DIR

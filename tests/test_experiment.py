@@ -13,7 +13,7 @@ import torch
 from diffcore import cli
 from diffcore import experiment as X
 from diffcore.data import digits
-from diffcore.train import evaluate, transforms_for, EvalSet
+from diffcore.train import EvalSet, evaluate, transforms_for
 
 
 def _parse(argv: list[str]) -> X.Experiment:

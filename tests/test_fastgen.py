@@ -152,8 +152,8 @@ def test_step_cache_is_opt_in_installed_by_load_pipeline_and_reset_per_batch(tin
     move away from the exact ones (it is opt-in for that reason) and n=1 keeps them exactly."""
     from dataclasses import replace
 
-    from diffcore.generate import draw_images
     from diffcore.engine.stepcache import StepCache
+    from diffcore.generate import draw_images
 
     cfg = GenerateConfig(model=str(tiny_sd_dir), steps=5, guidance_scale=3.0, size=16, batch_size=2, dtype="float32")
     args = (["one", "two", "one", "two"], ["thin"] * 4, [5, 6, 5, 6])

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import char_tokenizer, tiny_text_encoder, tiny_vae
+
 from diffcore.generate import COSXL_SCHEDULER, GenerateConfig, generate_images, load_pipeline
 
 CPU = torch.device("cpu")

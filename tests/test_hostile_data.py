@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 import diffcore.counterparts as C
-import diffcore.engine.images as images
 import diffcore.engine.genset as G
+import diffcore.engine.images as images
 from diffcore import cli
 from diffcore import data as D
 from diffcore.data import ImageSet, digits

@@ -327,9 +327,9 @@ def test_icm_reaches_a_local_minimum_that_never_beats_the_exact_one():
         )
         assert e[i] >= energies.min() - 1e-6
         for node in range(4):  # no single-node move improves
-            for l in range(3):
+            for label in range(3):
                 moved = lab[i].clone().flatten()
-                moved[node] = l
+                moved[node] = label
                 e2 = grid_energy(moved.view(1, 2, 2), unary[i : i + 1], wr[i : i + 1], wc[i : i + 1], pair)
                 assert e2 >= e[i] - 1e-6
 

@@ -4,8 +4,8 @@ first; classes in label order; a set with nothing kept is an error."""
 import numpy as np
 import pytest
 
-from diffcore.engine.genset import MANIFEST_FIELDS, append_rows, save_png
 from diffcore.data import digits
+from diffcore.engine.genset import MANIFEST_FIELDS, append_rows, save_png
 from diffcore.preview import preview_rows, save_preview
 
 

@@ -17,20 +17,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from hostile import RunsAShellCommand
 from PIL import Image
 
 import diffcore.counterparts as C
 import diffcore.engine.genset as G
-from diffcore import data as D
 from diffcore import cli
-from diffcore.profiles import PROFILES
+from diffcore import data as D
 from diffcore.data import choose_fraction
 from diffcore.filter import load_clip
 from diffcore.generate import draw_images, invalid_images, load_pipeline
-from hostile import RunsAShellCommand
+from diffcore.profiles import PROFILES
 
 CPU = torch.device("cpu")
 ARGV = ["generate", "--few-shot", "2", "--steps", "2", "--gen-batch-size", "4", "--max-attempts", "3"]

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_reliability import _fork, _wait
+from test_train import _fake_generated
 from torch.utils.data import DataLoader
 
+from diffcore.data import digits
 from diffcore.engine import checkpoint as CK
 from diffcore.engine import distributed as D
 from diffcore.engine import loader as L
-from diffcore.data import digits
 from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, train, transforms_for
-from test_reliability import _fork, _wait
-from test_train import _fake_generated
 
 KW = dict(
     method="diffcore",

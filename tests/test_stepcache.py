@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import tiny_sd_components
+
 from diffcore import tiny
 from diffcore.bench import TINY_UNET, random_sdxl
 from diffcore.engine.stepcache import StepCache, expected_speedup, install, meta_unet, shallow_flop_share, uninstall
@@ -171,7 +171,7 @@ def test_attributes_fall_through_and_remove_restores_the_unet():
     assert (cache.dtype, cache.device, cache.config.time_cond_proj_dim) == (torch.float32, CPU, None)
     assert list(cache.state_dict()) == ["unet." + k for k in unet.state_dict()]  # the UNet registered once
     with pytest.raises(AttributeError):
-        cache.no_such_attribute
+        _ = cache.no_such_attribute
     assert cache.remove() is unet and not unet.up_blocks[-2]._forward_hooks
 
 

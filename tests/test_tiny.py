@@ -73,6 +73,7 @@ def test_tokenizer_is_clip_bpe_and_knows_every_word_of_the_authors_negative_prom
 
 def test_tiny_clip_loads_through_open_clip_and_embeds():
     import open_clip
+
     from diffcore.data import digits
 
     open_clip.add_model_config(tiny.TINY_CLIP_CONFIG)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffcore.engine.genset import MANIFEST_FIELDS, class_dir, safe_name
 from diffcore.data import ImageSet, digits
+from diffcore.engine.genset import MANIFEST_FIELDS, class_dir, safe_name
 from diffcore.results import load_results, markdown, results_table
 from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, topk_correct, train, transforms_for
 
@@ -27,7 +27,8 @@ def test_topk_counts():
 def _fake_generated(tmp_path, ds: ImageSet, every: int = 2) -> list[str]:
     """A generated set on disk (inverted images) with a manifest, for every `every`-th image."""
     import csv
-    from PIL import Image, ImageOps
+
+    from PIL import ImageOps
 
     rows = []
     for i in range(0, len(ds), every):

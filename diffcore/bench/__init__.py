@@ -14,10 +14,10 @@ number comes from one run, baseline and diffcore's path measured on the same mac
 """
 
 from .generation import (
+    SimulatedGPU,
     bench_generation,
     image_rows,
     opt_in_effect,
-    SimulatedGPU,
     time_host_loop,
     time_make_counterparts,
 )

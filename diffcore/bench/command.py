@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from ..engine.runtime import provenance, resolve_device
 from . import bench_generation, opt_in_effect, report, time_host_loop, time_training, time_training_loader
 from .models import ARCHS, flop_report

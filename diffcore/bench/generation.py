@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .training import synthetic_pairs
 from .models import (
     NEGATIVE,
     PROMPT,
@@ -24,6 +23,7 @@ from .models import (
     sync,
     unet_flops_per_image_step,
 )
+from .training import synthetic_pairs
 
 
 # ---------------------------------------------------------------- generation

@@ -9,7 +9,6 @@ import torch
 
 from ..profiles import ASSETS
 
-
 # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (CosXL has the same architecture)
 SDXL_UNET = dict(
     act_fn="silu",

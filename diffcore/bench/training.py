@@ -138,8 +138,8 @@ def time_training_loader(
     """
     from torch.utils.data import BatchSampler, DataLoader, Subset, SubsetRandomSampler
 
-    from ..engine import loader as L
     from ..data import image_folder
+    from ..engine import loader as L
     from ..models import build_model
     from ..train import (
         IMAGENET_MEAN,

@@ -26,10 +26,10 @@ import atexit
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.distributed as dist

@@ -15,12 +15,12 @@ Opt-in, changes the images (measured side by side by `diffcore bench`):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
-
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 COMPILE_SCOPES = ("full", "regional")  # compile_unet

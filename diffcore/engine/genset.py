@@ -37,10 +37,10 @@ import re
 import shutil
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -334,7 +334,7 @@ class Committer:
         if pending is not None:
             pending.result()  # an error of the write (disk full, ...) is raised here, in the generating thread
 
-    def __enter__(self) -> "Committer":
+    def __enter__(self) -> Committer:
         return self
 
     def __exit__(self, kind, error, tb) -> None:

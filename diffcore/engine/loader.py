@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class DecodedCache:
     def ready(self) -> bool:
         return self.done_marker.exists() and self.path.exists()
 
-    def fill(self, load: Callable[[int], Image.Image], threads: int = 8, desc: str = "decode once") -> "DecodedCache":
+    def fill(self, load: Callable[[int], Image.Image], threads: int = 8, desc: str = "decode once") -> DecodedCache:
         if not self.ready():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             arr = np.lib.format.open_memmap(

@@ -13,9 +13,10 @@ anything that would resolve outside its root: `..`, absolute paths, symlinks poi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 TMP_SUFFIX = ".tmp"  # `<name>.tmp`: what a kill can leave behind; never referenced, removed on resume
 

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from .fractals import bank_on_device
 from . import common as U
 from .base import Batch, Method, register
+from .fractals import bank_on_device
 
 
 # ---------------------------------------------------------------- the nine base operations, batched

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .fractals import bank_on_device
 from . import common as U
 from .base import Batch, Method, register
+from .fractals import bank_on_device
 
 
 def concat_masks(orient_rows: torch.Tensor, height: int, width: int, ramp: float) -> torch.Tensor:
@@ -39,7 +39,7 @@ class DiffuseMix(Method):
     Defaults (khawar-islam/diffuseMix augment/utils.py): blend_width 20 px at 512 px (ramp = 20/512 of the side),
     fractal alpha 0.20, orientation uniform. Fractals: `fractals` procedural ones from diffcore.fractals (the
     authors pass a downloaded folder). The authors write one blended image per (image, prompt) to disk before
-    training; here the edits are written once (`python -m diffcore.edit`) and each visit of an (I, E) pair draws
+    training; here the edits are written once (`diffcore edit`) and each visit of an (I, E) pair draws
     orientation and fractal afresh, on the device. Rows without an edit (the real-image half of the epoch) pass through.
     """
 
@@ -64,7 +64,7 @@ class DiffuseMix(Method):
     def mix(self, batch: Batch, generator, model=None):
         if batch.gen is None:
             raise ValueError(
-                "method 'diffusemix' needs the edited images: train with --generated <dir of `python -m diffcore.edit`>"
+                "method 'diffusemix' needs the edited images: train with --generated <dir of `diffcore edit`>"
             )
         x = batch.x
         b, c, h, w = x.shape

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-
 from ..mix import MixConfig, diffcore_mix
 from .base import Batch, Method, register
 

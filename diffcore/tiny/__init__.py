@@ -667,8 +667,8 @@ def generated_accuracy(
 
     Generation goes through diffcore.generate (the embedded profile's code path), one seeded generator per image.
     """
-    from ..generate import generate_images
     from ..engine.runtime import derive_seed
+    from ..generate import generate_images
 
     per_class_acc, rows, grays = [], [], []
     for c, name in enumerate(_digit_names()):
