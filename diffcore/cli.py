@@ -1,4 +1,4 @@
-"""`python -m diffcore {generate,merge,train,run,edit,table,estimate,info,bench}`: the method's steps from the
+"""`python -m diffcore {generate,merge,train,run,edit,plan,table,estimate,info,bench}`: the method's steps from the
 command line, as argparse over the experiment API (diffcore.experiment).
 
 The flags are the experiment's setting names (`--gen-batch-size` sets `gen_batch_size`, i.e. GenerateConfig's
@@ -44,6 +44,10 @@ TOP_FLAGS = {
     ),
     "data_root": (str, "local dataset root (nothing is downloaded)"),
     "few_shot": (int, "k training images per class (Table 2 uses 10)"),
+    "extra_splits": (
+        lambda text: tuple(x.strip() for x in text.split(",")),
+        "splits evaluated too, comma-separated (Table 2: val)",
+    ),
     "io_threads": (int, "threads that decode sources and write PNGs while the GPU generates (default 4; 0: in line)"),
 }
 
@@ -237,6 +241,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """Every job of the profile's tables: settings, table cells, GPU-hours; --run runs them in order."""
+    from .plan import jobs as J
+
+    tables = [f"Table {t.removeprefix('Table').strip()}" for t in args.table or []] or None
+    unknown = sorted(set(tables or []) - set(J.TABLES))
+    if unknown:
+        raise ValueError(f"table={unknown}: expected one of {[t.removeprefix('Table ') for t in J.TABLES]}")
+    paths = J.paper_paths(args.weights, args.data)
+    settings = {"device": args.device, "pretrained": paths.get("pretrained")}
+    plan = J.jobs(
+        args.profile, tables, args.out, args.seeds, paths.get("data_roots"), paths.get("overrides"), **settings
+    )
+    if not args.run:
+        print(J.as_json(plan) if args.json else J.as_text(plan))
+        return 0
+    for k, job in enumerate(plan, 1):
+        print(
+            f"[{k}/{len(plan)}] {job.kind} {job.table} / {job.column} / {job.row}"
+            f"{'' if job.seed is None else f' seed {job.seed}'}: {job.command()}",
+            flush=True,
+        )
+        J.run_job(job, progress=True)
+    return 0
+
+
 def cmd_table(args) -> int:
     from .results import load_results, markdown, results_table
 
@@ -326,6 +356,20 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--s-per-img", type=float, help="seconds per image (default: measured, stock SDXL, H100)")
     e.add_argument("--discard", type=float, help="share of generated images discarded (default: the paper's)")
     e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's 256)")
+    pl = sub.add_parser("plan", help="every job of the paper's tables: settings, cells, GPU-hours (--run: run them)")
+    pl.add_argument("--profile", default="embedded", help="embedded (default) or paper")
+    pl.add_argument("--table", action="append", metavar="N", help="2, 3, 4, 5 or 7 (repeatable; default: all)")
+    pl.add_argument("--json", action="store_true", help="every job with its fully resolved settings, as JSON")
+    pl.add_argument("--out", help="build folder the jobs write to (default runs/<profile>)")
+    pl.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: the profile's first)")
+    pl.add_argument(
+        "--weights",
+        help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, sdxl-vae-fp16-fix/, "
+        "clip-vit-b-32/open_clip_model.safetensors, wide_resnet101_2.pth",
+    )
+    pl.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
+    pl.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    pl.add_argument("--run", action="store_true", help="run every job in order (a finished one is skipped)")
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
@@ -338,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {
+    "plan": cmd_plan,
     "generate": cmd_generate,
     "merge": cmd_merge,
     "edit": cmd_edit,

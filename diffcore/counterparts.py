@@ -168,7 +168,7 @@ def make_counterparts(
     """
     # 1. cheap checks, before anything is written
     check_classes(ds)
-    neg = P.negative_prompt(prompt_cfg)
+    neg = P.final_negative(prompt_cfg, ds.classes)[0]  # P_n of this dataset: no phrase names one of its classes
     check_guidance(neg, gen_cfg)
     store = counterpart_set(ds, out_dir, prompt_cfg, gen_cfg, filter_cfg, cp_cfg)
     unreadable: set[int] = set()
@@ -228,6 +228,7 @@ def _run_info(ds: ImageSet, store: G.GeneratedSet, agreed: dict, rows: list[dict
     taus = dict(enumerate(agreed["tau"]))
     return {
         "settings": store.settings,
+        "negative_prompt": P.final_negative(P.PromptConfig(**store.settings["prompt"]), ds.classes)[0],
         "tau": {ds.classes[k]: t for k, t in taus.items()},
         "summary": G.summarize(rows, ds.classes, taus, len(store.chosen)),
         "dataset_skipped": skipped_summary(ds),

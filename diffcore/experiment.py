@@ -39,7 +39,7 @@ from .generate import GenerateConfig, check_guidance, check_model_path, load_pip
 from .mix import MixConfig
 from .preview import save_preview
 from .profiles import profile as preset
-from .prompts import DATASET_TYPE_WORDS, PromptConfig, negative_prompt
+from .prompts import DATASET_TYPE_WORDS, PromptConfig, final_negative, log_dropped, negative_key_for, negative_prompt
 from .results import load_results, markdown, results_table
 
 log = logging.getLogger("diffcore")
@@ -93,6 +93,7 @@ class Experiment:
     data_root: str | None  # local dataset root (nothing is downloaded)
     few_shot: int | None  # k training images per class (Table 2: 10); None: all
     test_split: str | None  # evaluation split; None: test, or val where there is no test
+    extra_splits: tuple[str, ...]  # evaluated too, each beside the test split (Table 2: the validation split)
     io_threads: int  # threads decoding sources and writing PNGs while the GPU generates (0: in line)
     seeds: tuple[int, ...]  # training seeds of the main job
     fractions: tuple[float, ...]  # the DiffCoRe-Mix variants of the main job: 0.5 (-50), 1.0 (-100)
@@ -127,7 +128,7 @@ def _plain(obj):
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else str(obj)
 
 
-TOP = ("dataset", "data_root", "few_shot", "test_split", "io_threads", "seeds", "fractions")  # not in any step
+TOP = ("dataset", "data_root", "few_shot", "test_split", "extra_splits", "io_threads", "seeds", "fractions")
 
 
 def experiment(profile: str = "embedded", **overrides) -> Experiment:
@@ -150,7 +151,7 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
     dataset = given.get("dataset", p["dataset"])
     by_dataset = {
         "dataset_type": DATASET_TYPE_WORDS.get(dataset, "natural"),  # what the paper's template says
-        "negative_key": "digits" if dataset == "digits" else "natural",
+        "negative_key": negative_key_for(dataset),
     }
     mix = MixConfig(**by_step["mix"])
     return Experiment(
@@ -159,6 +160,7 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
         data_root=given.get("data_root"),
         few_shot=given.get("few_shot", p["few_shot"]),
         test_split=given.get("test_split"),
+        extra_splits=tuple(given.get("extra_splits", ())),
         io_threads=given.get("io_threads", 4),
         seeds=tuple(given.get("seeds", p["seeds"])),
         fractions=tuple(given.get("fractions", p["fractions"])),
@@ -176,6 +178,15 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
 def datasets(exp: Experiment) -> tuple[D.ImageSet, D.ImageSet]:
     """(training set, evaluation set), checked file by file and to name the same classes."""
     return D.open_train_test(exp.dataset, exp.data_root, exp.few_shot, exp.test_split)
+
+
+def extra_test_sets(exp: Experiment, classes: list[str]) -> dict[str, D.ImageSet]:
+    """{split: set} of exp.extra_splits, checked to name the training set's classes."""
+    out = {split: D.open_dataset(exp.dataset, exp.data_root, split) for split in exp.extra_splits}
+    for split, ds in out.items():
+        if ds.classes != classes:
+            raise ValueError(f"dataset={exp.dataset}: the {split} split's classes differ from train's")
+    return out
 
 
 def train_set(exp: Experiment) -> D.ImageSet:
@@ -205,6 +216,7 @@ def generate(
     check_generation(exp)
     ds = ds if ds is not None else train_set(exp)
     steps = (exp.prompt, exp.generate, exp.filter, exp.counterparts)
+    log_dropped(final_negative(exp.prompt, ds.classes)[1])  # P_n never names a class: checked before any model loads
     check_out_dir(ds, out, *steps)  # a resume with other settings fails before any model is loaded
     world = world or world_from_env()
     if world.size > 1:
@@ -262,8 +274,19 @@ def train(
     world = world or world_from_env(array=False)  # an array's tasks would be separate runs, not one DDP job
     device = device_for(world, exp.device)  # cuda asked for on a machine without: fail now, not after the data
     train_ds, test_ds = data if data is not None else datasets(exp)
+    extra = extra_test_sets(exp, train_ds.classes) if exp.extra_splits else None
     init_process_group(world, backend_for(device))
-    return T.train(exp.train, train_ds, test_ds, generated=generated, out=out, world=world, progress=progress)
+    return T.train(
+        exp.train,
+        train_ds,
+        test_ds,
+        generated=generated,
+        out=out,
+        world=world,
+        progress=progress,
+        extra_tests=extra,
+        test_split=D.eval_split(exp.dataset, exp.data_root, exp.test_split),
+    )
 
 
 def run_name(method: str, fraction: float | None) -> str:

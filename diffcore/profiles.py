@@ -53,7 +53,7 @@ PROFILES: dict[str, dict] = {
     "paper": {
         "dataset": "cub-200-2011",
         "few_shot": None,
-        "prompt": {"dataset_type": "bird", "negative_key": "natural"},
+        "prompt": {"dataset_type": "bird", "negative_key": "bird"},
         "generate": {
             "model": "cosxl.safetensors",
             "scheduler": "edm-euler-vpred",
@@ -77,7 +77,7 @@ PROFILES: dict[str, dict] = {
             "batch_size": 16,
             "lr": 0.01,
             "image_size": 224,
-            "augment": "imagenet",
+            "augment": "resize-crop",  # Table 4's CUB recipe (GuidedMixup FGVC; plan/spec.py cites each value)
         },
         "edit": {},  # EditConfig's defaults are the DiffuseMix authors' settings
         "seeds": [0],

@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 # every trainable method, by name (diffcore.methods registers them)
 METHODS = REGISTRY
 LOADERS = ("pil", "device", "resident")  # TrainConfig.loader
-AUGMENTS = ("imagenet", "small", "digits")  # TrainConfig.augment: traditional augmentation per input size
+# TrainConfig.augment, traditional augmentation: "imagenet" RandomResizedCrop + flip (torchvision's ImageNet recipe);
+# "resize-crop" shorter side to 256/224 of the input, random crop + flip (GuidedMixup's FGVC and SnapMix's
+# fine-tuning recipe); "small" 4-pixel pad-crop + flip (CIFAR, Tiny-ImageNet); "digits" 2-pixel pad-crop, no flip
+AUGMENTS = ("imagenet", "resize-crop", "small", "digits")
+SMALL_PAD = 4  # GuidedMixup FGVC/DataLoad/data_load.py: Pad(4) + RandomCrop(32) (CIFAR), RandomCrop(64, 4) (Tiny)
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,13 @@ class TrainConfig:
     milestones: tuple[float, ...] = (0.5, 0.75)  # lr x0.1 at 150 and 225 of 300 epochs, as fractions of `epochs`
     lr_decay: float = 0.1  # paper Sec. 4
     image_size: int = 224  # input side in pixels (ImageNet/FGVC 224, Tiny-ImageNet 64, CIFAR 32)
-    augment: str = "imagenet"  # traditional augmentation: "imagenet" | "small" (pad-crop+flip) | "digits"
+    augment: str = "imagenet"  # traditional augmentation: imagenet | resize-crop | small | digits (see AUGMENTS)
     seed: int = 0  # init, data order, mixing draws: all derive from it
     device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: CUDA if present); generation runs there too
     workers: int = 0  # DataLoader worker processes
     pretrained: str | None = None  # local weights file for fine-tuning (Table 5)
+    pretrained_lr_scale: float = 1.0  # lr of the layers loaded from `pretrained` (the classifier keeps lr): 0.1 in
+    # Table 5, SnapMix's fine-tuning convention (config/comm.yml lr_group [0.001, 0.01]); the paper is silent
     fraction: float = 1.0  # share of real images whose counterpart is used: -50 -> 0.5, -100 -> 1.0
     selection_seed: int = 0  # which images at fraction < 1 (same rule as generation: data.choose_fraction)
     mix: MixConfig = field(default_factory=MixConfig)
@@ -88,6 +94,8 @@ class TrainConfig:
             raise FileNotFoundError(f"pretrained={self.pretrained}: no such weights file; {where_to_get(self.model)}")
         if self.pretrained is not None and Path(self.pretrained).suffix not in (".safetensors", ".pt", ".pth"):
             raise ValueError(f"pretrained={self.pretrained}: expected a .safetensors, .pt or .pth weights file")
+        if not 0 < self.pretrained_lr_scale < float("inf"):
+            raise ValueError(f"pretrained_lr_scale={self.pretrained_lr_scale}: expected a factor > 0")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs={self.epochs}, batch_size={self.batch_size}: expected both >= 1")
         if self.lr <= 0:
@@ -106,7 +114,7 @@ class TrainConfig:
             raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
         check_device_name(self.device)
         if self.augment not in AUGMENTS:
-            raise ValueError(f"augment={self.augment!r}: expected 'imagenet', 'small' or 'digits'")
+            raise ValueError(f"augment={self.augment!r}: expected one of {AUGMENTS}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
         if any(not 0 < m < 1 for m in self.milestones):
@@ -129,9 +137,15 @@ def transforms_for(cfg: TrainConfig, train: bool):
             if train
             else [T.Resize(int(s * 256 / 224)), T.CenterCrop(s)]
         )
-    elif cfg.augment == "small":  # CIFAR / Tiny-ImageNet: pad-crop + flip
+    elif cfg.augment == "resize-crop":  # fine-grained recipe: shorter side to 256/224 * s, a random s crop
         ops = (
-            [T.Resize((s, s)), T.RandomCrop(s, padding=s // 8), T.RandomHorizontalFlip()]
+            [T.Resize(int(s * 256 / 224)), T.RandomCrop(s), T.RandomHorizontalFlip()]
+            if train
+            else [T.Resize(int(s * 256 / 224)), T.CenterCrop(s)]
+        )
+    elif cfg.augment == "small":  # CIFAR / Tiny-ImageNet: 4-pixel pad-crop + flip (GuidedMixup, PuzzleMix)
+        ops = (
+            [T.Resize((s, s)), T.RandomCrop(s, padding=SMALL_PAD), T.RandomHorizontalFlip()]
             if train
             else [T.Resize((s, s))]
         )
@@ -285,6 +299,8 @@ def train(
     progress: bool = True,
     checkpoint: bool = True,
     world: D.World = D.SINGLE,
+    extra_tests: dict[str, ImageSet] | None = None,
+    test_split: str = "test",
 ) -> Trained:
     """Train one classifier and evaluate it; returns the trained model and its results (written to `out`), with
     provenance.
@@ -295,6 +311,9 @@ def train(
     Under torchrun (`world`, its process group initialised) the model is trained with DDP on the same global
     batches; the metrics are reduced over the ranks (every rank returns the same); rank 0 alone writes `out` and
     the checkpoint, which any number of processes can resume.
+
+    extra_tests: {split: set} evaluated too (Table 2's validation split beside its test split): the result then has
+    "metrics_by_split", {split: metrics}, the test set's first (under `test_split`).
     """
     from .models import build_model
 
@@ -333,6 +352,10 @@ def train(
         )
         model = D.wrap_ddp(model, world, device)
         history = _fit(model, tr, te, cfg, device, progress and world.is_main, ckpt, identity, world)
+        by_split = {
+            name: evaluate(model, eval_loader(ds, cfg, world), device, world)
+            for name, ds in (extra_tests or {}).items()
+        }
     result = {
         "kind": "diffcore-train-result",
         "method": cfg.method,
@@ -343,6 +366,7 @@ def train(
         "skipped": skipped_summary(train_ds),
         "generated": None if generated is None else str(generated),
         "metrics": history["final"],
+        **({"metrics_by_split": {test_split: history["final"], **by_split}} if extra_tests else {}),
         "history": history["epochs"],
         "resumed_at_epoch": history["resumed_at"],
         "checkpoint": None if ckpt is None else str(ckpt),
@@ -353,6 +377,14 @@ def train(
     if out is not None and world.is_main:
         atomic_write_text(out, json.dumps(result, indent=2))
     return Trained(D.unwrap(model).eval(), result)
+
+
+def eval_loader(ds: ImageSet, cfg: TrainConfig, world: D.World = D.SINGLE) -> DataLoader:
+    """This rank's share of an evaluation set, with the evaluation transforms."""
+    te = EvalSet(ds, transforms_for(cfg, False))
+    return DataLoader(
+        Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size), num_workers=cfg.workers
+    )
 
 
 def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SINGLE):
@@ -374,11 +406,13 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SING
             pin_memory=device.type == "cuda",
             worker_init_fn=D.ReseedWorker(world.group_rank) if world.group_size > 1 else None,
         )
-    test_loader = DataLoader(
-        Subset(te, D.eval_indices(len(te), world)), batch_size=max(64, cfg.batch_size), num_workers=cfg.workers
-    )
+    test_loader = eval_loader(te.ds, cfg, world)
     opt = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        param_groups(model, cfg),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
     )
     steps = [max(1, math.floor(m * cfg.epochs)) for m in cfg.milestones]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=steps, gamma=cfg.lr_decay)
@@ -387,6 +421,21 @@ def _loop_parts(model, tr, te, cfg: TrainConfig, device, world: D.World = D.SING
     if cfg.loader in ("device", "resident"):  # crops and flips drawn on the device
         gens["augment"] = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, "augment") % 2**63)
     return loader, test_loader, opt, sched, gens
+
+
+def param_groups(model, cfg: TrainConfig) -> list[dict]:
+    """One group at lr; fine-tuning (pretrained, pretrained_lr_scale != 1): the loaded layers at lr x scale, the
+    new classifier at lr."""
+    if cfg.pretrained is None or cfg.pretrained_lr_scale == 1.0:
+        return [{"params": list(model.parameters())}]
+    from .models import classifier_layer
+
+    head = {id(p) for p in classifier_layer(cfg.model, D.unwrap(model)).parameters()}
+    body = [p for p in model.parameters() if id(p) not in head]
+    return [
+        {"params": body, "lr": cfg.lr * cfg.pretrained_lr_scale},
+        {"params": [p for p in model.parameters() if id(p) in head]},
+    ]
 
 
 def _fit(
@@ -450,7 +499,7 @@ def _fit(
 
 def _cache_side(cfg: TrainConfig) -> int:
     """Cached square side: 256/224 of the input for random-resized crops, the input size for pad-crops."""
-    return round(cfg.image_size * 256 / 224) if cfg.augment == "imagenet" else cfg.image_size
+    return round(cfg.image_size * 256 / 224) if cfg.augment in ("imagenet", "resize-crop") else cfg.image_size
 
 
 def _cache_dir(cfg: TrainConfig, out: str | Path | None) -> Path:

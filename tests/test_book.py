@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from diffcore.book import paper, tables
+from diffcore.book import tables
+from diffcore.plan import paper
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -69,7 +70,10 @@ def test_rows_follow_the_registry(monkeypatch):
     """A method missing from the registry reads 'not yet run' with the paper's number; one that is there but has
     no result reads 'not run'; a result gives mean ± std over its seeds."""
     ours = pd.DataFrame(
-        [{"method": "mixup", "fraction": None, "seed": s, "top1": t, "top5": 99.0} for s, t in ((0, 90.0), (1, 92.0))]
+        [
+            {"method": "mixup", "control": False, "fraction": None, "seed": s, "top1": t, "top5": 99.0}
+            for s, t in ((0, 90.0), (1, 92.0))
+        ]
     )
     monkeypatch.setattr(
         paper,
@@ -82,7 +86,7 @@ def test_rows_follow_the_registry(monkeypatch):
     )
     table = tables.side_by_side("Table 4", {"digits": ours}, ["top1"])
     row = table.set_index(("", "method (paper row)"))
-    assert row.loc["Mixup", ("ours: digits", "top-1")] == "91.00 ± 1.00"
+    assert row.loc["Mixup", ("ours: digits", "top-1")] == "91.00 ± 1.00 (n = 2)"
     assert row.loc["Mixup", ("ours: digits", "seeds")] == 2
     assert row.loc["CutMix", ("ours: digits", "top-1")] == "not run"
     assert row.loc["PuzzleMix", ("ours: digits", "top-1")] == paper.NOT_YET_RUN

@@ -56,7 +56,7 @@ def test_profile_defaults_and_overrides_land_in_the_right_step():
 
 def test_the_dataset_decides_the_prompt_words_unless_they_are_given():
     cub = X.experiment("embedded").replace(dataset="cub-200-2011")
-    assert (cub.prompt.dataset_type, cub.prompt.negative_key) == ("bird", "natural")
+    assert (cub.prompt.dataset_type, cub.prompt.negative_key) == ("bird", "bird")
     assert X.experiment("embedded").prompt.negative_key == "digits"
     assert X.experiment("embedded", dataset="flowers102", dataset_type="plant").prompt.dataset_type == "plant"
 

@@ -54,8 +54,8 @@ def test_table_notebook_runs_and_a_parameter_override_changes_it(tmp_path, monke
     b = _run(tmp_path, "b.ipynb", methods=["Vanilla", "DiffCoRe-Mix-100"])
     assert sorted(p.name for p in results.glob("*.json")) == ["diffcore-100-seed0.json", "vanilla-seed0.json"]
     row = lambda html: html.split("<td>DiffCoRe-Mix-100</td>")[1].split("</tr>")[0]
-    assert "not run" in row(_html(a)) and "±" not in row(_html(a))
-    assert "±" in row(_html(b))  # the override trained it, and the table shows our number
+    assert "not run" in row(_html(a)) and "(n = " not in row(_html(a))
+    assert "(n = 1)" in row(_html(b))  # the override trained it, and the table shows our number (one seed)
     assert "69.84" in row(_html(b))  # beside the paper's Table 2 number
 
 
@@ -80,7 +80,7 @@ def test_driver_stops_on_a_failing_cell_and_shows_it(tmp_path):
     )
     assert done.returncode != 0
     assert "FAILED: 01_table2_data_scarcity.ipynb" in done.stderr
-    assert "--- cell source ---" in done.stderr and "tables.columns(" in done.stderr
+    assert "--- cell source ---" in done.stderr and "jobs.columns(" in done.stderr
     assert "profile='nope'" in done.stderr or "nope" in done.stderr.split("--- error ---")[1]
     assert "[1/1] 01_table2_data_scarcity.ipynb ..." in done.stdout
 

@@ -13,8 +13,8 @@ from diffcore.prompts import (
 )
 
 
-def test_default_prompt_is_the_papers_template_and_negative_is_the_authors():
-    cfg = PromptConfig(dataset_type="bird")
+def test_default_prompt_is_the_papers_template_and_the_aircraft_negative_is_the_authors():
+    cfg = PromptConfig(dataset_type="bird", negative_key="aircraft")
     assert cfg.template == "Generate heavy snow to the {label}, a {dataset_type} object"
     assert (
         contextual_prompt("001.Black_footed_Albatross", cfg)

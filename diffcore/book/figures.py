@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .. import experiment as X
-from .paper import METRIC_NAMES, label_of, paper_numbers
-from .tables import Column, manifest_frame
+from ..plan.jobs import Column
+from ..plan.paper import METRIC_NAMES, label_of, paper_numbers
+from .tables import manifest_frame
 
 
 def show(df: pd.DataFrame, caption: str | None = None):
@@ -118,7 +119,7 @@ def paper_vs_ours_plot(
 
     m, pm = METRIC_NAMES.get(metric, metric), METRIC_NAMES.get(paper_metric or metric, paper_metric or metric)
     ours_group = next(c[0] for c in table.columns if c[0].startswith("ours: "))
-    num = lambda s: pd.to_numeric(s.astype(str).str.split(" ± ").str[0], errors="coerce")
+    num = lambda s: pd.to_numeric(s.astype(str).str.extract(r"^(-?\d+(?:\.\d+)?)")[0], errors="coerce")
     df = pd.DataFrame(
         {
             "method": table[("", "method (paper row)")],

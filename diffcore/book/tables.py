@@ -1,9 +1,8 @@
-"""Each table's experiments: which runs make our side of a paper table, made once and reused, and the tables that
-put the paper's numbers beside ours with the command behind each of ours.
+"""Each table's runs and the tables of a page: the plan's jobs of a table run (made once and reused), and the
+paper's numbers beside ours with the command behind each of ours and how each row stands to the paper.
 
-A `Column` is one of our columns of a table: an experiment (diffcore.experiment) and where its generated set and
-result files go. Every run goes through the experiment API, the same code as the command line, and each table
-says which command made each of our numbers.
+A column of ours (`plan.jobs.Column`) is an experiment (diffcore.experiment) and where its generated set and result
+files go; its jobs are the plan's (`diffcore plan`), so a page runs exactly what the plan lists.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import contextlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,144 +21,9 @@ from ..counterparts import make_counterparts, read_manifest
 from ..engine.runtime import resolve_device, resolve_dtype
 from ..filter import load_clip
 from ..generate import load_pipeline
-from ..profiles import profile as preset
-from ..results import load_results
-from .paper import METRIC_NAMES, NOT_YET_RUN, method_cell, paper_wide, resolve, uses_set
-
-
-@dataclass
-class Column:
-    """One of our columns: its experiment (settings shared by every run of the table) and its folders.
-
-    generated: the counterparts (`diffcore generate`), for methods that use them. edits: DiffuseMix's edited set,
-    for methods whose `uses == "edits"`; made here when `make_edits`, else its rows stay "not run".
-    """
-
-    label: str
-    exp: X.Experiment
-    results: str
-    generated: str | None = None
-    edits: str | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
-    make_edits: bool = False
-
-    def command(self, command: str = "train", **extra) -> str:
-        return X.command_line(self.exp, command, **extra)
-
-
-# Per table and profile: our columns, {label: settings}. Settings are experiment overrides.
-# embedded: the bundled digits stand in for every dataset, the digits CNN for every network, short schedules.
-TABLE_SETUPS: dict[str, dict[str, dict[str, dict]]] = {
-    "Table 2": {
-        "embedded": {"digits, 10 per class": dict(dataset="digits", few_shot=10, epochs=30)},
-        "paper": {"Flowers-102, 10 per class": dict(dataset="flowers102", few_shot=10, arch="preactresnet34")},
-    },
-    "Table 3": {
-        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-        "paper": {
-            "ImageNet-1K": dict(dataset="imagenet-1k", arch="resnet50"),
-            "Tiny ImageNet-200": dict(
-                dataset="tiny-imagenet-200", arch="preactresnet18", image_size=64, augment="small"
-            ),
-            "CIFAR-100": dict(dataset="cifar100", arch="preactresnet18", image_size=32, augment="small"),
-        },
-    },
-    "Table 4": {
-        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-        "paper": {
-            "CUB": dict(dataset="cub-200-2011", arch="densenet121"),
-            "Cars": dict(dataset="stanford-cars", arch="densenet121"),
-            "Caltech": dict(dataset="caltech101", arch="densenet121"),
-        },
-    },
-    "Table 5": {
-        "embedded": {
-            "digits, 10 per class, CNN pre-trained on digits 0-4": dict(
-                dataset="digits", few_shot=10, epochs=20, lr=0.01, tag="finetune"
-            )
-        },
-        "paper": {
-            "CUB-Birds": dict(dataset="cub-200-2011", arch="wide_resnet101_2", tag="finetune"),
-            "Flowers-102": dict(dataset="flowers102", arch="wide_resnet101_2", tag="finetune"),
-        },
-    },
-    "Table 7": {
-        "embedded": {"digits, 40 per class": dict(dataset="digits", few_shot=40, epochs=6)},
-        "paper": {"Stanford Cars": dict(dataset="stanford-cars", arch="resnet50")},
-    },
-}
-TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "image_size", "augment")  # a setting that makes new runs
-
-
-def default_setup(profile_name: str, few_shot: int | None = None) -> dict[str, dict]:
-    """The profile's own dataset as a single column (the method page, Fig. 7)."""
-    name = preset(profile_name)["dataset"]
-    return {name + (f", {few_shot} per class" if few_shot else ""): dict(dataset=name, few_shot=few_shot)}
-
-
-def column_dirs(out_dir: str | Path, profile_name: str, s: dict) -> tuple[Path, Path]:
-    """(generated set, results folder) of a column. The profile's own setting uses the folders of
-    `diffcore run` (generated/, results/), so the book reuses the main job's counterparts and runs."""
-    p, out = preset(profile_name), Path(out_dir)
-    same_data = s["dataset"] == p["dataset"] and not s.get("few_shot")
-    gen = out / "generated" if same_data else out / f"generated-{s['dataset']}{_shot(s)}"
-    same_train = same_data and not s.get("tag") and all(s.get(k) is None for k in TRAINING_KEYS)
-    res = (
-        out / "results"
-        if same_train
-        else out
-        / (
-            "results-"
-            + "-".join(
-                str(x)
-                for x in (s["dataset"] + _shot(s), s.get("tag"), s.get("arch"), s.get("epochs") and f"{s['epochs']}ep")
-                if x
-            )
-        )
-    )
-    return gen, res
-
-
-def _shot(s: dict) -> str:
-    return f"-{s['few_shot']}shot" if s.get("few_shot") else ""
-
-
-def columns(
-    table: str | None,
-    profile_name: str,
-    out_dir: str | Path,
-    seeds: list[int],
-    setups: dict | None = None,
-    data_roots: dict | None = None,
-    overrides: dict | None = None,
-    edit: dict | None = None,
-    **settings,
-) -> dict[str, Column]:
-    """Our columns for `table`: the profile's setup (or `setups`), with the non-None `settings` (epochs, few_shot,
-    device, pretrained, ...) and `overrides` (the paper profile's weights, e.g. {"model": "/w/cosxl.safetensors"})
-    applied to each. edit: DiffuseMix's editor (EditConfig fields, e.g. {"model": "/w/instruct-pix2pix"}); None:
-    the embedded stand-in on the embedded profile, none on the paper profile (DiffuseMix rows stay "not run")."""
-    chosen = setups or TABLE_SETUPS[table][profile_name]
-    out = {}
-    for label, s in chosen.items():
-        s = {**s, **{k: v for k, v in settings.items() if v is not None}}
-        gen, res = column_dirs(out_dir, profile_name, s)
-        over = {k: v for k, v in s.items() if k not in ("tag", "edits")}
-        root = (data_roots or {}).get(s["dataset"])
-        exp = X.experiment(
-            profile_name, **{**over, **(overrides or {}), "data_root": str(root) if root else None, "edit": edit}
-        )
-        edits = s.get("edits") or str(Path(out_dir) / f"edits-{s['dataset']}{_shot(s)}")
-        out[label] = Column(
-            label,
-            exp,
-            str(res),
-            str(gen),
-            edits=edits,
-            seeds=list(seeds),
-            make_edits=edit is not None or profile_name == "embedded",
-        )
-    return out
+from ..plan import jobs as J
+from ..plan.jobs import CONTROL, Column
+from ..plan.paper import METRIC_NAMES, NOT_YET_RUN, method_cell, paper_wide, resolve, uses_set
 
 
 def quiet():
@@ -170,22 +33,18 @@ def quiet():
 
 # ---------------------------------------------------------------- generated sets
 def ensure_generated(col: Column) -> dict:
-    """The column's counterparts (`diffcore generate`), unless a finished set is there already; its run.json."""
-    out = Path(col.generated)
-    if not (out / "run.json").is_file():
-        with quiet():
-            X.generate(col.exp, out)
-    return json.loads((out / "run.json").read_text())
+    """The column's counterparts (the plan's generate job), unless a finished set is there already; its run.json."""
+    with quiet():
+        J.run_job(J.set_jobs(col, {"diffcore"})[0])
+    return json.loads((Path(col.generated) / "run.json").read_text())
 
 
 def ensure_edits(col: Column) -> dict:
-    """DiffuseMix's edited set for the column's training images (`diffcore edit`), made once. On the embedded
+    """DiffuseMix's edited set for the column's training images (the plan's edit job), made once. On the embedded
     profile the editor is diffcore.edit's untrained stand-in (see its docstring)."""
-    out = Path(col.edits)
-    if not (out / "run.json").is_file():
-        with quiet():
-            X.edit(col.exp, out)
-    return json.loads((out / "run.json").read_text())
+    with quiet():
+        J.run_job(J.set_jobs(col, {"diffusemix"})[0])
+    return json.loads((Path(col.edits) / "run.json").read_text())
 
 
 def manifest_frame(generated: str | Path) -> pd.DataFrame:
@@ -289,52 +148,36 @@ def _timed_generation(exp: X.Experiment, folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- training runs
-def _run_of(col: Column, method: str, fraction: float | None, hp: dict, seed: int) -> tuple[X.Experiment, str | None]:
-    """The experiment of one run and the generated set it trains with; set None when it needs one the column
-    lacks (status 'needs ...')."""
-    uses = uses_set(method)
-    if uses == "edits" and col.edits and col.make_edits:
-        ensure_edits(col)
-    src = {"counterparts": col.generated, "edits": col.edits}.get(uses) if uses else None
-    src = src if src and (uses != "edits" or (Path(src) / "run.json").is_file()) else None
-    return col.exp.replace(method=method, fraction=fraction, seed=seed, method_args=hp or None), src
-
-
-def result_path(col: Column, method: str, fraction: float | None, seed: int) -> Path:
-    return Path(col.results) / f"{X.run_name(method, fraction)}-seed{seed}.json"
-
-
 def run_table(col: Column, labels: list[str], data=None, keep_models: bool = False) -> pd.DataFrame:
-    """Train every registered method of `labels` for every seed of `col` that has no result file yet.
+    """Run the plan's training job of every row of `labels` for every seed of `col` that has no result file yet
+    (the generated sets it needs first).
 
     Returns one row per (label, seed): status 'done' / 'skipped (exists)' / 'not yet run' (not registered) /
-    'needs <set>' (a generated set this column lacks), and the command that makes the run.
+    'not run: <why>' (an input this column lacks), how the run stands to the paper, and its command.
     """
-    rows, seen = [], set()
+    rows = []
     for label in labels:
-        method, fraction, hp = resolve(label)
-        if method is None:
-            rows.append({"method": label, "seed": None, "status": NOT_YET_RUN, "command": ""})
-            continue
-        fraction = fraction if uses_set(method) else None
         for seed in col.seeds:
-            out = result_path(col, method, fraction, seed)
-            exp, src = _run_of(col, method, fraction, hp, seed)
-            cmd = "" if uses_set(method) and src is None else X.command_line(exp, "train", generated=src, out=out)
-            if not cmd:
-                status = f"needs a {uses_set(method)} set"
-            elif out.is_file() or (method, fraction, seed) in seen:
-                check_same_settings(out, col)
+            job = J.train_job(col, label, seed)
+            if job is None:
+                rows.append({"method": label, "seed": seed, "status": NOT_YET_RUN, "paper": "", "command": ""})
+                break
+            if job.refused:
+                status = "not run: " + job.refused
+            elif Path(job.out).is_file():
+                check_same_settings(Path(job.out), col)
                 status = "skipped (exists)"
             else:
+                for need in J.set_jobs(col, {job.exp.train.method if label != CONTROL else "diffcore"}):
+                    with quiet():
+                        J.run_job(need)
                 data = data or X.datasets(col.exp)
                 with quiet():
-                    run = X.train(exp, out, src, data)
-                if keep_models:
-                    save_weights(run.model, out.with_suffix(".safetensors"))
+                    run = J.run_job(job, data)
+                if keep_models and run is not None:
+                    save_weights(run.model, Path(job.out).with_suffix(".safetensors"))
                 status = "done"
-            seen.add((method, fraction, seed))
-            rows.append({"method": label, "seed": seed, "status": status, "command": cmd})
+            rows.append({"method": label, "seed": seed, "status": status, "paper": job.note, "command": job.command()})
     return pd.DataFrame(rows)
 
 
@@ -362,7 +205,10 @@ def check_same_settings(path: Path, col: Column) -> None:
     if not path.is_file():
         return
     have = json.loads(path.read_text())["config"]
-    diff = {k: (have.get(k), v) for k, v in match_of(col).items() if have.get(k) != v}
+    control = path.stem.rsplit("-seed", 1)[0].endswith("-equal-steps")  # its schedule is longer on purpose
+    diff = {
+        k: (have.get(k), v) for k, v in match_of(col).items() if have.get(k) != v and not (control and k == "epochs")
+    }
     if diff:
         raise ValueError(
             f"{path} was made with other settings ({', '.join(f'{k} {a} vs {b}' for k, (a, b) in diff.items())}); "
@@ -370,21 +216,31 @@ def check_same_settings(path: Path, col: Column) -> None:
         )
 
 
-# ---------------------------------------------------------------- our numbers beside the paper's
 def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
-    """One row per result file in `folder` whose config matches `match` (e.g. {"epochs": 15})."""
+    """One row per result file in `folder` whose config matches `match` (e.g. {"epochs": 15}); an equal-steps
+    control (`*-equal-steps-seed*.json`) is matched on everything but its longer schedule."""
     rows = []
-    for r in load_results(folder) if Path(folder).is_dir() else []:
-        if any(r["config"].get(k) != v for k, v in (match or {}).items()):
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        r = json.loads(path.read_text())
+        if r.get("kind") != "diffcore-train-result":
+            continue
+        run = path.stem.rsplit("-seed", 1)[0]
+        control = run.endswith("-equal-steps")
+        if any(r["config"].get(k) != v for k, v in (match or {}).items() if not (control and k == "epochs")):
             continue
         uses = r["counts"]["pairs"] > 0 or r["method"] in ("diffcore", "genaug", "pixel", "patch")
+        by_split = r.get("metrics_by_split", {})
         rows.append(
             {
                 "method": r["method"],
+                "run": run,
+                "control": control,
                 "fraction": r["config"].get("fraction") if uses else None,
                 "seed": r["config"]["seed"],
                 "top1": r["metrics"]["top1"],
                 "top5": r["metrics"]["top5"],
+                "test_top1": r["metrics"]["top1"],
+                "valid_top1": by_split.get("val", {}).get("top1", np.nan),
                 "pairs": r["counts"]["pairs"],
                 "real": r["counts"]["real"],
                 "dataset": r["dataset"],
@@ -398,32 +254,60 @@ def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
 
 
 def _ours_for(ours: pd.DataFrame, label: str, metric: str) -> tuple[str, int]:
+    control = label == CONTROL
     method, fraction, _ = resolve(label)
     if method is None:
         return NOT_YET_RUN, 0
     if ours.empty:
         return "not run", 0
-    sel = ours[ours.method == method]
+    sel = ours[(ours.method == method) & (ours.control == control)]
     if fraction is not None and uses_set(method):
         sel = sel[np.isclose(sel.fraction.astype(float), fraction)]
     if sel.empty:
         return "not run", 0
     v = sel[metric].to_numpy(float)
-    return f"{v.mean():.2f} ± {v.std():.2f}", len(v)
+    if np.isnan(v).all():
+        return "not measured on this profile", len(v)
+    return (f"{v[0]:.2f} (n = 1)" if len(v) == 1 else f"{v.mean():.2f} ± {v.std():.2f} (n = {len(v)})"), len(v)
+
+
+def schedule_overhead(ours: pd.DataFrame) -> pd.DataFrame:
+    """Eq. (9) as the paper defines it: (T_aug - T_van) / T_van of the whole training run (every epoch, the
+    counterparts' extra steps and the reading of every image included), from the result files' wall times."""
+    if ours.empty or not (ours.method == "vanilla").any():
+        return pd.DataFrame()
+    runs = ours[~ours.control]
+    t_van = runs[runs.method == "vanilla"].train_s.mean()
+    rows = []
+    for (method, fraction), g in runs.groupby(["method", runs.fraction.fillna(-1)], sort=False):
+        name = method if fraction < 0 else f"{method} ({fraction:g})"
+        rows.append(
+            {
+                "method": name,
+                "runs": len(g),
+                "training s (mean)": g.train_s.mean(),
+                "Eq. (9) overhead % (whole run)": 100 * (g.train_s.mean() - t_van) / t_van,
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def side_by_side(
     table: str,
     ours_by_column: dict[str, pd.DataFrame],
     metrics: list[str],
-    extra_labels: tuple[str, ...] = ("Vanilla",),
+    extra_labels: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    """The paper's rows and numbers, then ours (mean ± population std over seeds) per column and metric.
+    """The paper's rows and numbers, then ours (one seed: its value, n = 1; more: mean ± population std) per
+    column and metric.
 
     Columns are two-level: ("paper: <dataset>", metric) and ("ours: <column>", metric | "seeds").
     A row whose method is not registered reads "not yet run"; registered but without a result, "not run".
-    `extra_labels`: our rows the paper's table lacks (vanilla, for reference), marked '—' on the paper side.
+    `extra_labels`: our rows the paper's table lacks, marked '—' on the paper side; default: Vanilla (for
+    reference) and, in the tables the plan runs it in, the equal-steps control (plan.jobs.CONTROL).
     """
+    if extra_labels is None:
+        extra_labels = ("Vanilla",) + ((CONTROL,) if table in J.CONTROL_TABLES else ())
     paper = paper_wide(table)
     have = {resolve(x)[0] for x in paper.index if resolve(x)[0]}
     labels = list(paper.index) + [x for x in extra_labels if x not in paper.index and resolve(x)[0] not in have]
@@ -562,7 +446,7 @@ def _weights(folder: Path, stem: str) -> Path | None:
 # ---------------------------------------------------------------- Table 6
 def overhead_table(rows: list[dict]) -> pd.DataFrame:
     """bench.time_training rows -> Table 6 layout: method x batch size, Eq. (9) overhead and ms per batch."""
-    from .paper import label_of
+    from ..plan.paper import label_of
 
     df = pd.DataFrame(rows)
     df["method (paper row)"] = df.method.map(label_of)
@@ -588,3 +472,39 @@ def overhead_side_by_side(rows: list[dict]) -> pd.DataFrame:
             out.loc[label, ours_cols] = NOT_YET_RUN if resolve(label)[0] is None else "not run"
     out.index.name = "method (paper row)"
     return out.reset_index()
+
+
+def row_status(cols: dict[str, Column], labels: list[str]) -> pd.DataFrame:
+    """Per paper row and column of ours: how its run stands to the paper (as the paper / approximated, how / not
+    run, why / ours), as the plan has it."""
+    rows = []
+    for label in labels:
+        row = {"method (paper row)": label}
+        for name, col in cols.items():
+            job = J.train_job(col, label, col.seeds[0])
+            row[f"ours: {name}"] = NOT_YET_RUN if job is None else job.note
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def overhead_both(step_rows: list[dict], ours: pd.DataFrame, batch_size: int = 16) -> pd.DataFrame:
+    """Eq. (9) two ways, side by side: per training step on tensors already on the device (bench.time_training,
+    `step_rows`), and over the whole training run as the paper defines it (result files' wall times, `ours`)."""
+    from ..plan.paper import label_of
+
+    step = pd.DataFrame([r for r in step_rows if r["batch_size"] == batch_size])
+    whole = schedule_overhead(ours)
+    out = pd.DataFrame({"method": list(dict.fromkeys(step.method))}) if not step.empty else pd.DataFrame()
+    if out.empty:
+        return out
+    out["method (paper row)"] = out.method.map(label_of)
+    out[f"per step, b{batch_size}, tensors on the device (%)"] = out.method.map(
+        dict(zip(step.method, step.overhead_pct))
+    )
+    by_name = (
+        {} if whole.empty else dict(zip(whole.method.str.split(" ").str[0], whole["Eq. (9) overhead % (whole run)"]))
+    )
+    if not whole.empty and "diffcore (1)" in set(whole.method):  # DiffCoRe-Mix-100, as the paper's figure
+        by_name["diffcore"] = whole.set_index("method").loc["diffcore (1)", "Eq. (9) overhead % (whole run)"]
+    out["whole run, as Eq. (9) defines it (%)"] = out.method.map(by_name)
+    return out

@@ -158,10 +158,23 @@ def pad_crop(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Ten
     return xp.permute(0, 2, 3, 1)[bi, rows, cols].permute(0, 3, 1, 2)  # (B, C, S, S)
 
 
+def random_crop(x: torch.Tensor, out: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, S, S) -> (B, C, out, out): an independent random out x out window per image."""
+    b, _, side, _ = x.shape
+    off = torch.randint(0, side - out + 1, (b, 2), device=generator.device, generator=generator).to(x.device)  # (B, 2)
+    ar = torch.arange(out, device=x.device)
+    rows = (off[:, 0, None] + ar)[:, None, :, None]  # (B, 1, out, 1)
+    cols = (off[:, 1, None] + ar)[:, None, None, :]  # (B, 1, 1, out)
+    idx = torch.arange(b, device=x.device)[:, None, None, None]
+    return x[idx, torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]  # (B, C, out, out)
+
+
 def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generator: torch.Generator) -> torch.Tensor:
     """(B, 3, S, S) uint8 on the device -> (B, 3, out, out) normalised float: crop+resize, flip, normalise.
 
-    mode: "imagenet" (random-resized crop + flip), "small" (pad-crop + flip), "digits" (pad-crop, no flip).
+    mode: "imagenet" (random-resized crop + flip), "resize-crop" (a random crop of the cached square + flip: the PIL
+    recipe's crop of the whole resized image, restricted to its centre square), "small" (4-pixel pad-crop + flip),
+    "digits" (2-pixel pad-crop, no flip).
     """
     from torchvision.ops import roi_align
 
@@ -174,10 +187,12 @@ def device_augment(x: torch.Tensor, out_size: int, mode: str, mean, std, generat
         out = roi_align(
             x.float(), rois, output_size=(out_size, out_size), spatial_scale=1.0, sampling_ratio=2, aligned=True
         )  # (B, 3, out, out) in 0..255
+    elif mode == "resize-crop":  # the cache holds the centre square of the resized image: a random out crop of it
+        out = random_crop(x, out_size, generator).float()
     else:  # the cache holds the images at the training size: an exact integer pad-crop, zero padding
         if side != out_size:
             raise ValueError(f"mode={mode!r}: cache side {side} != image size {out_size}; build it at the image size")
-        out = pad_crop(x, out_size // 8 if mode == "small" else 2, generator).float()
+        out = pad_crop(x, 4 if mode == "small" else 2, generator).float()
     if mode != "digits":
         flip = torch.rand(b, device=generator.device, generator=generator).to(dev) < 0.5  # (B,)
         out = torch.where(flip[:, None, None, None], out.flip(3), out)

@@ -30,11 +30,15 @@ class Mixup(Method):
     cite = "Zhang et al., mixup: Beyond empirical risk minimization, ICLR 2018"
     alpha: float = 1.0  # Beta(alpha, alpha); REFERENCE.md: 1.0 (0.2 on FGVC)
     per_sample: bool = False  # reference code: one lam per batch
+    prob: float = 1.0  # share of batches mixed (the rest trained plain): SnapMix's fine-tuning runs use 0.5
 
     def __post_init__(self):
         U.check("mixup alpha", self.alpha, self.alpha > 0, "a Beta parameter > 0")
+        U.check("mixup prob", self.prob, 0 <= self.prob <= 1, "a probability in [0, 1]")
 
     def mix(self, batch: Batch, generator, model=None):
+        if self.prob < 1 and not U.coin(self.prob, generator, batch.x.device):  # prob 1: no draw, the usual stream
+            return batch.x, batch.y
         x = batch.x
         b, dev = x.shape[0], x.device
         perm = U.permutation(b, generator, dev)  # (B,)

@@ -10,12 +10,14 @@ from ..profiles import ASSETS
 
 PAPER_TABLES = ASSETS / "paper_tables.csv"
 NOT_YET_RUN = "not yet run"
+CONTROL = "Vanilla (equal steps)"  # our row the paper lacks: vanilla for as many steps as DiffCoRe-Mix-100
 METRIC_NAMES = {"top1": "top-1", "top5": "top-5", "valid_top1": "valid top-1", "test_top1": "test top-1"}
 
 # paper row label -> (names the method may be registered under, fraction of images with counterparts,
 # hyperparameters). Names are compared lower-case without '-', '_' or spaces, so "co_mixup" matches "comixup".
 ALIASES: dict[str, tuple[tuple[str, ...], float | None, dict]] = {
     "Vanilla": (("vanilla",), None, {}),
+    CONTROL: (("vanilla",), None, {}),  # trained for DiffCoRe-Mix-100's number of steps (plan.jobs.control_epochs)
     "ResNet-50": (("vanilla",), None, {}),  # Tables 5 and 7: the network without mixing
     "Mixup": (("mixup",), None, {}),
     "AugMix": (("augmix",), None, {}),
@@ -126,4 +128,6 @@ def method_cell(label: str) -> str:
     method, fraction, _ = resolve(label)
     if method is None:
         return NOT_YET_RUN
+    if label == CONTROL:
+        return "vanilla, for DiffCoRe-Mix-100's steps"
     return method if fraction is None or not uses_set(method) else f"{method} ({fraction:g})"
