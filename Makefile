@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/embedded
 CHROMIUM := $(VENV)/chromium/chromium
+MATHJAX := $(VENV)/mathjax/tex-chtml.js
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all setup run book reproduce main check-book test clean
+.PHONY: all setup run book reproduce main check-book lab test clean
 
 all: run
 
-setup: $(VENV)/.installed $(CHROMIUM)
+setup: $(VENV)/.installed $(CHROMIUM) $(MATHJAX)
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +26,10 @@ $(VENV)/.installed: pyproject.toml
 $(CHROMIUM): scripts/install_chromium.sh | $(VENV)/.installed
 	bash scripts/install_chromium.sh $(VENV)/chromium
 
+# MathJax 3 from npm into .venv/mathjax: the book's equations render offline (without npm: MathJax's CDN)
+$(MATHJAX): scripts/install_mathjax.sh
+	bash scripts/install_mathjax.sh $(VENV)/mathjax
+
 # every notebook through papermill, then the book (runs/embedded/book/_build/html), checked in Chromium
 run: setup
 	$(BIN)/python -m diffcore.reproduce --profile embedded --out $(OUT)
@@ -37,8 +42,13 @@ main: setup
 	$(BIN)/python -m diffcore run --profile embedded --out $(OUT)
 
 check-book:
-	@if [ -x $(CHROMIUM) ] || [ -x /usr/bin/chromium ]; then $(BIN)/python scripts/check_book.py $(OUT)/book/_build/html; \
+	@if [ -x $(CHROMIUM) ] || [ -x /usr/bin/chromium ] || [ -n "$$DIFFCORE_CHROMIUM" ]; then \
+	$(BIN)/python scripts/check_book.py $(OUT)/book/_build/html; \
 	else echo "check-book: skipped, no Chromium (scripts/install_chromium.sh could not unpack Debian's chromium)"; fi
+
+# JupyterLab on notebooks/: change a notebook's parameters cell and run it top to bottom (it writes to runs/embedded)
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run
 test: setup

@@ -165,6 +165,15 @@ def build_book(out: Path) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     shutil.copytree(out / "notebooks", stage / "notebooks", dirs_exist_ok=True)
+    mathjax = REPO / ".venv" / "mathjax"  # scripts/install_mathjax.sh (make setup): equations render offline
+    if (mathjax / "tex-chtml.js").is_file():
+        import yaml
+
+        shutil.copytree(mathjax, stage / "_static" / "mathjax", dirs_exist_ok=True)
+        cfg = yaml.safe_load((stage / "_config.yml").read_text())
+        sphinx = cfg.setdefault("sphinx", {}).setdefault("config", {})
+        sphinx.update(mathjax_path="mathjax/tex-chtml.js", html_static_path=["_static"])
+        (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     shutil.rmtree(stage / "_build", ignore_errors=True)  # a stale page must never hide a failed one
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(stage), "--builder", "html", "-W", "-n", "--keep-going"]
@@ -172,7 +181,9 @@ def build_book(out: Path) -> Path:
     if done.returncode:
         print(done.stdout[-6000:], done.stderr[-6000:], sep="\n", file=sys.stderr)
         raise SystemExit(f"reproduce: the book build failed (warnings are errors): {' '.join(cmd)}")
-    return stage / "_build" / "html" / "index.html"
+    html = stage / "_build" / "html"
+    shutil.make_archive(str(html / "notebooks-with-outputs"), "zip", out, "notebooks")  # the landing page links it
+    return html / "index.html"
 
 
 def strip_outputs(paths: list[Path]) -> None:

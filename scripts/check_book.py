@@ -47,7 +47,11 @@ READ_PAGE = """() => ({
 
 
 def chromium_path(given: str | None = None) -> Path | None:
-    for p in ([given] if given else []) + [str(DEFAULT_CHROMIUM), "/usr/bin/chromium"]:
+    """--chromium, else $DIFFCORE_CHROMIUM (a CI runner's own Chrome), else the unpacked Debian chromium."""
+    import os
+
+    env = os.environ.get("DIFFCORE_CHROMIUM")
+    for p in ([given] if given else []) + ([env] if env else []) + [str(DEFAULT_CHROMIUM), "/usr/bin/chromium"]:
         if p and Path(p).is_file():
             return Path(p)
     return None

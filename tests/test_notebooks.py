@@ -4,6 +4,7 @@ and the driver stops with the failing cell."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,28 @@ def test_strip_clears_outputs(tmp_path, monkeypatch):
     reproduce.strip_outputs([p])
     again = nbformat.read(p, as_version=4)
     assert all(not c.outputs and c.execution_count is None for c in again.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+def test_a_notebook_runs_in_jupyterlabs_kernel_with_only_its_parameters_cell_edited(tmp_path):
+    """As a reader in JupyterLab would: the kernel's working directory is notebooks/, the parameters cell is
+    edited by hand (no papermill injection), every cell runs top to bottom."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(TABLE2, as_version=4)
+    params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    edited = {"out_dir": repr(str(tmp_path)), "few_shot": "2", "epochs": "1", "methods": '["Vanilla"]'}
+    for name, value in edited.items():
+        params.source, n = re.subn(rf"^{name} = [^#\n]*", f"{name} = {value}  ", params.source, flags=re.M)
+        assert n == 1, name
+    NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(TABLE2.parent)}},
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"},
+    ).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert (tmp_path / "results-digits-2shot-1ep" / "vanilla-seed0.json").is_file()
+    assert "paper: Flowers-102" in _html(nb)

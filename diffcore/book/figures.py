@@ -15,11 +15,11 @@ from ..plan.paper import METRIC_NAMES, label_of, paper_numbers
 from .tables import manifest_frame
 
 
-def show(df: pd.DataFrame, caption: str | None = None):
-    """A table for the book page: plain HTML, no index."""
+def show(df: pd.DataFrame, caption: str | None = None, links: bool = False):
+    """A table for the book page: plain HTML, no index; links=True keeps the cells' <a> links (our own cells)."""
     from IPython.display import HTML
 
-    html = df.to_html(index=False, na_rep="—", escape=True, float_format=lambda v: f"{v:.2f}")
+    html = df.to_html(index=False, na_rep="—", escape=not links, float_format=lambda v: f"{v:.2f}")
     return HTML((f"<p><em>{caption}</em></p>" if caption else "") + html)
 
 

@@ -148,14 +148,21 @@ def _timed_generation(exp: X.Experiment, folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- training runs
+def relative(text: str, build: str | Path) -> str:
+    """Paths under the build folder written relative to it (a page never shows the build machine's folders)."""
+    root = str(Path(build).resolve())
+    return str(text).replace(root + "/", "").replace(root, ".")
+
+
 def run_table(col: Column, labels: list[str], data=None, keep_models: bool = False) -> pd.DataFrame:
     """Run the plan's training job of every row of `labels` for every seed of `col` that has no result file yet
     (the generated sets it needs first).
 
     Returns one row per (label, seed): status 'done' / 'skipped (exists)' / 'not yet run' (not registered) /
-    'not run: <why>' (an input this column lacks), how the run stands to the paper, and its command.
+    'not run: <why>' (an input this column lacks), how the run stands to the paper, its training time and device
+    (from its result file), and the exact command that makes it, run from the build folder.
     """
-    rows = []
+    rows, build = [], Path(col.results).parent
     for label in labels:
         for seed in col.seeds:
             job = J.train_job(col, label, seed)
@@ -177,7 +184,19 @@ def run_table(col: Column, labels: list[str], data=None, keep_models: bool = Fal
                 if keep_models and run is not None:
                     save_weights(run.model, Path(job.out).with_suffix(".safetensors"))
                 status = "done"
-            rows.append({"method": label, "seed": seed, "status": status, "paper": job.note, "command": job.command()})
+            done = json.loads(Path(job.out).read_text()) if Path(job.out).is_file() else None
+            prov = (done or {}).get("provenance", {})
+            rows.append(
+                {
+                    "method": label,
+                    "seed": seed,
+                    "status": status,
+                    "paper": job.note,
+                    "train s": None if done is None else round(done["wall_time_s"], 1),
+                    "hardware": prov.get("device_name") or prov.get("device") or "",
+                    "command": relative(job.command(), build),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -340,16 +359,17 @@ def provenance_line(ours: pd.DataFrame) -> str:
 
 
 def what_ran(cols: dict[str, Column], results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Under each table: per column of ours, the data, model, schedule, device and the commands that made it."""
+    """Under each table: per column of ours, the data, model, schedule, device, the training time of its runs and
+    the command that made its generated set (each run's own command is in the table of training runs)."""
     rows = []
     for label, col in cols.items():
+        ours, build = results[label], Path(col.results).parent
         rows.append(
             {
                 "ours": label,
-                "produced by": provenance_line(results[label]),
-                "command": f"{col.command('generate', out=col.generated)}; then per row: "
-                f"{col.command('train', method='M', seed='S', out=col.results + '/M-S.json')} "
-                f"[--fraction F --generated {col.generated}]",
+                "produced by": provenance_line(ours),
+                "training time (s, all runs)": round(float(ours.train_s.sum()), 1) if not ours.empty else None,
+                "generated set made by": relative(col.command("generate", out=col.generated), build),
             }
         )
     return pd.DataFrame(rows)
@@ -508,3 +528,28 @@ def overhead_both(step_rows: list[dict], ours: pd.DataFrame, batch_size: int = 1
         by_name["diffcore"] = whole.set_index("method").loc["diffcore (1)", "Eq. (9) overhead % (whole run)"]
     out["whole run, as Eq. (9) defines it (%)"] = out.method.map(by_name)
     return out
+
+
+def rank_agreement(table: pd.DataFrame) -> pd.DataFrame:
+    """Kendall's tau between the paper's ordering of the methods and ours, for every (paper dataset, column of
+    ours) pair of a side_by_side table and the metric both have, over the rows with a number on both sides."""
+    from scipy.stats import kendalltau
+
+    first = lambda s: pd.to_numeric(s.astype(str).str.extract(r"^(-?\d+(?:\.\d+)?)")[0], errors="coerce")
+    papers = [c for c in table.columns if c[0].startswith("paper: ")]
+    rows = []
+    for ours in (c for c in table.columns if c[0].startswith("ours: ") and c[1] != "seeds"):
+        for paper_col in (c for c in papers if c[1] == ours[1]):
+            both = pd.DataFrame({"paper": first(table[paper_col]), "ours": first(table[ours])}).dropna()
+            tau, p = kendalltau(both.paper, both.ours) if len(both) >= 3 else (float("nan"), float("nan"))
+            rows.append(
+                {
+                    "paper": paper_col[0].removeprefix("paper: "),
+                    "ours": ours[0].removeprefix("ours: "),
+                    "metric": ours[1],
+                    "methods with both numbers": len(both),
+                    "Kendall τ": "—" if np.isnan(tau) else f"{tau:+.2f}",
+                    "p": "—" if np.isnan(p) else f"{p:.2f}",
+                }
+            )
+    return pd.DataFrame(rows)
