@@ -28,8 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book", "benchmarks"]  # benchmarks/: book/benchmarks.md
-# includes its README
+# what the book is built from: benchmarks/ (book/benchmarks.md includes its README) and the tiny models' samples
+BOOK_FILES = ["_config.yml", "_toc.yml", "references.bib", "book", "benchmarks", "diffcore/assets/tiny-samples.png"]
 
 # Every notebook in seconds rather than minutes: tiny subsets, one epoch, a few methods (tests and CI).
 QUICK = {
@@ -65,26 +65,6 @@ def parameters_for(path: Path, given: dict) -> dict:
 
     declared = pm.inspect_notebook(str(path))
     return {k: v for k, v in given.items() if k in declared}
-
-
-def paper_paths(weights: str | None, data: str | None) -> dict:
-    """--weights / --data -> notebook parameters, with the file names README's "Running the paper profile" uses."""
-    out = {}
-    if weights:
-        w = Path(weights)
-        out["overrides"] = {
-            "model": str(w / "cosxl.safetensors"),
-            "config_dir": str(w / "sdxl-base-1.0"),
-            "vae": str(w / "sdxl-vae-fp16-fix"),
-            "clip_pretrained": str(w / "clip-vit-b-32" / "open_clip_model.safetensors"),
-        }
-        if (w / "wide_resnet101_2.pth").is_file():
-            out["pretrained"] = str(w / "wide_resnet101_2.pth")
-    if data:
-        from .data import PAPER_DATASETS
-
-        out["data_roots"] = {name: str(Path(data) / name) for name in PAPER_DATASETS}
-    return out
 
 
 def main_job(profile: str, out: Path, params: dict) -> None:
@@ -238,6 +218,8 @@ def parse(argv=None) -> argparse.Namespace:
 def gather_params(a: argparse.Namespace, out: Path) -> dict:
     params = {"profile": a.profile, "out_dir": str(out)}
     params.update(QUICK if a.quick else {})
+    from .plan.jobs import paper_paths
+
     params.update(paper_paths(a.weights, a.data))
     if a.params_file:
         params.update(json.loads(Path(a.params_file).read_text()))
