@@ -146,7 +146,8 @@ def test_workflows_pass_actionlint(tmp_path):
     done = subprocess.run([exe, *map(str, flows)], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     broken = tmp_path / "broken.yml"  # the linter really lints: an undefined input is an error
-    broken.write_text(flows[0].read_text().replace("inputs.weights_dir", "inputs.weight_dir"))
+    paper = REPO / ".github" / "workflows" / "paper-book.yml"
+    broken.write_text(paper.read_text().replace("inputs.weights_dir", "inputs.weight_dir"))
     assert subprocess.run([exe, str(broken)], capture_output=True).returncode != 0
 
 
