@@ -1,6 +1,7 @@
 """The comparison methods behind one interface: the invariants that define each, on tiny tensors, and a training
 step of every method through diffcore.train.train_step at an even and an odd batch size."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -239,21 +240,45 @@ def dot_batch(positions, size=32):
     return Batch(x, torch.arange(len(positions)), K)
 
 
-def test_saliencymix_box_is_centred_on_the_partners_saliency_peak():
+@pytest.mark.parametrize("saliency", ["opencv", "opencv-float", "torch"])
+def test_saliencymix_box_is_centred_on_the_partners_saliency_peak(saliency):
     pos = [(8, 9), (16, 16), (20, 12), (11, 24), (25, 5)]
     batch = dot_batch(pos)
-    sal = fine_grained_saliency(batch.to_pixels(batch.x).mean(1))
-    assert [divmod(int(s.argmax()), 32) for s in sal] == pos
-    m = build_method("saliencymix")
+    m = build_method("saliencymix", saliency=saliency)
+    if saliency == "torch":  # the approximation finds the dots
+        peaks = [divmod(int(s.argmax()), 32) for s in fine_grained_saliency(batch.to_pixels(batch.x).mean(1))]
+        assert peaks == pos
+    else:  # OpenCV's own map, quantised as SaliencyMix does, gives the peaks (its borders are bright too)
+        import cv2
+
+        detector = cv2.saliency.StaticSaliencyFineGrained_create()
+        pix = (batch.to_pixels(batch.x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        arrays = pix if saliency == "opencv" else batch.x.permute(0, 2, 3, 1).numpy()
+        maps = [(detector.computeSaliency(np.ascontiguousarray(a))[1] * 255).astype("uint8") for a in arrays]
+        peaks = [divmod(int(q.argmax()), 32) for q in maps]
     for seed in range(4):
         p = m.plan(batch, gen(seed))
         for i in range(5):
-            cy, cx = pos[int(p.perm[i])]
+            cy, cx = peaks[int(p.perm[i])]
             assert tuple(p.peaks[i].tolist()) == (cy, cx)
             y1, x1, y2, x2 = p.boxes[i].tolist()
             # centred on the peak wherever the box is not clipped by the border, and containing it
             assert (y1 == 0 or y2 == 32 or cy - y1 == y2 - cy) and (x1 == 0 or x2 == 32 or cx - x1 == x2 - cx)
             assert y1 == y2 or x1 == x2 or (y1 <= cy < y2 and x1 <= cx < x2)
+
+
+def test_saliencymix_opencv_map_is_cv2s_on_the_uint8_image():
+    import cv2
+
+    torch.manual_seed(0)
+    pix = (torch.rand(3, 3, 24, 24) * 255).round() / 255
+    batch = Batch(pix * 2 - 1, torch.arange(3), K)
+    got = build_method("saliencymix").saliency_map(batch, batch.x)
+    u8 = (pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    want = [
+        (cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(a.copy())[1] * 255).astype("uint8") for a in u8
+    ]
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), np.stack(want))
 
 
 class CamNet(nn.Module):
@@ -335,15 +360,15 @@ def test_icm_reaches_a_local_minimum_that_never_beats_the_exact_one():
 
 
 def one_hot_transport(mask, sal, eps):
-    """PuzzleMix's mask_transport written with (B, N, N) one-hot plans, as the reference code does."""
+    """PuzzleMix's mask_transport written as the reference code does: (B, N, N) one-hot plans, each column's
+    winner the first minimum of plan * cost (sources that did not claim it count 0)."""
     b, n2 = sal.shape
     z = (mask.reshape(b, n2) > 0).float()
     cost = eps * U.grid_cost_matrix(int(n2**0.5), "cpu")[None] - sal[:, :, None] * z[:, None, :]
     for _ in range(int(n2**0.5)):
-        plan = nn.functional.one_hot(cost.argmin(-1), n2).float()
-        fight = torch.where(plan > 0, cost, torch.full_like(cost, float("inf")))
-        win = nn.functional.one_hot(fight.argmin(-2), n2).transpose(-1, -2).float() * plan
-        cost = cost + plan - win
+        plan = torch.zeros_like(cost).scatter_(-1, cost.min(-1)[1].unsqueeze(-1), 1)
+        win = torch.zeros_like(cost).scatter_(-2, (plan * cost).min(-2)[1].unsqueeze(-2), 1) * plan
+        cost += (1 - win) * plan
     return win
 
 
@@ -357,6 +382,10 @@ def test_transport_plan_moves_whole_blocks_one_to_one():
     mask8 = (torch.rand(3, 1, 8, 8) > 0.5).float()
     sal8 = torch.rand(3, 64).softmax(1)
     assert torch.equal(mask_transport(mask8, sal8, 0.8), one_hot_transport(mask8, sal8, 0.8))
+    for eps, seed in [(0.8, 0), (0.01, 1), (5.0, 2)]:  # claims cheaper and dearer than 0: every column rule
+        torch.manual_seed(seed)
+        m16, s16 = (torch.rand(4, 1, 16, 16) > 0.3).float(), torch.rand(4, 256).softmax(1)
+        assert torch.equal(mask_transport(m16, s16, eps), one_hot_transport(m16, s16, eps))
     img = torch.randn(2, 3, 16, 16)
     assert torch.equal(from_blocks(to_blocks(img, 4), 4), img)
     assert torch.equal(transport(img, torch.eye(16).expand(2, 16, 16), 4), img)

@@ -1,0 +1,348 @@
+"""The kit's comparison methods against the authors' code, on identical inputs (benchmarks/fidelity.md).
+
+The official repositories are cloned OUTSIDE this repository and imported from there by path; nothing of theirs is
+copied here. Each comparison feeds both sides the same images, saliency maps and random draws (the kit draws them
+from a seeded torch.Generator and the official function is called with them, or its own draw is replaced by them
+for the duration of the call) and measures how far the outputs are apart.
+
+    python benchmarks/fidelity.py --official /path/to/clones --out benchmarks/fidelity-cpu-2026-12-01.json
+    python benchmarks/fidelity.py --report benchmarks/fidelity-cpu-2026-12-01.json      # the page's tables
+
+`--official` holds the clones, each under its repository's name: PuzzleMix (snu-mllab/PuzzleMix), Co-Mixup
+(snu-mllab/Co-Mixup), SaliencyMix (afm-shahab-uddin/SaliencyMix), GuidedMixup (3neutronstar/GuidedMixup),
+diffuseMix (khawar-islam/diffuseMix), pixmix (andyzoujm/pixmix); their commits are recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffcore.data import digits
+from diffcore.engine.runtime import provenance
+from diffcore.methods import Batch, build_method
+from diffcore.methods import common as U
+from diffcore.methods import graphcut as GC
+from diffcore.methods import saliency_guided as S
+from diffcore.methods.fractals import fractal
+from diffcore.models import DigitsCNN
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet normalisation, as their ImageNet code
+REPOS = {
+    "puzzlemix": "PuzzleMix",
+    "comixup": "Co-Mixup",
+    "saliencymix": "SaliencyMix",
+    "guided-ap": "GuidedMixup",
+    "diffusemix": "diffuseMix",
+    "pixmix": "pixmix",
+}
+
+
+# ---------------------------------------------------------------- the official code, by path
+def load(path: Path, name: str, extra_path: Path | None = None):
+    """Import the file at `path` as module `name` (their files share names such as mixup.py, so never by name)."""
+    if extra_path is not None and str(extra_path) not in sys.path:
+        sys.path.insert(0, str(extra_path))  # their own `from match import ...`
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def commit(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def dirichlet_returns(sample: torch.Tensor):
+    """torch.distributions.Dirichlet(...).sample() gives `sample` while the block runs (Co-Mixup draws its prior so)."""
+    real = torch.distributions.dirichlet.Dirichlet
+
+    class Fixed:
+        def __init__(self, *a, **k):
+            pass
+
+        def sample(self):
+            return sample.clone()
+
+    torch.distributions.dirichlet.Dirichlet = Fixed
+    try:
+        yield
+    finally:
+        torch.distributions.dirichlet.Dirichlet = real
+
+
+# ---------------------------------------------------------------- identical inputs
+def images(kind: str, size: int, b: int, seed: int) -> torch.Tensor:
+    """(b, 3, size, size) pixels in [0, 1]: scikit-learn's handwritten digits (an object on a plain ground) or the
+    kit's procedural fractals (colour, texture everywhere)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "digits":
+        ds = digits("train", size)
+        idx = torch.randperm(len(ds), generator=g)[:b].tolist()
+        return torch.stack([torch.from_numpy(np.array(ds.load(i))).permute(2, 0, 1).float() / 255 for i in idx])
+    return torch.stack([fractal(int(i), size, seed=1000 + seed) for i in torch.randint(0, 10**6, (b,), generator=g)])
+
+
+def gradient_saliency(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """(B, H, W) sqrt(mean_c (dCE/dx)^2) of a seeded, randomly initialised DigitsCNN (the kit's and the authors'
+    input-gradient saliency; the network's weights only shape the map)."""
+    torch.manual_seed(seed)
+    net = DigitsCNN(10)
+    y = torch.arange(len(x)) % 10
+    return U.input_gradient_saliency(net, x, y, keep_graph=False)[0]
+
+
+def object_saliency(b: int, size: int, seed: int) -> torch.Tensor:
+    """(B, H, W) object-like saliency: one or two Gaussian bumps (sigma = size / 10) at random places, over a 1%
+    floor, the concentrated maps a trained network gives (a random network's input gradient is spread out)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    sal = torch.full((b, size, size), 0.01)
+    for i in range(b):
+        for _ in range(int(torch.randint(1, 3, (1,), generator=g))):
+            cy, cx = (torch.rand(2, generator=g) * size).tolist()
+            sal[i] += torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 10) ** 2))
+    return sal
+
+
+def saliency(kind: str, x: torch.Tensor, seed: int) -> torch.Tensor:
+    return gradient_saliency(x, seed) if kind == "gradient" else object_saliency(len(x), x.shape[-1], seed)
+
+
+def normalise(p: torch.Tensor) -> torch.Tensor:
+    return (p - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def settings(sizes, kinds):
+    return [(k, s) for s in sizes for k in kinds]
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+# ---------------------------------------------------------------- PuzzleMix
+def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """mixup.py mixup_graph (graph cut + transport) against PuzzleMix.mix_with, and the ICM path's gap."""
+    off = load(root / "PuzzleMix" / "mixup.py", "official_puzzlemix_mixup")
+    masks = []
+    real_gc = off.graphcut_multi
+    off.graphcut_multi = lambda *a, **k: masks.append(real_gc(*a, **k)) or masks[-1]  # record their labels
+    rows = []
+    for kind, size in settings(sizes, kinds):
+        m_gc, m_icm = build_method("puzzlemix"), build_method("puzzlemix", solver="icm")
+        acc = {k: [] for k in ("cells", "out", "w", "same", "e_gap", "worse", "icm_cells", "icm_w", "n")}
+        t = {"official": 0.0, "graphcut": 0.0, "icm": 0.0}
+        for trial in range(trials):
+            p = images("digits", size, b, seed=trial)
+            x = normalise(p)
+            sal = saliency(kind, x, seed=trial)
+            batch = Batch(x, torch.arange(b), b, MEAN, STD)  # a class per image: weights per source
+            (out_k, tgt_k), dt = timed(m_gc.mix_with, batch, sal, torch.Generator().manual_seed(trial))
+            t["graphcut"] += dt
+            g = torch.Generator().manual_seed(trial)  # the kit's draws again: blocks, permutation, lam
+            choices = U.block_choices(size, size)
+            n = choices[int(U.randint(0, len(choices), 1, g, "cpu")[0])]
+            perm = U.permutation(b, g, "cpu")
+            lam = float(U.beta(1.0, 1.0, 1, g, "cpu")[0])
+            masks.clear()
+            (out_o, ratio_o), dt = timed(
+                off.mixup_graph,
+                x.clone(),
+                sal,
+                perm,
+                block_num=n,
+                alpha=lam,
+                beta=1.2,
+                gamma=0.5,
+                eta=0.2,
+                neigh_size=m_gc.neighbourhood(size),
+                n_labels=3,
+                mean=torch.tensor(MEAN).view(1, 3, 1, 1),
+                std=torch.tensor(STD).view(1, 3, 1, 1),
+                transport=True,
+                t_eps=0.8,
+                t_size=-1,
+                device="cpu",
+            )
+            t["official"] += dt
+            lab_o = torch.from_numpy(np.round((1 - np.stack(masks)) * 2)).long()  # (B, n, n) their labels
+            graph = S.puzzle_graph(p, sal, perm, n, lam, 1.2, 0.5, 0.2, m_gc.neighbourhood(size), 3)
+            lab_k = S.puzzle_labels(graph, "graphcut", 10)
+            lab_i, dt = timed(S.puzzle_labels, graph, "icm", 10)
+            t["icm"] += dt
+            unary, pair = graph.energy()
+            energy = lambda lab: S.grid_energy(lab, unary.double(), graph.w_rows.double(), graph.w_cols.double(), pair.double())  # noqa: E731
+            e_o, e_i = energy(lab_o), energy(lab_i)
+            w_i = m_icm.mix_with(batch, sal, torch.Generator().manual_seed(trial))[1]
+            acc["cells"].append(float((lab_k == lab_o).float().mean()))
+            acc["out"].append(float((out_k - out_o).abs().max()))
+            acc["w"].append(float((tgt_k - U.pair_targets(batch.one_hot(), perm, ratio_o)).abs().max()))
+            acc["same"].append(float(torch.equal(lab_k, lab_o)))
+            acc["e_gap"] += ((e_i - e_o) / e_o.abs()).tolist()
+            acc["worse"] += (e_i > e_o + 1e-9).float().tolist()
+            acc["icm_cells"].append(float((lab_i == lab_o).float().mean()))
+            acc["icm_w"] += (w_i - tgt_k).abs().sum(1).div(2).tolist()  # total variation between label weights
+            acc["n"].append(n)
+        rows.append(
+            {
+                "saliency": kind,
+                "size": size,
+                "batches": trials,
+                "batch": b,
+                "neigh_size": m_gc.neighbourhood(size),
+                "graphcut_cells_equal": float(np.mean(acc["cells"])),
+                "graphcut_batches_identical": float(np.mean(acc["same"])),
+                "graphcut_max_abs_output_diff": float(np.max(acc["out"])),
+                "graphcut_max_abs_weight_diff": float(np.max(acc["w"])),
+                "icm_energy_gap_mean": float(np.mean(acc["e_gap"])),
+                "icm_energy_gap_max": float(np.max(acc["e_gap"])),
+                "icm_worse_share": float(np.mean(acc["worse"])),
+                "icm_cells_equal": float(np.mean(acc["icm_cells"])),
+                "icm_weight_tv_mean": float(np.mean(acc["icm_w"])),
+                "ms_per_batch": {k: 1e3 * v / trials for k, v in t.items()},
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    off.graphcut_multi = real_gc
+    return rows
+
+
+# ---------------------------------------------------------------- Co-Mixup
+def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """match.get_onehot_matrix + mix_input against CoMixup's graph cut and ICM paths, one partition of `b` inputs
+    per batch with the kit's prior and initial labels."""
+    match = load(root / "Co-Mixup" / "match.py", "official_comixup_match")
+    m_gc, m_icm = build_method("comixup", part=b), build_method("comixup", part=b, solver="icm")
+    size_ = m_gc.block_num**2
+    rows = []
+    for kind, size in settings(sizes, kinds):
+        acc = {k: [] for k in ("same", "mask", "out", "w", "gap", "worse", "cells", "icm_w", "blend", "nomix")}
+        t = {"official": 0.0, "graphcut": 0.0, "icm": 0.0}
+        for trial in range(trials):
+            p = images("digits", size, b, seed=trial)
+            x = normalise(p)
+            sal = saliency(kind, x, seed=trial)
+            onehot = F.one_hot(torch.arange(b), b).float()
+            (prob,) = m_gc.problems(sal, torch.Generator().manual_seed(trial))
+            sal_norm = prob.sal_blocks[0] / prob.sal_blocks[0].reshape(b, -1).sum(1).reshape(b, 1, 1)
+            with dirichlet_returns(prob.prior[0]):
+                mask_o, dt = timed(
+                    match.get_onehot_matrix,
+                    (-sal_norm).clone(),
+                    prob.compat[0],
+                    b,
+                    idx=prob.init[0].clone(),
+                    beta=m_gc.beta,
+                    gamma=m_gc.gamma,
+                    eta=m_gc.eta,
+                    mixup_alpha=m_gc.alpha,
+                    thres=m_gc.thres,
+                    thres_type="hard",
+                    set_resolve=True,
+                    niter=m_gc.niter,
+                    device="cpu",
+                )
+            t["official"] += dt
+            out_o, tgt_o = match.mix_input(mask_o, x, onehot)
+            mask_k, dt = timed(m_gc.masks, prob)
+            t["graphcut"] += dt
+            mask_i, dt = timed(m_icm.masks, prob)
+            t["icm"] += dt
+            mask_k, mask_i = mask_k[0], mask_i[0]
+            out_k, tgt_k = S.comixup_mix(mask_k, x, onehot)
+            _, tgt_i = S.comixup_mix(mask_i, x, onehot)
+            cost = GC.comixup_cost(prob.sal_blocks[0], prob.prior[0], m_gc.eta)
+            obj = lambda m: float(GC.partition_objective(cost, m, m_gc.beta / size_, m_gc.gamma / size_))  # noqa: E731
+            e_o, e_i = obj(mask_o), obj(mask_i)
+            acc["same"].append(float(torch.equal(mask_k, mask_o)))
+            acc["mask"].append(float((mask_k - mask_o).abs().max()))
+            acc["out"].append(float((out_k - out_o).abs().max()))
+            acc["w"].append(float((tgt_k - tgt_o).abs().max()))
+            acc["gap"].append((e_i - e_o) / abs(e_o))
+            acc["worse"].append(float(e_i > e_o + 1e-7))
+            acc["cells"].append(float((mask_i.argmax(-1) == mask_o.argmax(-1)).float().mean()))
+            acc["icm_w"] += (tgt_i - tgt_o).abs().sum(1).div(2).tolist()
+            acc["blend"].append(float(((mask_o > 0) & (mask_o < 1)).any(-1).float().mean()))
+            acc["nomix"].append(float((tgt_o.max(1).values == 1).float().mean()))
+        rows.append(
+            {
+                "saliency": kind,
+                "size": size,
+                "batches": trials,
+                "partition": b,
+                "graphcut_masks_identical": float(np.mean(acc["same"])),
+                "graphcut_max_abs_mask_diff": float(np.max(acc["mask"])),
+                "graphcut_max_abs_output_diff": float(np.max(acc["out"])),
+                "graphcut_max_abs_weight_diff": float(np.max(acc["w"])),
+                "official_blended_cells": float(np.mean(acc["blend"])),
+                "official_unmixed_outputs": float(np.mean(acc["nomix"])),
+                "icm_objective_gap_mean": float(np.mean(acc["gap"])),
+                "icm_objective_gap_max": float(np.max(acc["gap"])),
+                "icm_worse_share": float(np.mean(acc["worse"])),
+                "icm_cells_equal": float(np.mean(acc["cells"])),
+                "icm_weight_tv_mean": float(np.mean(acc["icm_w"])),
+                "ms_per_batch": {k: 1e3 * v / trials for k, v in t.items()},
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup}
+GRAPH_CUTS = ("puzzlemix", "comixup")  # rows by saliency kind (images: digits); the others by images
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--official", type=Path, help="folder holding the official clones (see the module docstring)")
+    ap.add_argument("--methods", nargs="+", default=list(COMPARISONS), choices=list(COMPARISONS))
+    ap.add_argument("--trials", type=int, default=20, help="batches per setting")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 224])
+    ap.add_argument("--images", nargs="+", default=["digits", "fractals"], choices=["digits", "fractals"])
+    ap.add_argument("--saliency", nargs="+", default=["gradient", "object"], choices=["gradient", "object"])
+    ap.add_argument("--out", type=Path, help="JSON file for the results and their provenance")
+    ap.add_argument("--report", type=Path, help="print the page's tables from a stored JSON file and exit")
+    a = ap.parse_args(argv)
+    if a.report:
+        print(report(json.loads(a.report.read_text())))
+        return 0
+    if a.official is None:
+        ap.error("--official is required (the folder holding the official clones)")
+    torch.set_num_threads(1)  # their graph cuts are single-threaded; so is every timing here
+    run = {
+        "provenance": {**provenance(), "cpu": platform.processor() or platform.machine()},
+        "official": {m: {"repo": REPOS[m], "commit": commit(a.official / REPOS[m])} for m in a.methods},
+        "results": {},
+    }
+    batch = {"puzzlemix": 16, "comixup": 20}
+    for m in a.methods:
+        run["results"][m] = COMPARISONS[m](
+            a.official, a.trials, batch.get(m, 16), a.sizes, a.saliency if m in GRAPH_CUTS else a.images
+        )
+    if a.out:
+        a.out.write_text(json.dumps(run, indent=1))
+    print(report(run))
+    return 0
+
+
+def report(run: dict) -> str:
+    return json.dumps(run["results"], indent=1)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
