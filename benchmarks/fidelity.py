@@ -186,7 +186,9 @@ def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
             lab_i, dt = timed(S.puzzle_labels, graph, "icm", 10)
             t["icm"] += dt
             unary, pair = graph.energy()
-            energy = lambda lab: S.grid_energy(lab, unary.double(), graph.w_rows.double(), graph.w_cols.double(), pair.double())  # noqa: E731
+            energy = lambda lab: S.grid_energy(
+                lab, unary.double(), graph.w_rows.double(), graph.w_cols.double(), pair.double()
+            )  # noqa: E731
             e_o, e_i = energy(lab_o), energy(lab_i)
             w_i = m_icm.mix_with(batch, sal, torch.Generator().manual_seed(trial))[1]
             acc["cells"].append(float((lab_k == lab_o).float().mean()))
@@ -303,7 +305,90 @@ def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     return rows
 
 
-COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup}
+# ---------------------------------------------------------------- SaliencyMix
+def function_from(path: Path, name: str, namespace: dict):
+    """One top-level function of a script, without running the script (their train.py parses arguments and trains
+    at import): its source, compiled in `namespace`."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
+    exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
+    return namespace[name]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def peak_distance(a, b) -> float:
+    pa, pb = np.unravel_index(np.argmax(a), a.shape), np.unravel_index(np.argmax(b), b.shape)
+    return float(np.hypot(pa[0] - pb[0], pa[1] - pb[1]))
+
+
+def saliencymix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """SaliencyMix-ImageNet/train.py saliency_bbox (one box per batch, from the normalised float tensor) against the
+    kit's 'opencv-float' path; how far the authors' float-input map is from OpenCV's uint8 map (the kit's default);
+    and the kit's torch rewrite of OpenCV's algorithm against cv2's uint8 map."""
+    import cv2
+
+    if not hasattr(np, "int"):
+        np.int = int  # their code calls np.int, gone since numpy 1.24; pyGCO's import restores it the same way
+    bbox = function_from(
+        root / "SaliencyMix" / "SaliencyMix-ImageNet" / "train.py", "saliency_bbox", {"np": np, "cv2": cv2}
+    )
+    rows = []
+    for kind, size in settings(sizes, kinds):
+        acc = {k: [] for k in ("same", "r_float", "d_float", "px_torch", "peak_torch")}
+        t = {"official": 0.0, "opencv": 0.0, "torch": 0.0}
+        for trial in range(trials):
+            p = images(kind, size, b, seed=trial)
+            x = normalise(p)
+            batch = Batch(x, torch.arange(b), b, MEAN, STD)
+            m_float = build_method("saliencymix", saliency="opencv-float", per_sample=False)
+            g = torch.Generator().manual_seed(trial)
+            plan = m_float.plan(batch, g)
+            g = torch.Generator().manual_seed(trial)
+            perm, lam = U.permutation(b, g, "cpu"), float(U.beta(1.0, 1.0, 1, g, "cpu")[0])
+            box, dt = timed(bbox, x[perm[0]], lam)
+            t["official"] += dt
+            acc["same"].append(float(tuple(int(v) for v in box) == tuple(plan.boxes[0].tolist())))
+            u8, dt = timed(build_method("saliencymix").saliency_map, batch, x)
+            t["opencv"] += dt
+            fl = build_method("saliencymix", saliency="opencv-float").saliency_map(batch, x)
+            tc, dt = timed(build_method("saliencymix", saliency="torch").saliency_map, batch, x)
+            t["torch"] += dt
+            for i in range(b):
+                acc["r_float"].append(pearson(fl[i].numpy(), u8[i].numpy()))
+                acc["d_float"].append(peak_distance(fl[i].numpy(), u8[i].numpy()))
+                acc["px_torch"].append(float((tc[i] == u8[i]).float().mean()))
+                acc["peak_torch"].append(float(peak_distance(tc[i].numpy(), u8[i].numpy()) == 0))
+        rows.append(
+            {
+                "images": kind,
+                "size": size,
+                "batches": trials,
+                "batch": b,
+                "float_boxes_identical": float(np.mean(acc["same"])),
+                "float_vs_uint8_r": float(np.nanmean(acc["r_float"])),
+                "float_vs_uint8_peak_px": float(np.mean(acc["d_float"])),
+                "torch_pixels_equal": float(np.mean(acc["px_torch"])),
+                "torch_peaks_equal": float(np.mean(acc["peak_torch"])),
+                "ms_per_batch": {
+                    "official (1 map)": 1e3 * t["official"] / trials,
+                    "opencv uint8 (a map per image)": 1e3 * t["opencv"] / trials,
+                    "torch (a map per image)": 1e3 * t["torch"] / trials,
+                },
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup, "saliencymix": saliencymix}
 GRAPH_CUTS = ("puzzlemix", "comixup")  # rows by saliency kind (images: digits); the others by images
 
 

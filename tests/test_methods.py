@@ -245,17 +245,13 @@ def test_saliencymix_box_is_centred_on_the_partners_saliency_peak(saliency):
     pos = [(8, 9), (16, 16), (20, 12), (11, 24), (25, 5)]
     batch = dot_batch(pos)
     m = build_method("saliencymix", saliency=saliency)
-    if saliency == "torch":  # the approximation finds the dots
-        peaks = [divmod(int(s.argmax()), 32) for s in fine_grained_saliency(batch.to_pixels(batch.x).mean(1))]
-        assert peaks == pos
-    else:  # OpenCV's own map, quantised as SaliencyMix does, gives the peaks (its borders are bright too)
-        import cv2
+    import cv2  # OpenCV's own map, quantised as SaliencyMix does, gives the peaks ('torch' is the same algorithm)
 
-        detector = cv2.saliency.StaticSaliencyFineGrained_create()
-        pix = (batch.to_pixels(batch.x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        arrays = pix if saliency == "opencv" else batch.x.permute(0, 2, 3, 1).numpy()
-        maps = [(detector.computeSaliency(np.ascontiguousarray(a))[1] * 255).astype("uint8") for a in arrays]
-        peaks = [divmod(int(q.argmax()), 32) for q in maps]
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    pix = (batch.to_pixels(batch.x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = batch.x.permute(0, 2, 3, 1).numpy() if saliency == "opencv-float" else pix
+    maps = [(detector.computeSaliency(np.ascontiguousarray(a))[1] * 255).astype("uint8") for a in arrays]
+    peaks = [divmod(int(q.argmax()), 32) for q in maps]
     for seed in range(4):
         p = m.plan(batch, gen(seed))
         for i in range(5):
@@ -468,3 +464,21 @@ def test_diffusemix_concatenates_real_and_edit_then_blends_a_fractal():
     y, _ = build_method("diffusemix", fractals=2).mix(batch, gen(0))
     q = batch.to_pixels(y)
     assert q.min() >= 0 and q.max() <= 1 and not torch.allclose(q[0], p[0].expand(3, s, s))
+
+
+@pytest.mark.parametrize("size", [8, 32, 64, 224])
+def test_fine_grained_saliency_in_torch_is_opencvs_map(size):
+    """SaliencyMix's saliency='torch' path: OpenCV's algorithm rewritten in torch, pixel for pixel cv2's map."""
+    import cv2
+
+    from diffcore.data import digits
+
+    g = torch.Generator().manual_seed(size)
+    noise = (torch.rand(2, 3, size, size, generator=g) * 255).round().to(torch.uint8)
+    ds = digits("train", size)
+    real = torch.stack([torch.from_numpy(np.array(ds.load(i))).permute(2, 0, 1) for i in range(2)])
+    u8 = torch.cat([noise, real])  # (4, 3, S, S)
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    arrays = u8.permute(0, 2, 3, 1).numpy()
+    want = np.stack([(detector.computeSaliency(a.copy())[1] * 255).astype("uint8") for a in arrays])
+    assert np.array_equal(fine_grained_saliency(u8).numpy(), want)
