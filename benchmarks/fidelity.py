@@ -388,8 +388,67 @@ def saliencymix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     return rows
 
 
-COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup, "saliencymix": saliencymix}
-GRAPH_CUTS = ("puzzlemix", "comixup")  # rows by saliency kind (images: digits); the others by images
+# ---------------------------------------------------------------- Guided-AP
+def guided_ap(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """FGVC/Implementor/guidedmixup.py (GuidedMixupLearner.pairing and _saliency_normalization, the torchvision
+    GaussianBlur it builds, and its two-line mask) against GuidedAP.mix_with; and the root mixup.py `pairing` the
+    CIFAR / Tiny-ImageNet commands run, which under --condition greedy is called with 'greedy_c'."""
+    import types
+
+    import torchvision.transforms as T
+
+    for name in ("torch.utils.tensorboard", "wandb"):  # their Baseline imports these loggers; no function used here
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["torch.utils.tensorboard"].SummaryWriter = object
+    sys.path.insert(0, str(root / "GuidedMixup" / "FGVC"))
+    from Implementor.guidedmixup import GuidedMixupLearner as L  # noqa: E402  (their FGVC package, by path)
+
+    cifar = load(root / "GuidedMixup" / "mixup.py", "official_guidedmixup_root", root / "GuidedMixup")
+    blur = T.GaussianBlur((7, 7), sigma=(3.0, 3.0))
+    rows = []
+    for kind, size in settings(sizes, kinds):
+        acc = {k: [] for k in ("pair", "out", "w", "cifar_greedy")}
+        for trial in range(trials):
+            p = images("digits", size, b, seed=trial)
+            x = normalise(p)
+            sal = saliency(kind, x, seed=trial)
+            out_k, tgt_k = build_method("guided-ap", prob=1.0).mix_with(
+                Batch(x, torch.arange(b), b, MEAN, STD), sal, torch.Generator().manual_seed(trial)
+            )
+            fake = types.SimpleNamespace(
+                configs={"condition": "greedy", "m_part": b, "batch_size": b, "distance_metric": "l2"}
+            )
+            sc = L._saliency_normalization(fake, blur(sal.clone()), "sumto1")
+            idx = torch.as_tensor(np.asarray(L.pairing(fake, sc.detach())), dtype=torch.long)
+            sc_b = sc[idx]
+            mask_a, mask_b = sc / (sc + sc_b), sc_b / (sc + sc_b)
+            out_o = mask_a[:, None] * x + mask_b[:, None] * x[idx]
+            tgt_o = U.pair_targets(F.one_hot(torch.arange(b), b).float(), idx, mask_a.mean((1, 2)), mask_b.mean((1, 2)))
+            perm_k = S.greedy_cycle_pairing(torch.cdist(sc.flatten(1), sc.flatten(1)))
+            acc["pair"].append(float(torch.equal(perm_k, idx)))
+            acc["out"].append(float((out_k - out_o).abs().max()))
+            acc["w"].append(float((tgt_k - tgt_o).abs().max()))
+            np.random.seed(trial)
+            cifar_idx = torch.as_tensor(np.asarray(cifar.pairing(sc.detach(), condition="greedy_c")))
+            acc["cifar_greedy"].append(float(torch.equal(cifar_idx, idx)))
+        rows.append(
+            {
+                "saliency": kind,
+                "size": size,
+                "batches": trials,
+                "batch": b,
+                "pairing_identical": float(np.mean(acc["pair"])),
+                "max_abs_output_diff": float(np.max(acc["out"])),
+                "max_abs_weight_diff": float(np.max(acc["w"])),
+                "root_mixup_greedy_equals_fgvc_greedy": float(np.mean(acc["cifar_greedy"])),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup, "saliencymix": saliencymix, "guided-ap": guided_ap}
+GRAPH_CUTS = ("puzzlemix", "comixup", "guided-ap")  # rows by saliency kind (images: digits); the others by images
 
 
 def main(argv=None) -> int:

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 from diffcore.methods import REGISTRY, Batch, build_method, mixed_loss
 from diffcore.methods import common as U
 from diffcore.methods.augment import OPS, apply_ops, jensen_shannon
-from diffcore.methods.diffusemix import concat_masks
+from diffcore.methods.diffusemix import seam_mask
 from diffcore.methods.mixup import manifold_stages
 from diffcore.methods.saliency_guided import (
     class_activation_maps,
@@ -447,23 +448,33 @@ def test_greedy_pairing_is_one_cycle_starting_at_the_farthest_pair():
 
 
 # ---------------------------------------------------------------- DiffuseMix
-def test_diffusemix_concatenates_real_and_edit_then_blends_a_fractal():
-    b, s = 6, 32
-    real, edit = torch.zeros(b, 3, s, s), torch.ones(b, 3, s, s)
-    pair = torch.tensor([True, True, True, True, False, True])
-    batch = Batch(real * 2 - 1, torch.arange(b), K, gen=edit * 2 - 1, is_pair=pair)
-    x, t = build_method("diffusemix", fractal_alpha=0.0, fractals=2).mix(batch, gen(0))
-    p = batch.to_pixels(x)[:, 0]
-    assert torch.equal(t, batch.y) and torch.equal(x[4], batch.x[4])  # no edit: the real image as it is
-    for i in (0, 1, 2, 3, 5):  # top/bottom or left/right halves
-        assert bool((p[i, 0] == 0).all()) != bool((p[i, :, 0] == 0).all())
-        assert float(p[i].mean()) == pytest.approx(0.5, abs=1e-6) and float(p[i, -1, -1]) == 1
-    m = concat_masks(torch.tensor([True, False]), 512, 512, 20 / 512)
-    ramp = m[0, 0, :, 0]
-    assert int((ramp > 0).sum() - (ramp == 1).sum()) == 20  # the authors' 20 px seam at 512 px
-    y, _ = build_method("diffusemix", fractals=2).mix(batch, gen(0))
-    q = batch.to_pixels(y)
-    assert q.min() >= 0 and q.max() <= 1 and not torch.allclose(q[0], p[0].expand(3, s, s))
+def test_diffusemix_concatenates_the_aligned_pair_then_blends_a_fractal():
+    real, edit = Image.new("RGB", (40, 30), (0, 0, 0)), Image.new("RGB", (64, 64), (255, 255, 255))
+    m = build_method("diffusemix", fractal_alpha=0.0, fractals=3, fractal_size=16)
+    out = np.array(m.pair_image(real, edit, "img-a.png"))  # the real image is resized to the edit's size first
+    assert out.shape == (64, 64, 3)
+    vertical, k = m.draws("img-a.png")
+    assert m.draws("img-a.png") == (vertical, k)  # fixed per pair, as the authors' blended files
+    profile = (out[:, 0, 0] if vertical else out[0, :, 0]).astype(int)
+    assert (profile[:22] == 0).all() and (profile[42:] == 255).all() and (np.diff(profile) >= 0).all()  # 20 px seam
+    assert (out == (out[:, :1] if vertical else out[:1])).all()  # constant along the seam
+    blended = np.array(build_method("diffusemix", fractals=3, fractal_size=16).pair_image(real, edit, "img-a.png"))
+    frac = np.array(m.fractal_image(k).resize((64, 64)), dtype=np.float32)
+    assert np.array_equal(blended, np.clip(0.8 * out.astype(np.float32) + 0.2 * frac, 0, 255).astype(np.uint8))
+    draws = {m.draws(f"img-{i}.png") for i in range(40)}
+    assert {v for v, _ in draws} == {True, False} and {f for _, f in draws} == {0, 1, 2}
+    mask = seam_mask(512, 512, True, 20)[:, 0, 0]
+    assert int(((mask > 0) & (mask < 1)).sum()) == 18 and mask[246] == 0 and mask[265] == 1  # 246, ramp of 20 (0..1), 246
+
+
+def test_diffusemix_trains_on_the_composites_in_the_generated_slot():
+    b = 6
+    x, g = torch.rand(b, 3, 8, 8), torch.rand(b, 3, 8, 8)
+    pair = torch.tensor([True, False, True, True, False, True])
+    out, t = build_method("diffusemix").mix(Batch(x, torch.arange(b), K, gen=g, is_pair=pair), gen(0))
+    assert torch.equal(out[pair], g[pair]) and torch.equal(out[~pair], x[~pair]) and torch.equal(t, torch.arange(b))
+    with pytest.raises(ValueError, match="edited images"):
+        build_method("diffusemix").mix(Batch(x, torch.arange(b), K), gen(0))
 
 
 @pytest.mark.parametrize("size", [8, 32, 64, 224])
