@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from diffcore.data import digits
 from diffcore.engine.runtime import provenance
@@ -447,7 +448,131 @@ def guided_ap(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     return rows
 
 
-COMPARISONS = {"puzzlemix": puzzlemix, "comixup": comixup, "saliencymix": saliencymix, "guided-ap": guided_ap}
+# ---------------------------------------------------------------- DiffuseMix
+def diffusemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """augment/utils.py Utils.combine_images + blend_images_with_resize against DiffuseMix.pair_image's
+    concat_and_blend: the same real image, edit, fractal and orientation (their random.choice is answered with the
+    kit's draw), at their two edit sizes (512 px until 2024-07-08, 256 px at HEAD)."""
+    from diffcore.methods.diffusemix import concat_and_blend
+
+    utils = load(root / "diffuseMix" / "augment" / "utils.py", "official_diffusemix_utils")
+    m = build_method("diffusemix")
+    rows = []
+    for kind, size in settings([s for s in (256, 512)], kinds):
+        same, worst = [], 0
+        for trial in range(trials):
+            p = images(kind, 64, 2, seed=trial)  # a real image, and a stand-in edit at the edit size
+            real = Image.fromarray((p[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize((48, 40))
+            edit = Image.fromarray((p[1].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).resize((size, size))
+            vertical, k = m.draws(f"trial-{trial}.png")
+            frac = m.fractal_image(k).resize((size, size))  # their fractals: loaded and resized to the edit size
+            ours = np.asarray(concat_and_blend(real, edit, frac, vertical, 20, 0.2))
+            choice, utils.random.choice = utils.random.choice, lambda opts: "vertical" if vertical else "horizontal"
+            try:
+                combined = utils.Utils.combine_images(real.convert("RGB").resize((size, size)), edit)
+            finally:
+                utils.random.choice = choice
+            theirs = np.asarray(utils.Utils.blend_images_with_resize(combined, frac))
+            same.append(float(np.array_equal(ours, theirs)))
+            worst = max(worst, int(np.abs(ours.astype(int) - theirs).max()))
+        rows.append(
+            {
+                "images": kind,
+                "size": size,
+                "pairs": trials,
+                "bytes_identical": float(np.mean(same)),
+                "max_abs_diff": worst,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- PixMix
+def image_stats(p: torch.Tensor) -> dict:
+    """Per-image statistics of (N, 3, H, W) pixels in [0, 1]: mean, std, lit share (max channel > 0.05) and
+    colourfulness (Hasler & Suesstrunk 2003), each as mean and std over the images."""
+    rg, yb = p[:, 0] - p[:, 1], 0.5 * (p[:, 0] + p[:, 1]) - p[:, 2]
+    colour = (rg.flatten(1).std(1) ** 2 + yb.flatten(1).std(1) ** 2).sqrt() + 0.3 * (
+        rg.flatten(1).mean(1) ** 2 + yb.flatten(1).mean(1) ** 2
+    ).sqrt()
+    per = {
+        "mean": p.flatten(1).mean(1),
+        "std": p.flatten(1).std(1),
+        "lit": (p.amax(1) > 0.05).flatten(1).float().mean(1),
+        "colourfulness": colour,
+    }
+    return {k: [float(v.mean()), float(v.std())] for k, v in per.items()}
+
+
+def pixmix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
+    """cifar.py pixmix / augment_input (their PIL operations, np.random) against PixMix.pixmix (batched torch
+    operations), both mixing with the same pictures (the kit's first 100 procedural fractals) at CIFAR's 32 px: the
+    random streams differ, so the comparison is of distributions (per-image statistics over trials x batch images),
+    not image by image. Then the procedural mixing set itself at 100 and 1,000 fractals."""
+    import types
+
+    import torchvision.transforms as T
+
+    from diffcore.methods.fractals import fractal_bank
+
+    putils = load(root / "pixmix" / "pixmix_utils.py", "official_pixmix_utils")
+    ns = {"np": np, "torch": torch, "utils": putils}
+    ns["args"] = types.SimpleNamespace(k=4, beta=3, aug_severity=3, all_ops=False)  # cifar.py defaults
+    cifar = root / "pixmix" / "cifar.py"
+    function_from(cifar, "augment_input", ns)
+    official = function_from(cifar, "pixmix", ns)
+    bank = fractal_bank(100, 32, 0)  # (100, 3, 32, 32): the kit's default mixing set
+    pics = [Image.fromarray((f.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for f in bank]
+    rows = []
+    for kind in kinds:
+        p = torch.cat([images(kind, 32, b, seed=t) for t in range(trials)])  # (N, 3, 32, 32)
+        np.random.seed(0)
+        theirs = torch.stack(
+            [
+                official(
+                    Image.fromarray((x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)),
+                    pics[np.random.randint(len(pics))],
+                    {"tensorize": T.ToTensor(), "normalize": lambda t: t},
+                )
+                for x in p
+            ]
+        )
+        ours = build_method("pixmix").pixmix(p, torch.Generator().manual_seed(0))
+        rows.append(
+            {
+                "images": kind,
+                "size": 32,
+                "images_mixed": len(p),
+                "input": image_stats(p),
+                "official": image_stats(theirs),
+                "kit": image_stats(ours),
+                "mean_abs_change": {
+                    "official": float((theirs - p).abs().mean()),
+                    "kit": float((ours - p).abs().mean()),
+                },
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    sets = {}
+    for n in (100, 1000):
+        f = fractal_bank(n, 32, 0)
+        d = torch.cdist(f.flatten(1), f.flatten(1))
+        d.fill_diagonal_(float("inf"))
+        sets[n] = {**image_stats(f), "nearest_neighbour_l2": float(d.min(1).values.mean())}
+    rows.append({"procedural_set": sets})
+    print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+COMPARISONS = {
+    "puzzlemix": puzzlemix,
+    "comixup": comixup,
+    "saliencymix": saliencymix,
+    "guided-ap": guided_ap,
+    "diffusemix": diffusemix,
+    "pixmix": pixmix,
+}
 GRAPH_CUTS = ("puzzlemix", "comixup", "guided-ap")  # rows by saliency kind (images: digits); the others by images
 
 
