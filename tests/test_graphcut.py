@@ -168,3 +168,30 @@ def test_importing_diffcore_does_not_import_gco_or_patch_numpy():
     code = "import numpy, diffcore.methods, diffcore.train, sys; print('gco' in sys.modules, hasattr(numpy, 'int'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]  # numpy >= 1.24 (pyproject: >= 1.26) has no numpy.int of its own
+
+
+def test_table6_times_the_default_solvers_and_the_fast_paths_as_extra_rows():
+    from diffcore.bench import FAST_PATHS, time_training
+    from diffcore.book.tables import overhead_table
+
+    variants = tuple(v for v in FAST_PATHS if v[0] in ("puzzlemix", "saliencymix"))
+    rows = time_training(
+        ["puzzlemix", "saliencymix"],
+        [4],
+        "digits-cnn",
+        16,
+        steps=1,
+        warmup=0,
+        device="cpu",
+        rounds=1,
+        variants=variants,
+    )
+    assert [(r["method"], r["variant"]) for r in rows] == [
+        ("vanilla", ""),
+        ("puzzlemix", ""),
+        ("saliencymix", ""),
+        ("puzzlemix", "solver=icm"),
+        ("saliencymix", "saliency=torch"),
+    ]
+    labels = list(overhead_table(rows)["method (paper row)"])
+    assert "PuzzleMix" in labels and "PuzzleMix [opt-in solver=icm]" in labels
