@@ -137,6 +137,12 @@ def timed(fn, *args, **kw):
 
 
 # ---------------------------------------------------------------- PuzzleMix
+def puzzle_energy(graph: S.PuzzleGraph, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) PuzzleMix's float energy of labelings (B, n, n), in float64 (the one both solvers minimise)."""
+    unary, pair = graph.energy()
+    return S.grid_energy(labels, unary.double(), graph.w_rows.double(), graph.w_cols.double(), pair.double())
+
+
 def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     """mixup.py mixup_graph (graph cut + transport) against PuzzleMix.mix_with, and the ICM path's gap."""
     off = load(root / "PuzzleMix" / "mixup.py", "official_puzzlemix_mixup")
@@ -186,11 +192,7 @@ def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
             lab_k = S.puzzle_labels(graph, "graphcut", 10)
             lab_i, dt = timed(S.puzzle_labels, graph, "icm", 10)
             t["icm"] += dt
-            unary, pair = graph.energy()
-            energy = lambda lab: S.grid_energy(
-                lab, unary.double(), graph.w_rows.double(), graph.w_cols.double(), pair.double()
-            )  # noqa: E731
-            e_o, e_i = energy(lab_o), energy(lab_i)
+            e_o, e_i = puzzle_energy(graph, lab_o), puzzle_energy(graph, lab_i)
             w_i = m_icm.mix_with(batch, sal, torch.Generator().manual_seed(trial))[1]
             acc["cells"].append(float((lab_k == lab_o).float().mean()))
             acc["out"].append(float((out_k - out_o).abs().max()))
@@ -270,8 +272,10 @@ def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
             out_k, tgt_k = S.comixup_mix(mask_k, x, onehot)
             _, tgt_i = S.comixup_mix(mask_i, x, onehot)
             cost = GC.comixup_cost(prob.sal_blocks[0], prob.prior[0], m_gc.eta)
-            obj = lambda m: float(GC.partition_objective(cost, m, m_gc.beta / size_, m_gc.gamma / size_))  # noqa: E731
-            e_o, e_i = obj(mask_o), obj(mask_i)
+            e_o, e_i = (
+                float(GC.partition_objective(cost, mk, m_gc.beta / size_, m_gc.gamma / size_))
+                for mk in (mask_o, mask_i)
+            )
             acc["same"].append(float(torch.equal(mask_k, mask_o)))
             acc["mask"].append(float((mask_k - mask_o).abs().max()))
             acc["out"].append(float((out_k - out_o).abs().max()))
@@ -467,7 +471,10 @@ def diffusemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
             vertical, k = m.draws(f"trial-{trial}.png")
             frac = m.fractal_image(k).resize((size, size))  # their fractals: loaded and resized to the edit size
             ours = np.asarray(concat_and_blend(real, edit, frac, vertical, 20, 0.2))
-            choice, utils.random.choice = utils.random.choice, lambda opts: "vertical" if vertical else "horizontal"
+            choice, utils.random.choice = (
+                utils.random.choice,
+                lambda opts, v=vertical: "vertical" if v else "horizontal",
+            )
             try:
                 combined = utils.Utils.combine_images(real.convert("RGB").resize((size, size)), edit)
             finally:
@@ -609,8 +616,132 @@ def main(argv=None) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- the page's tables
+def pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def ms(d: dict) -> str:
+    return " / ".join(f"{v:.1f}" for v in d.values())
+
+
+def table(head: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def md_puzzlemix(rows) -> str:
+    head = [
+        "saliency", "px", "batches x images", "neigh", "graph cut = theirs: labels / batches",
+        "max abs diff: image, weight", "ICM energy gap: mean (max)", "ICM worse", "ICM labels = theirs",
+        "ICM weight TV", "ms/batch: theirs / graph cut / ICM",
+    ]  # fmt: skip
+    body = [
+        [
+            r["saliency"], r["size"], f"{r['batches']} x {r['batch']}", r["neigh_size"],
+            f"{pct(r['graphcut_cells_equal'])} / {pct(r['graphcut_batches_identical'])}",
+            f"{r['graphcut_max_abs_output_diff']:.1g}, {r['graphcut_max_abs_weight_diff']:.1g}",
+            f"{pct(r['icm_energy_gap_mean'])} ({pct(r['icm_energy_gap_max'])})", pct(r["icm_worse_share"]),
+            pct(r["icm_cells_equal"]), f"{r['icm_weight_tv_mean']:.3f}", ms(r["ms_per_batch"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return table(head, body)
+
+
+def md_comixup(rows) -> str:
+    head = [
+        "saliency", "px", "partitions x inputs", "graph cut = theirs: masks", "max abs diff: mask, image, weight",
+        "theirs: blended cells", "theirs: unmixed outputs", "ICM objective gap: mean (max)", "ICM worse",
+        "ICM labels = theirs", "ICM weight TV", "ms/partition: theirs / graph cut / ICM",
+    ]  # fmt: skip
+    body = [
+        [
+            r["saliency"], r["size"], f"{r['batches']} x {r['partition']}", pct(r["graphcut_masks_identical"]),
+            f"{r['graphcut_max_abs_mask_diff']:.1g}, {r['graphcut_max_abs_output_diff']:.1g}, "
+            f"{r['graphcut_max_abs_weight_diff']:.1g}",
+            pct(r["official_blended_cells"]), pct(r["official_unmixed_outputs"]),
+            f"{pct(r['icm_objective_gap_mean'])} ({pct(r['icm_objective_gap_max'])})", pct(r["icm_worse_share"]),
+            pct(r["icm_cells_equal"]), f"{r['icm_weight_tv_mean']:.3f}", ms(r["ms_per_batch"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return table(head, body)
+
+
+def md_saliencymix(rows) -> str:
+    head = [
+        "images", "px", "batches x images", "'opencv-float' boxes = theirs", "their float map vs uint8 map: r",
+        "peak distance (px)", "'torch' = cv2 uint8: pixels / peaks",
+        "ms/batch: theirs (1 map) / 'opencv' / 'torch' (a map per image)",
+    ]  # fmt: skip
+    body = [
+        [
+            r["images"], r["size"], f"{r['batches']} x {r['batch']}", pct(r["float_boxes_identical"]),
+            f"{r['float_vs_uint8_r']:.3f}", f"{r['float_vs_uint8_peak_px']:.1f}",
+            f"{pct(r['torch_pixels_equal'])} / {pct(r['torch_peaks_equal'])}", ms(r["ms_per_batch"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return table(head, body)
+
+
+def md_guided_ap(rows) -> str:
+    head = ["saliency", "px", "batches x images", "pairing = theirs (FGVC)", "max abs diff: image, weight",
+            "root mixup.py 'greedy' = FGVC greedy"]  # fmt: skip
+    body = [
+        [
+            r["saliency"], r["size"], f"{r['batches']} x {r['batch']}", pct(r["pairing_identical"]),
+            f"{r['max_abs_output_diff']:.1g}, {r['max_abs_weight_diff']:.1g}",
+            pct(r["root_mixup_greedy_equals_fgvc_greedy"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return table(head, body)
+
+
+def md_diffusemix(rows) -> str:
+    head = ["images", "edit px", "pairs", "composite bytes = theirs", "max abs diff (grey levels)"]
+    body = [[r["images"], r["size"], r["pairs"], pct(r["bytes_identical"]), r["max_abs_diff"]] for r in rows]
+    return table(head, body)
+
+
+def md_pixmix(rows) -> str:
+    stats = ("mean", "std", "lit", "colourfulness")
+    head = ["images", "n", "statistic (mean ± std over images)", "input", "theirs", "kit"]
+    body = []
+    for r in rows:
+        if "procedural_set" in r:
+            continue
+        for k in stats:
+            cell = lambda v: f"{v[0]:.3f} ± {v[1]:.3f}"  # noqa: E731
+            body.append(
+                [r["images"], r["images_mixed"], k, cell(r["input"][k]), cell(r["official"][k]), cell(r["kit"][k])]
+            )
+        c = r["mean_abs_change"]
+        body.append([r["images"], r["images_mixed"], "mean abs change", "", f"{c['official']:.3f}", f"{c['kit']:.3f}"])
+    sets = next(r["procedural_set"] for r in rows if "procedural_set" in r)
+    head2 = ["procedural set", "mean", "std", "lit", "colourfulness", "nearest-neighbour L2 (32 px)"]
+    body2 = [
+        [f"{n} fractals"] + [f"{v[k][0]:.3f} ± {v[k][1]:.3f}" for k in stats] + [f"{v['nearest_neighbour_l2']:.2f}"]
+        for n, v in sets.items()
+    ]
+    return table(head, body) + "\n\n" + table(head2, body2)
+
+
+MARKDOWN = {
+    "puzzlemix": md_puzzlemix,
+    "comixup": md_comixup,
+    "saliencymix": md_saliencymix,
+    "guided-ap": md_guided_ap,
+    "diffusemix": md_diffusemix,
+    "pixmix": md_pixmix,
+}
+
+
 def report(run: dict) -> str:
-    return json.dumps(run["results"], indent=1)
+    """The page's tables: one per method (PixMix: two), separated by blank lines, in the run's order."""
+    return "\n\n".join(MARKDOWN[m](rows) for m, rows in run["results"].items())
 
 
 if __name__ == "__main__":
