@@ -61,6 +61,15 @@ def load(path: Path, name: str, extra_path: Path | None = None):
     return mod
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def commit(repo: Path) -> str:
     return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
@@ -153,14 +162,14 @@ def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     for kind, size in settings(sizes, kinds):
         m_gc, m_icm = build_method("puzzlemix"), build_method("puzzlemix", solver="icm")
         acc = {k: [] for k in ("cells", "out", "w", "same", "e_gap", "worse", "icm_cells", "icm_w", "n")}
-        t = {"official": 0.0, "graphcut": 0.0, "icm": 0.0}
+        t = {"official": [], "graphcut": [], "icm": []}
         for trial in range(trials):
             p = images("digits", size, b, seed=trial)
             x = normalise(p)
             sal = saliency(kind, x, seed=trial)
             batch = Batch(x, torch.arange(b), b, MEAN, STD)  # a class per image: weights per source
             (out_k, tgt_k), dt = timed(m_gc.mix_with, batch, sal, torch.Generator().manual_seed(trial))
-            t["graphcut"] += dt
+            t["graphcut"].append(dt)
             g = torch.Generator().manual_seed(trial)  # the kit's draws again: blocks, permutation, lam
             choices = U.block_choices(size, size)
             n = choices[int(U.randint(0, len(choices), 1, g, "cpu")[0])]
@@ -186,12 +195,12 @@ def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
                 t_size=-1,
                 device="cpu",
             )
-            t["official"] += dt
+            t["official"].append(dt)
             lab_o = torch.from_numpy(np.round((1 - np.stack(masks)) * 2)).long()  # (B, n, n) their labels
             graph = S.puzzle_graph(p, sal, perm, n, lam, 1.2, 0.5, 0.2, m_gc.neighbourhood(size), 3)
             lab_k = S.puzzle_labels(graph, "graphcut", 10)
             lab_i, dt = timed(S.puzzle_labels, graph, "icm", 10)
-            t["icm"] += dt
+            t["icm"].append(dt)
             e_o, e_i = puzzle_energy(graph, lab_o), puzzle_energy(graph, lab_i)
             w_i = m_icm.mix_with(batch, sal, torch.Generator().manual_seed(trial))[1]
             acc["cells"].append(float((lab_k == lab_o).float().mean()))
@@ -219,7 +228,7 @@ def puzzlemix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
                 "icm_worse_share": float(np.mean(acc["worse"])),
                 "icm_cells_equal": float(np.mean(acc["icm_cells"])),
                 "icm_weight_tv_mean": float(np.mean(acc["icm_w"])),
-                "ms_per_batch": {k: 1e3 * v / trials for k, v in t.items()},
+                "ms_per_batch": {k: 1e3 * float(np.median(v)) for k, v in t.items()},
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -237,7 +246,7 @@ def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     rows = []
     for kind, size in settings(sizes, kinds):
         acc = {k: [] for k in ("same", "mask", "out", "w", "gap", "worse", "cells", "icm_w", "blend", "nomix")}
-        t = {"official": 0.0, "graphcut": 0.0, "icm": 0.0}
+        t = {"official": [], "graphcut": [], "icm": []}
         for trial in range(trials):
             p = images("digits", size, b, seed=trial)
             x = normalise(p)
@@ -262,12 +271,12 @@ def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
                     niter=m_gc.niter,
                     device="cpu",
                 )
-            t["official"] += dt
+            t["official"].append(dt)
             out_o, tgt_o = match.mix_input(mask_o, x, onehot)
             mask_k, dt = timed(m_gc.masks, prob)
-            t["graphcut"] += dt
+            t["graphcut"].append(dt)
             mask_i, dt = timed(m_icm.masks, prob)
-            t["icm"] += dt
+            t["icm"].append(dt)
             mask_k, mask_i = mask_k[0], mask_i[0]
             out_k, tgt_k = S.comixup_mix(mask_k, x, onehot)
             _, tgt_i = S.comixup_mix(mask_i, x, onehot)
@@ -303,7 +312,7 @@ def comixup(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
                 "icm_worse_share": float(np.mean(acc["worse"])),
                 "icm_cells_equal": float(np.mean(acc["cells"])),
                 "icm_weight_tv_mean": float(np.mean(acc["icm_w"])),
-                "ms_per_batch": {k: 1e3 * v / trials for k, v in t.items()},
+                "ms_per_batch": {k: 1e3 * float(np.median(v)) for k, v in t.items()},
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -348,7 +357,7 @@ def saliencymix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
     rows = []
     for kind, size in settings(sizes, kinds):
         acc = {k: [] for k in ("same", "r_float", "d_float", "px_torch", "peak_torch")}
-        t = {"official": 0.0, "opencv": 0.0, "torch": 0.0}
+        t = {"official": [], "opencv": [], "torch": []}
         for trial in range(trials):
             p = images(kind, size, b, seed=trial)
             x = normalise(p)
@@ -359,13 +368,13 @@ def saliencymix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
             g = torch.Generator().manual_seed(trial)
             perm, lam = U.permutation(b, g, "cpu"), float(U.beta(1.0, 1.0, 1, g, "cpu")[0])
             box, dt = timed(bbox, x[perm[0]], lam)
-            t["official"] += dt
+            t["official"].append(dt)
             acc["same"].append(float(tuple(int(v) for v in box) == tuple(plan.boxes[0].tolist())))
             u8, dt = timed(build_method("saliencymix").saliency_map, batch, x)
-            t["opencv"] += dt
+            t["opencv"].append(dt)
             fl = build_method("saliencymix", saliency="opencv-float").saliency_map(batch, x)
             tc, dt = timed(build_method("saliencymix", saliency="torch").saliency_map, batch, x)
-            t["torch"] += dt
+            t["torch"].append(dt)
             for i in range(b):
                 acc["r_float"].append(pearson(fl[i].numpy(), u8[i].numpy()))
                 acc["d_float"].append(peak_distance(fl[i].numpy(), u8[i].numpy()))
@@ -383,9 +392,9 @@ def saliencymix(root: Path, trials: int, b: int, sizes, kinds) -> list[dict]:
                 "torch_pixels_equal": float(np.mean(acc["px_torch"])),
                 "torch_peaks_equal": float(np.mean(acc["peak_torch"])),
                 "ms_per_batch": {
-                    "official (1 map)": 1e3 * t["official"] / trials,
-                    "opencv uint8 (a map per image)": 1e3 * t["opencv"] / trials,
-                    "torch (a map per image)": 1e3 * t["torch"] / trials,
+                    "official (1 map)": 1e3 * float(np.median(t["official"])),
+                    "opencv uint8 (a map per image)": 1e3 * float(np.median(t["opencv"])),
+                    "torch (a map per image)": 1e3 * float(np.median(t["torch"])),
                 },
             }
         )
@@ -600,8 +609,14 @@ def main(argv=None) -> int:
     if a.official is None:
         ap.error("--official is required (the folder holding the official clones)")
     torch.set_num_threads(1)  # their graph cuts are single-threaded; so is every timing here
+    from importlib.metadata import version
+
     run = {
-        "provenance": {**provenance(), "cpu": platform.processor() or platform.machine()},
+        "provenance": {
+            **provenance(),
+            "cpu": cpu_name(),
+            "solvers": {p: version(p) for p in ("gco-wrapper", "opencv-contrib-python-headless")},
+        },
         "official": {m: {"repo": REPOS[m], "commit": commit(a.official / REPOS[m])} for m in a.methods},
         "results": {},
     }

@@ -133,8 +133,8 @@ class SaliencyMix(Method):
     same), which OpenCV's detector, written for 8-bit images, reads as raw bytes, so the box lands almost anywhere
     (benchmarks/fidelity.md: its map hardly correlates with the uint8 one). The paper's SaliencyMix numbers most
     likely come from that float-input behaviour: every public implementation it could have run (the authors' CIFAR
-    and ImageNet scripts, GuidedMixup's FGVC code, whose benchmark layout Tables 4 and 6 follow) passes the float
-    tensor, and none converts to 8 bits. 'torch': OpenCV's algorithm rewritten in torch, batched on the device
+    and ImageNet scripts; GuidedMixup's FGVC code, whose row names 'Guided-AP (Random/Greedy)' Table 6 uses) passes
+    the float tensor, and none converts to 8 bits. 'torch': OpenCV's algorithm rewritten in torch, batched on the device
     (`fine_grained_saliency`), an opt-in fast path equal to 'opencv' pixel for pixel up to 256 x 256 images.
     """
 
