@@ -464,7 +464,7 @@ def test_diffusemix_concatenates_the_aligned_pair_then_blends_a_fractal():
     draws = {m.draws(f"img-{i}.png") for i in range(40)}
     assert {v for v, _ in draws} == {True, False} and {f for _, f in draws} == {0, 1, 2}
     mask = seam_mask(512, 512, True, 20)[:, 0, 0]
-    assert int(((mask > 0) & (mask < 1)).sum()) == 18 and mask[246] == 0 and mask[265] == 1  # 246, ramp of 20 (0..1), 246
+    assert int(((mask > 0) & (mask < 1)).sum()) == 18 and mask[246] == 0 and mask[265] == 1  # 246, 20-px ramp, 246
 
 
 def test_diffusemix_trains_on_the_composites_in_the_generated_slot():
