@@ -195,3 +195,7 @@ def test_table6_times_the_default_solvers_and_the_fast_paths_as_extra_rows():
     ]
     labels = list(overhead_table(rows)["method (paper row)"])
     assert "PuzzleMix" in labels and "PuzzleMix [opt-in solver=icm]" in labels
+    from diffcore.bench.report import md_training
+
+    md = md_training(rows)
+    assert "| puzzlemix |" in md and "| puzzlemix [solver=icm] |" in md and "| saliencymix [saliency=torch] |" in md

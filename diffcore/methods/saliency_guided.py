@@ -2,9 +2,11 @@
 
 SaliencyMix uses image saliency; SnapMix the model's class activation maps; PuzzleMix, Co-Mixup and Guided-AP the
 gradient of the loss with respect to the input (one extra forward and backward pass per step, which is most of
-their cost in Table 6). PuzzleMix and Co-Mixup then optimise their masks: the reference code runs a graph cut
-(pyGCO, C++, on the CPU, one image after the other); here the same energies are minimised on the device by
-batched checkerboard ICM (iterated conditional modes): see `icm_grid` and each class docstring for what differs.
+their cost in Table 6). PuzzleMix and Co-Mixup then optimise their masks with pyGCO's graph cut on the CPU, one
+grid after the other, as the reference code does (diffcore.methods.graphcut, the default); `solver='icm'` minimises
+the same energies on the device by batched checkerboard ICM (iterated conditional modes, `icm_grid`), faster and
+weaker. SaliencyMix calls OpenCV's saliency on the CPU by default. benchmarks/fidelity.md compares each with the
+authors' code.
 """
 
 from __future__ import annotations
@@ -283,7 +285,8 @@ def icm_grid(
     unary (B, n, m, L); w_rows (B, n-1, m) weights between vertical neighbours, w_cols (B, n, m-1) horizontal;
     pair (L, L). Checkerboard ICM: the two colours of the grid are updated in turn, each node to its best label
     given its neighbours (exact coordinate descent, so the energy never increases); stops early at a fixed point.
-    The reference code (pyGCO alpha-beta swap) reaches stronger minima with larger moves.
+    The default graph cut (graphcut.swap_grid, pyGCO's alpha-beta swap) makes larger moves; the gap between the two
+    is measured in benchmarks/fidelity.md.
     """
     b, n, m, nl = unary.shape
     lab = unary.argmin(-1) if init is None else init.clone()  # (B, n, m)
