@@ -52,7 +52,7 @@ lab: setup
 
 # ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run
 test: setup
-	$(BIN)/ruff check diffcore tests scripts
+	$(BIN)/ruff check diffcore tests scripts benchmarks
 	$(BIN)/ruff format --check diffcore tests scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

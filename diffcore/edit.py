@@ -1,20 +1,22 @@
-"""DiffuseMix's generated set: every chosen training image edited by an InstructPix2Pix-style model with a style
-prompt (Islam et al., CVPR 2024), written in the same layout, manifest and seeding as `diffcore generate`.
+"""DiffuseMix's generated set: every chosen training image edited by an InstructPix2Pix-style model with every style
+prompt of the list (Islam et al., CVPR 2024), written in the same layout, manifest and seeding as `diffcore generate`.
 
     diffcore edit --out runs/edits                                 # embedded profile: digits, tiny stand-in, CPU
     diffcore edit --profile paper --dataset cub-200-2011 --data-root DATA --model ./instruct-pix2pix --out E
     diffcore train --method diffusemix --generated runs/edits --out r.json
 
-The seed of an edit is derive_seed(run seed, image id, attempt), as for counterparts; the prompt of an image is
-one of the style prompts, picked by derive_seed(run seed, image id, "prompt"), and recorded. An edit that comes out
-blank or non-finite is rejected as 'invalid' and tried again with the next attempt's seed (DiffuseMix drops such
-images, `is_black_image`); after `max_attempts` the image gets no edit ('invalid-final'). The concatenation and
-fractal blending happen at training time, on the device (diffcore.methods.diffusemix). The set is written through
-the same storage layer as the counterparts (engine.genset): atomic commits, resume after a kill, chunks shared
-out to processes under torchrun.
+Each chosen image gets one edit per prompt, as the authors' loop `for prompt in self.prompts` does (augment/
+diffuseMix.py, num_images 1): the set holds image x prompt edits, each stored under the key
+`engine.genset.variant_key(image id, prompt index)` (manifest source_id "<image id>#v<k>", its prompt in the prompt
+column). The seed of an edit is derive_seed(run seed, that key, attempt), so any edit can be made again alone. An
+edit that comes out blank or non-finite is rejected as 'invalid' and tried again with the next attempt's seed
+(DiffuseMix drops such images, `is_black_image`); after `max_attempts` that (image, prompt) gets no edit
+('invalid-final'). The set is written through the same storage layer as the counterparts (engine.genset): atomic
+commits, resume after a kill, chunks of (image, prompt) keys shared out to processes under torchrun.
 
-Departures from the authors' code (khawar-islam/diffuseMix), all for the kit's one-counterpart-per-image layout:
-they edit every image with every prompt in the list; here each image gets one edit, with a prompt from the list.
+The concatenation and fractal blend are not stored: they are made from each (image, edit) pair, aligned at the
+edit's resolution, before the training augmentation (diffcore.methods.diffusemix.DiffuseMix.pair_image), as the
+authors' blended files are.
 
 The embedded profile's editing model is a STAND-IN: the shipped tiny text-to-image model (diffcore/assets/tiny-t2i)
 with its UNet's conv_in widened from 4 to 8 input channels, the extra weights zero, exactly as InstructPix2Pix
@@ -61,11 +63,11 @@ DIFFUSEMIX_PROMPTS = (
 @dataclass(frozen=True)
 class EditConfig:
     model: str = "timbrooks/instruct-pix2pix"  # local diffusers InstructPix2Pix folder (authors' main.py), or STANDIN
-    prompts: tuple[str, ...] = DIFFUSEMIX_PROMPTS  # authors' README list
+    prompts: tuple[str, ...] = DIFFUSEMIX_PROMPTS  # authors' README list; every image is edited with each of them
     steps: int = 100  # diffusers' InstructPix2Pix default, which the authors' handler keeps
     guidance_scale: float = 4.0  # text guidance, authors' main.py
     image_guidance_scale: float = 1.5  # diffusers default, which the authors' handler keeps
-    size: int = 512  # authors resize sources and edits to 512 x 512
+    size: int = 512  # px: the authors' sources and edits until 2024-07-08 (d93cf72); their HEAD: 256
     scheduler: str = "euler-ancestral"  # authors' handler: EulerAncestralDiscreteScheduler
     batch_size: int = 8  # images per pipeline call
     dtype: str = "auto"  # authors: fp16; auto = bf16 on CUDA, fp32 on CPU
@@ -200,25 +202,37 @@ def edit_images(
 
 
 # ---------------------------------------------------------------- the edited set on disk
-def prompt_for(image_id: str, class_name: str, cfg: EditConfig) -> str:
-    """The image's style prompt; the stand-in, which cannot see the image, also gets the class name in front
+def prompt_for(k: int, class_name: str, cfg: EditConfig) -> str:
+    """The k-th style prompt; the stand-in, which cannot see the image, also gets the class name in front
     ('<class>, <style>', a caption form the tiny model was trained on), standing in for an editor that keeps the
     image's content."""
-    style = cfg.prompts[derive_seed(cfg.run_seed, image_id, "prompt") % len(cfg.prompts)]
+    style = cfg.prompts[k]
     return f"{class_name}, {style}" if cfg.model == STANDIN else style
 
 
+def edit_items(ds: ImageSet, cfg: EditConfig) -> list[tuple[int, int]]:
+    """(dataset index, prompt index) of every edit: each chosen image with each prompt, image by image."""
+    return [(int(i), k) for i in choose_fraction(ds, cfg.fraction, cfg.selection_seed) for k in range(len(cfg.prompts))]
+
+
 def edit_set(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> G.GeneratedSet:
-    """The edited set's folder, settings and sources (everything but the model)."""
-    settings = {"kind": "diffcore-edits", "dataset": ds.name, "num_images": len(ds), "edit": asdict(cfg)}
+    """The edited set's folder, settings and (image, prompt) keys (everything but the model)."""
+    items = edit_items(ds, cfg)
+    settings = {
+        "kind": "diffcore-edits",
+        "layout": "every-prompt",  # an image x prompt set; older sets (one prompt per image) are not resumed into it
+        "dataset": ds.name,
+        "num_images": len(ds),
+        "edit": asdict(cfg),
+    }
     return G.GeneratedSet(
         Path(out_dir),
         settings,
         {"edit": EditConfig()},
-        ds.ids,
-        ds.labels,
+        [G.variant_key(ds.ids[i], k) for i, k in items],
+        [ds.labels[i] for i, _ in items],
         ds.classes,
-        choose_fraction(ds, cfg.fraction, cfg.selection_seed),
+        range(len(items)),
         cfg.chunk_size,
         cfg.batch_size,
         cfg.max_attempts,
@@ -236,21 +250,23 @@ def make_edits(
     world: D.World = D.SINGLE,
     io_threads: int = 4,
 ) -> dict | None:
-    """Edit `cfg.fraction` of `ds` into out_dir (images/<class>/<id>.png, manifest.csv, run.json); resumable, and
-    shared out over the processes of `world` like the counterparts. Returns run.json's content."""
+    """Edit `cfg.fraction` of `ds` with every prompt into out_dir (images/<class>/<key>.png, manifest.csv,
+    run.json); resumable, and shared out over the processes of `world` like the counterparts. Returns run.json's
+    content."""
     store = edit_set(ds, out_dir, cfg)
+    items = edit_items(ds, cfg)
 
     def run_info(agreed: dict, rows: list[dict]) -> dict:
         return {
             "settings": store.settings,
-            "summary": G.summarize(rows, ds.classes, {}, len(store.chosen)),
+            "summary": {**G.summarize(rows, ds.classes, {}, len(items)), "images": len(items) // len(cfg.prompts)},
             "dataset_skipped": skipped_summary(ds),
         }
 
     return store.run(
         world,
         dict,
-        lambda batch, pool, agreed: _edit_batch(ds, batch, pipe, store, cfg, model_name or cfg.model),
+        lambda batch, pool, agreed: _edit_batch(ds, items, batch, pipe, store, cfg, model_name or cfg.model),
         run_info,
         io_threads=io_threads,
         progress=progress,
@@ -259,28 +275,30 @@ def make_edits(
     )
 
 
-def _edit_batch(ds: ImageSet, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: EditConfig, model_name: str):
-    prompts = [prompt_for(ds.ids[i], ds.classes[ds.labels[i]], cfg) for i, _ in batch]
-    seeds = [derive_seed(cfg.run_seed, ds.ids[i], a) for i, a in batch]
-    images, bad = edit_images(pipe, [ds.load(i) for i, _ in batch], prompts, seeds, cfg)
+def _edit_batch(ds, items, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: EditConfig, model_name: str):
+    """One batch of (item, attempt): the edits, their manifest rows, the retries and the files to write."""
+    src = [items[j] for j, _ in batch]  # (dataset index, prompt index) of each
+    prompts = [prompt_for(k, ds.classes[ds.labels[i]], cfg) for i, k in src]
+    seeds = [derive_seed(cfg.run_seed, store.ids[j], a) for j, a in batch]
+    images, bad = edit_images(pipe, [ds.load(i) for i, _ in src], prompts, seeds, cfg)
     rows, retry, files = [], [], []
-    for j, (i, a) in enumerate(batch):
+    for n, ((j, a), (i, _)) in enumerate(zip(batch, src)):
         label = ds.labels[i]
-        status = G.status(not bad[j], bool(bad[j]), False, a, cfg.max_attempts)
-        rel = G.kept_file(label, ds.classes[label], ds.ids[i]) if status == "kept" else ""
+        status = G.status(not bad[n], bool(bad[n]), False, a, cfg.max_attempts)
+        rel = G.kept_file(label, ds.classes[label], store.ids[j]) if status == "kept" else ""
         if rel:
-            files.append((images[j], inside(store.out_dir, rel)))
+            files.append((images[n], inside(store.out_dir, rel)))
         if status in G.RETRY_STATUSES:
-            retry.append((i, a + 1))
+            retry.append((j, a + 1))
         rows.append(
             {
                 **dict.fromkeys(G.MANIFEST_FIELDS, ""),
-                "source_id": ds.ids[i],
+                "source_id": store.ids[j],
                 "source_path": ds.path(i) or "",
                 "label": label,
                 "class_name": ds.classes[label],
-                "prompt": prompts[j],
-                "seed": seeds[j],
+                "prompt": prompts[n],
+                "seed": seeds[n],
                 "attempt": a,
                 "status": status,
                 "file": rel,

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from .counterparts import kept_counterparts
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import checkpoint as CK
 from .engine import distributed as D
+from .engine import genset as G
 from .engine import loader as L
 from .engine.runtime import check_device_name, derive_seed, provenance
 from .engine.safety import atomic_write_text
@@ -154,24 +155,42 @@ def transforms_for(cfg: TrainConfig, train: bool):
     return T.Compose(ops + [T.ToTensor(), norm])
 
 
-class PairedTrainingSet(Dataset):
-    """Items 0..N-1: (I_n, I_n, y, False), the real images. Items N..N+M-1: (I_i, G_i, y, True), the pairs."""
+Compose = Callable[[Image.Image, Image.Image, str], Image.Image]  # Method.pair_image
 
-    def __init__(self, ds: ImageSet, counterparts: dict[str, Path], transform):
-        self.ds, self.transform = ds, transform
-        self.pairs = [(i, counterparts[ds.ids[i]]) for i in range(len(ds)) if ds.ids[i] in counterparts]
+
+class PairedTrainingSet(Dataset):
+    """Items 0..N-1: (I_n, I_n, y, False), the real images. Items N..N+M-1: (I_i, G_i, y, True), the pairs: one per
+    generated image of a source (a DiffCoRe-Mix counterpart; DiffuseMix: one per prompt).
+
+    compose: a method that builds the pair's second image from the aligned pair before augmentation (DiffuseMix's
+    concatenation and fractal blend, `Method.pair_image`); G_i is then compose(I_i, G_i, file name), transformed."""
+
+    def __init__(self, ds: ImageSet, counterparts: dict[str, Path | list[Path]], transform, compose: Compose = None):
+        self.ds, self.transform, self.compose = ds, transform, compose
+        self.pairs = [(i, p) for i in range(len(ds)) for p in as_paths(counterparts.get(ds.ids[i]))]
 
     def __len__(self) -> int:
         return len(self.ds) + len(self.pairs)
+
+    def generated(self, k: int) -> Image.Image:
+        """Pair k's second image, before augmentation: the generated file, or the method's composite of the pair."""
+        i, path = self.pairs[k]
+        with Image.open(path) as im:
+            g = im.convert("RGB")
+        return g if self.compose is None else self.compose(self.ds.load(i), g, Path(path).name)
 
     def __getitem__(self, n: int):
         if n < len(self.ds):
             x = self.transform(self.ds.load(n))
             return x, x, self.ds.labels[n], False
-        i, path = self.pairs[n - len(self.ds)]
-        with Image.open(path) as im:
-            g = self.transform(im.convert("RGB"))
+        i, _ = self.pairs[n - len(self.ds)]
+        g = self.transform(self.generated(n - len(self.ds)))
         return self.transform(self.ds.load(i)), g, self.ds.labels[i], True
+
+
+def as_paths(found: Path | list[Path] | None) -> list[Path]:
+    """A source's generated files as a list (one counterpart, several edits, or none)."""
+    return [] if found is None else [found] if isinstance(found, (str, Path)) else list(found)
 
 
 class EvalSet(Dataset):
@@ -198,8 +217,9 @@ def check_generated(cfg: TrainConfig, generated: str | Path | None) -> None:
         )
 
 
-def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConfig) -> dict[str, Path]:
-    """source id -> generated file, for the `cfg.fraction` of images chosen as in generation.
+def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConfig) -> dict[str, list[Path]]:
+    """source id -> its generated files (a counterpart; DiffuseMix's edited set: one per prompt), for the
+    `cfg.fraction` of images chosen as in generation.
 
     Image seeds do not depend on the fraction, so the -50 pairs are exactly a subset of a -100 run's pairs.
     """
@@ -208,7 +228,7 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     ):  # "counterparts" or "edits": both are manifest sets of `diffcore generate`-style runs
         return {}
     check_generated(cfg, generated)
-    found = kept_counterparts(generated)
+    found = G.kept_by_source(generated)
     chosen = {ds.ids[i] for i in choose_fraction(ds, cfg.fraction, cfg.selection_seed)}
     matched = {k: v for k, v in found.items() if k in chosen}
     if not matched:
@@ -325,13 +345,24 @@ def train(
         )
     device = D.device_for(world, cfg.device)
     counterparts = load_counterparts(train_ds, generated, cfg)
-    tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True))
+    method = method_for(cfg)
+    compose = method.pair_image if method.composes_pairs else None  # DiffuseMix: blend each pair before augmenting
+    tr = PairedTrainingSet(train_ds, counterparts, transforms_for(cfg, True), compose)
     if cfg.loader in ("device", "resident"):  # under torchrun rank 0 decodes the cache, the other ranks then map it
-        pairs = tr.pairs
+        paired = tr
         if cfg.loader == "resident":  # too big for the device: say so before decoding anything
-            L.check_resident_fits(len(train_ds) + len(pairs), _cache_side(cfg), device)
+            L.check_resident_fits(len(train_ds) + len(paired.pairs), _cache_side(cfg), device)
         tr = D.main_first(
-            world, lambda: L.cached_pairs(train_ds, pairs, _cache_dir(cfg, out), _cache_side(cfg), max(1, cfg.workers))
+            world,
+            lambda: L.cached_pairs(
+                train_ds,
+                paired.pairs,
+                _cache_dir(cfg, out),
+                _cache_side(cfg),
+                max(1, cfg.workers),
+                load_generated=paired.generated if compose else None,
+                tag=repr(method) if compose else "",  # a composite's cache names the settings that made it
+            ),
         )
         if cfg.loader == "resident":  # every rank holds the whole cache on its own device and gathers its rows
             tr = L.ResidentPairs(tr, device)

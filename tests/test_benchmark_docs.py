@@ -68,3 +68,27 @@ def test_the_h100_numbers_on_the_page_are_those_of_the_stored_runs(name):
         shown.append(md_loader(run["loader"]))
     numbers = _numbers("\n".join(shown)) - {"+0.0%"}
     assert numbers and not sorted(n for n in numbers if n not in page)
+
+
+def _fidelity_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fidelity", BENCH / "fidelity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENCH.glob("fidelity-*.json")))
+def test_the_fidelity_tables_are_those_of_the_stored_run(name):
+    """benchmarks/fidelity.md shows, verbatim, every table benchmarks/fidelity.py renders from the stored run, with
+    the official repositories' commits it names."""
+    run = json.loads((BENCH / name).read_text())
+    page = (BENCH / "fidelity.md").read_text(encoding="utf-8")
+    tables = _fidelity_script().report(run).split("\n\n")
+    assert len(tables) == len(run["results"]) + ("pixmix" in run["results"])  # PixMix: two tables
+    missing = [t.splitlines()[0] for t in tables if t not in page]
+    assert not missing, f"{name}: tables not on the page (python benchmarks/fidelity.py --report {name}): {missing}"
+    for official in run["official"].values():
+        assert official["commit"] in page and official["repo"] in page
+    assert name in page and run["provenance"]["git_revision"] in page

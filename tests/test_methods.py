@@ -1,14 +1,16 @@
 """The comparison methods behind one interface: the invariants that define each, on tiny tensors, and a training
 step of every method through diffcore.train.train_step at an even and an odd batch size."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 from diffcore.methods import REGISTRY, Batch, build_method, mixed_loss
 from diffcore.methods import common as U
 from diffcore.methods.augment import OPS, apply_ops, jensen_shannon
-from diffcore.methods.diffusemix import concat_masks
+from diffcore.methods.diffusemix import seam_mask
 from diffcore.methods.mixup import manifold_stages
 from diffcore.methods.saliency_guided import (
     class_activation_maps,
@@ -239,21 +241,41 @@ def dot_batch(positions, size=32):
     return Batch(x, torch.arange(len(positions)), K)
 
 
-def test_saliencymix_box_is_centred_on_the_partners_saliency_peak():
+@pytest.mark.parametrize("saliency", ["opencv", "opencv-float", "torch"])
+def test_saliencymix_box_is_centred_on_the_partners_saliency_peak(saliency):
     pos = [(8, 9), (16, 16), (20, 12), (11, 24), (25, 5)]
     batch = dot_batch(pos)
-    sal = fine_grained_saliency(batch.to_pixels(batch.x).mean(1))
-    assert [divmod(int(s.argmax()), 32) for s in sal] == pos
-    m = build_method("saliencymix")
+    m = build_method("saliencymix", saliency=saliency)
+    import cv2  # OpenCV's own map, quantised as SaliencyMix does, gives the peaks ('torch' is the same algorithm)
+
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    pix = (batch.to_pixels(batch.x) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = batch.x.permute(0, 2, 3, 1).numpy() if saliency == "opencv-float" else pix
+    maps = [(detector.computeSaliency(np.ascontiguousarray(a))[1] * 255).astype("uint8") for a in arrays]
+    peaks = [divmod(int(q.argmax()), 32) for q in maps]
     for seed in range(4):
         p = m.plan(batch, gen(seed))
         for i in range(5):
-            cy, cx = pos[int(p.perm[i])]
+            cy, cx = peaks[int(p.perm[i])]
             assert tuple(p.peaks[i].tolist()) == (cy, cx)
             y1, x1, y2, x2 = p.boxes[i].tolist()
             # centred on the peak wherever the box is not clipped by the border, and containing it
             assert (y1 == 0 or y2 == 32 or cy - y1 == y2 - cy) and (x1 == 0 or x2 == 32 or cx - x1 == x2 - cx)
             assert y1 == y2 or x1 == x2 or (y1 <= cy < y2 and x1 <= cx < x2)
+
+
+def test_saliencymix_opencv_map_is_cv2s_on_the_uint8_image():
+    import cv2
+
+    torch.manual_seed(0)
+    pix = (torch.rand(3, 3, 24, 24) * 255).round() / 255
+    batch = Batch(pix * 2 - 1, torch.arange(3), K)
+    got = build_method("saliencymix").saliency_map(batch, batch.x)
+    u8 = (pix * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    want = [
+        (cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(a.copy())[1] * 255).astype("uint8") for a in u8
+    ]
+    assert got.dtype == torch.uint8 and np.array_equal(got.numpy(), np.stack(want))
 
 
 class CamNet(nn.Module):
@@ -335,15 +357,15 @@ def test_icm_reaches_a_local_minimum_that_never_beats_the_exact_one():
 
 
 def one_hot_transport(mask, sal, eps):
-    """PuzzleMix's mask_transport written with (B, N, N) one-hot plans, as the reference code does."""
+    """PuzzleMix's mask_transport written as the reference code does: (B, N, N) one-hot plans, each column's
+    winner the first minimum of plan * cost (sources that did not claim it count 0)."""
     b, n2 = sal.shape
     z = (mask.reshape(b, n2) > 0).float()
     cost = eps * U.grid_cost_matrix(int(n2**0.5), "cpu")[None] - sal[:, :, None] * z[:, None, :]
     for _ in range(int(n2**0.5)):
-        plan = nn.functional.one_hot(cost.argmin(-1), n2).float()
-        fight = torch.where(plan > 0, cost, torch.full_like(cost, float("inf")))
-        win = nn.functional.one_hot(fight.argmin(-2), n2).transpose(-1, -2).float() * plan
-        cost = cost + plan - win
+        plan = torch.zeros_like(cost).scatter_(-1, cost.min(-1)[1].unsqueeze(-1), 1)
+        win = torch.zeros_like(cost).scatter_(-2, (plan * cost).min(-2)[1].unsqueeze(-2), 1) * plan
+        cost += (1 - win) * plan
     return win
 
 
@@ -357,6 +379,10 @@ def test_transport_plan_moves_whole_blocks_one_to_one():
     mask8 = (torch.rand(3, 1, 8, 8) > 0.5).float()
     sal8 = torch.rand(3, 64).softmax(1)
     assert torch.equal(mask_transport(mask8, sal8, 0.8), one_hot_transport(mask8, sal8, 0.8))
+    for eps, seed in [(0.8, 0), (0.01, 1), (5.0, 2)]:  # claims cheaper and dearer than 0: every column rule
+        torch.manual_seed(seed)
+        m16, s16 = (torch.rand(4, 1, 16, 16) > 0.3).float(), torch.rand(4, 256).softmax(1)
+        assert torch.equal(mask_transport(m16, s16, eps), one_hot_transport(m16, s16, eps))
     img = torch.randn(2, 3, 16, 16)
     assert torch.equal(from_blocks(to_blocks(img, 4), 4), img)
     assert torch.equal(transport(img, torch.eye(16).expand(2, 16, 16), 4), img)
@@ -422,20 +448,48 @@ def test_greedy_pairing_is_one_cycle_starting_at_the_farthest_pair():
 
 
 # ---------------------------------------------------------------- DiffuseMix
-def test_diffusemix_concatenates_real_and_edit_then_blends_a_fractal():
-    b, s = 6, 32
-    real, edit = torch.zeros(b, 3, s, s), torch.ones(b, 3, s, s)
-    pair = torch.tensor([True, True, True, True, False, True])
-    batch = Batch(real * 2 - 1, torch.arange(b), K, gen=edit * 2 - 1, is_pair=pair)
-    x, t = build_method("diffusemix", fractal_alpha=0.0, fractals=2).mix(batch, gen(0))
-    p = batch.to_pixels(x)[:, 0]
-    assert torch.equal(t, batch.y) and torch.equal(x[4], batch.x[4])  # no edit: the real image as it is
-    for i in (0, 1, 2, 3, 5):  # top/bottom or left/right halves
-        assert bool((p[i, 0] == 0).all()) != bool((p[i, :, 0] == 0).all())
-        assert float(p[i].mean()) == pytest.approx(0.5, abs=1e-6) and float(p[i, -1, -1]) == 1
-    m = concat_masks(torch.tensor([True, False]), 512, 512, 20 / 512)
-    ramp = m[0, 0, :, 0]
-    assert int((ramp > 0).sum() - (ramp == 1).sum()) == 20  # the authors' 20 px seam at 512 px
-    y, _ = build_method("diffusemix", fractals=2).mix(batch, gen(0))
-    q = batch.to_pixels(y)
-    assert q.min() >= 0 and q.max() <= 1 and not torch.allclose(q[0], p[0].expand(3, s, s))
+def test_diffusemix_concatenates_the_aligned_pair_then_blends_a_fractal():
+    real, edit = Image.new("RGB", (40, 30), (0, 0, 0)), Image.new("RGB", (64, 64), (255, 255, 255))
+    m = build_method("diffusemix", fractal_alpha=0.0, fractals=3, fractal_size=16)
+    out = np.array(m.pair_image(real, edit, "img-a.png"))  # the real image is resized to the edit's size first
+    assert out.shape == (64, 64, 3)
+    vertical, k = m.draws("img-a.png")
+    assert m.draws("img-a.png") == (vertical, k)  # fixed per pair, as the authors' blended files
+    profile = (out[:, 0, 0] if vertical else out[0, :, 0]).astype(int)
+    assert (profile[:22] == 0).all() and (profile[42:] == 255).all() and (np.diff(profile) >= 0).all()  # 20 px seam
+    assert (out == (out[:, :1] if vertical else out[:1])).all()  # constant along the seam
+    blended = np.array(build_method("diffusemix", fractals=3, fractal_size=16).pair_image(real, edit, "img-a.png"))
+    frac = np.array(m.fractal_image(k).resize((64, 64)), dtype=np.float32)
+    assert np.array_equal(blended, np.clip(0.8 * out.astype(np.float32) + 0.2 * frac, 0, 255).astype(np.uint8))
+    draws = {m.draws(f"img-{i}.png") for i in range(40)}
+    assert {v for v, _ in draws} == {True, False} and {f for _, f in draws} == {0, 1, 2}
+    mask = seam_mask(512, 512, True, 20)[:, 0, 0]
+    assert int(((mask > 0) & (mask < 1)).sum()) == 18 and mask[246] == 0 and mask[265] == 1  # 246, 20-px ramp, 246
+
+
+def test_diffusemix_trains_on_the_composites_in_the_generated_slot():
+    b = 6
+    x, g = torch.rand(b, 3, 8, 8), torch.rand(b, 3, 8, 8)
+    pair = torch.tensor([True, False, True, True, False, True])
+    out, t = build_method("diffusemix").mix(Batch(x, torch.arange(b), K, gen=g, is_pair=pair), gen(0))
+    assert torch.equal(out[pair], g[pair]) and torch.equal(out[~pair], x[~pair]) and torch.equal(t, torch.arange(b))
+    with pytest.raises(ValueError, match="edited images"):
+        build_method("diffusemix").mix(Batch(x, torch.arange(b), K), gen(0))
+
+
+@pytest.mark.parametrize("size", [8, 32, 64, 224])
+def test_fine_grained_saliency_in_torch_is_opencvs_map(size):
+    """SaliencyMix's saliency='torch' path: OpenCV's algorithm rewritten in torch, pixel for pixel cv2's map."""
+    import cv2
+
+    from diffcore.data import digits
+
+    g = torch.Generator().manual_seed(size)
+    noise = (torch.rand(2, 3, size, size, generator=g) * 255).round().to(torch.uint8)
+    ds = digits("train", size)
+    real = torch.stack([torch.from_numpy(np.array(ds.load(i))).permute(2, 0, 1) for i in range(2)])
+    u8 = torch.cat([noise, real])  # (4, 3, S, S)
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    arrays = u8.permute(0, 2, 3, 1).numpy()
+    want = np.stack([(detector.computeSaliency(a.copy())[1] * 255).astype("uint8") for a in arrays])
+    assert np.array_equal(fine_grained_saliency(u8).numpy(), want)

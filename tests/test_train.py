@@ -71,6 +71,31 @@ def test_paired_set_is_real_images_then_pairs(tmp_path):
         load_counterparts(digits("test").subset(range(5)), tmp_path, cfg)
 
 
+def test_a_composing_method_builds_each_pairs_image_before_augmentation(tmp_path):
+    """DiffuseMix: the pair's second image is the method's composite of the aligned pair, made before the
+    transform (PIL loader) or decoded once into the cache (device loaders), never the raw edit."""
+    from PIL import Image
+
+    from diffcore.engine import loader as L
+    from diffcore.methods import build_method
+
+    ds = digits("train").subset(range(6))
+    _fake_generated(tmp_path, ds)
+    m = build_method("diffusemix", fractals=2, fractal_size=16)
+    plain = transforms_for(TrainConfig(augment="digits", image_size=32), False)
+    tr = PairedTrainingSet(ds, load_counterparts(ds, tmp_path, TrainConfig(method="diffusemix")), plain, m.pair_image)
+    assert len(tr.pairs) == 3
+    for k, (i, path) in enumerate(tr.pairs):
+        with Image.open(path) as im:
+            want = m.pair_image(ds.load(i), im.convert("RGB"), path.name)
+        assert np.array_equal(np.asarray(tr.generated(k)), np.asarray(want))
+        torch.testing.assert_close(tr[len(ds) + k][1], plain(want))
+    cached = L.cached_pairs(ds, tr.pairs, tmp_path / "cache", 32, 1, load_generated=tr.generated, tag=repr(m))
+    assert np.array_equal(cached.gen.array[1], L.decode_square(tr.generated(1), 32))
+    plain_cache = L.cached_pairs(ds, tr.pairs, tmp_path / "cache", 32, 1)  # another cache file: the raw edits
+    assert plain_cache.gen.path != cached.gen.path
+
+
 def test_train_vanilla_and_diffcore_seeded_with_provenance(tmp_path):
     ds = digits("train")
     labels = np.asarray(ds.labels)

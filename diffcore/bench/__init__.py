@@ -36,10 +36,11 @@ from .models import (
     unet_flops_per_image_step,
 )
 from .report import report
-from .training import synthetic_pairs, time_training, time_training_loader
+from .training import FAST_PATHS, synthetic_pairs, time_training, time_training_loader
 
 __all__ = [
     "ARCHS",
+    "FAST_PATHS",
     "SDXL_TEXT",
     "SDXL_TEXT_2",
     "SDXL_UNET",

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from ..engine.runtime import provenance, resolve_device
-from . import bench_generation, opt_in_effect, report, time_host_loop, time_training, time_training_loader
+from . import FAST_PATHS, bench_generation, opt_in_effect, report, time_host_loop, time_training, time_training_loader
 from .models import ARCHS, flop_report
+from .report import timed_name
 
 
 # ---------------------------------------------------------------- command line
@@ -73,6 +74,12 @@ def main(argv=None) -> int:
     p.add_argument("--train-model", help="default resnet50 at 224 px on CUDA, digits-cnn at 32 px on CPU")
     p.add_argument("--train-batch", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--methods", nargs="+", help="default: every registered method")
+    p.add_argument(
+        "--fast-paths",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="training: also time the opt-in device paths (bench.FAST_PATHS: ICM, OpenCV's saliency in torch)",
+    )
     p.add_argument("--train-steps", type=int, default=20, help="timed steps per method and round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is kept")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
@@ -148,6 +155,7 @@ def main(argv=None) -> int:
         from ..methods import REGISTRY
 
         methods = a.methods or [m for m, cls in REGISTRY.items() if cls.uses != "edits"]
+        fast = tuple(v for v in FAST_PATHS if v[0] in methods) if a.fast_paths else ()
         out["training"] = time_training(
             methods,
             a.train_batch,
@@ -158,6 +166,7 @@ def main(argv=None) -> int:
             device=a.device,
             amp=a.amp,
             channels_last=a.amp,
+            variants=fast,
         )
         save()
         print_rows("training step, tensors on the device (Eq. 9 overhead vs vanilla)", out["training"])
@@ -203,6 +212,6 @@ def print_rows(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     for r in rows:
         print(
-            f"  {r['model']} {r['image_size']}px b{r['batch_size']:<3} {r['method']:<12} {r['loader'][:18]:<18} "
+            f"  {r['model']} {r['image_size']}px b{r['batch_size']:<3} {timed_name(r):<12} {r['loader'][:18]:<18} "
             f"{r['ms_per_batch']:8.2f} ms/batch  overhead {r['overhead_pct']:+6.1f}%"
         )

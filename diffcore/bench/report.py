@@ -110,11 +110,16 @@ def md_loader(rows: list[dict]) -> str:
     )
 
 
+def timed_name(row: dict) -> str:
+    """A timed method's name: 'puzzlemix', or 'puzzlemix [solver=icm]' for an opt-in variant (bench.FAST_PATHS)."""
+    return row["method"] + (f" [{row['variant']}]" if row.get("variant") else "")
+
+
 def md_training(rows: list[dict]) -> str:
     """ms per step and Eq. 9 overhead per method, tensors already on the device (rows: time_training's)."""
     sizes = sorted({r["batch_size"] for r in rows})
-    cell = {(r["method"], r["batch_size"]): f"{r['ms_per_batch']:.2f} ({_pct(r['overhead_pct'])})" for r in rows}
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cell = {(timed_name(r), r["batch_size"]): f"{r['ms_per_batch']:.2f} ({_pct(r['overhead_pct'])})" for r in rows}
+    methods = list(dict.fromkeys(timed_name(r) for r in rows))
     return _md(
         ["method"] + [f"batch {b}: ms (Eq. 9)" for b in sizes],
         [[m] + [cell.get((m, b), "") for b in sizes] for m in methods],

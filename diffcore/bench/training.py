@@ -15,6 +15,19 @@ from PIL import Image
 from ..engine.runtime import resolve_device
 from .models import sync
 
+# The opt-in fast paths on the device, timed beside the default solvers as Table 6's extra rows: the defaults
+# are what the authors ran (pyGCO's graph cut and OpenCV's saliency, on the CPU); these run on the training device.
+FAST_PATHS = (
+    ("puzzlemix", {"solver": "icm"}),  # batched ICM instead of the graph cut (benchmarks/fidelity.md: its gap)
+    ("comixup", {"solver": "icm"}),
+    ("saliencymix", {"saliency": "torch"}),  # OpenCV's fine-grained saliency rewritten in torch (equal maps)
+)
+
+
+def variant_name(args: dict) -> str:
+    """'solver=icm' for {"solver": "icm"}: how a timed method's non-default settings are named in rows."""
+    return ",".join(f"{k}={v}" for k, v in sorted(args.items()))
+
 
 # ---------------------------------------------------------------- training, Eq. (9)
 def time_training(
@@ -29,11 +42,15 @@ def time_training(
     num_classes: int = 10,
     amp: bool = False,
     channels_last: bool = False,
+    variants: tuple[tuple[str, dict], ...] = (),
 ) -> list[dict]:
     """ms per training step of every method at equal batch size, on tensors already on the device.
 
-    Methods are timed in interleaved rounds (vanilla, m1, m2, ..., vanilla, m1, ...) and the median round is
-    kept, so slow drift of a shared machine hits all methods alike. overhead_pct is Eq. (9) against vanilla.
+    Every method runs with its defaults (PuzzleMix and Co-Mixup: pyGCO's graph cut on the CPU, SaliencyMix:
+    OpenCV's saliency on the CPU, as their authors' code); `variants` adds rows of (method, settings), e.g.
+    FAST_PATHS, named by `variant_name` in each row's "variant". Methods are timed in interleaved rounds (vanilla,
+    m1, m2, ..., vanilla, m1, ...) and the median round is kept, so slow drift of a shared machine hits all methods
+    alike. overhead_pct is Eq. (9) against vanilla.
     """
     from ..methods import Batch
     from ..models import build_model
@@ -42,6 +59,8 @@ def time_training(
     dev = resolve_device(device)
     if "vanilla" not in methods:
         methods = ["vanilla", *methods]
+    timed = [(m, {}) for m in methods] + [(m, dict(a)) for m, a in variants]  # (method, its settings)
+    keys = [m if not a else f"{m}[{variant_name(a)}]" for m, a in timed]
     rows = []
     for bs in batch_sizes:
         g = torch.Generator(device=dev).manual_seed(0)
@@ -57,7 +76,7 @@ def time_training(
             gen=torch.randn_like(x),
             is_pair=torch.ones(bs, dtype=torch.bool, device=dev),
         )
-        impl = {m: method_for(TrainConfig(method=m, model=model)) for m in methods}
+        impl = {k: method_for(TrainConfig(method=m, model=model, method_args=a)) for k, (m, a) in zip(keys, timed)}
 
         def step(method):
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
@@ -67,24 +86,25 @@ def time_training(
             loss.backward()
             opt.step()
 
-        times = {m: [] for m in methods}
-        for m in methods:
+        times = {k: [] for k in keys}
+        for k in keys:
             for _ in range(warmup):
-                step(impl[m])
+                step(impl[k])
         for _ in range(rounds):
-            for m in methods:
+            for k in keys:
                 sync(dev)
                 t = time.perf_counter()
                 for _ in range(steps):
-                    step(impl[m])
+                    step(impl[k])
                 sync(dev)
-                times[m].append((time.perf_counter() - t) / steps * 1e3)
+                times[k].append((time.perf_counter() - t) / steps * 1e3)
         base = statistics.median(times["vanilla"])
-        for m in methods:
-            ms = statistics.median(times[m])
+        for k, (m, a) in zip(keys, timed):
+            ms = statistics.median(times[k])
             rows.append(
                 {
                     "method": m,
+                    "variant": variant_name(a),
                     "batch_size": bs,
                     "ms_per_batch": ms,
                     "overhead_pct": (ms - base) / base * 100,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import experiment as X
 from ..plan.jobs import Column
-from ..plan.paper import METRIC_NAMES, label_of, paper_numbers
+from ..plan.paper import METRIC_NAMES, label_of, paper_numbers, row_label
 from .tables import manifest_frame
 
 
@@ -234,7 +234,7 @@ def fig4_overhead_vs_accuracy(rows: list[dict], ours: pd.DataFrame, batch_size: 
     p6 = p6[p6.metric == f"overhead_pct_b{batch_size}"].assign(method=lambda d: d.method.str.replace(" (Greedy)", ""))
     p4 = p4[p4.dataset == "CUB"].assign(method=lambda d: d.method.replace({"DiffCoRe-Mix-100": "DiffCoRe-Mix"}))
     paper = p6.merge(p4, on="method", suffixes=("_o", "_a"))[["method", "value_o", "value_a"]]
-    b = pd.DataFrame([r for r in rows if r["batch_size"] == batch_size])
+    b = pd.DataFrame([r for r in rows if r["batch_size"] == batch_size and not r.get("variant")])  # defaults only
     acc = (
         pd.Series(dtype=float)
         if ours.empty
@@ -276,7 +276,7 @@ def fig6_batch_time(rows: list[dict]):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    df = pd.DataFrame(rows).assign(method=lambda d: d.method.map(label_of))
+    df = pd.DataFrame(rows).assign(method=[row_label(r) for r in rows])
     p = paper_numbers("Fig. 6").assign(batch_size=lambda d: d.metric.str.extract(r"b(\d+)$")[0].astype(int))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.lineplot(p, x="batch_size", y="value", hue="method", marker="o", ax=axes[0])

@@ -465,11 +465,12 @@ def _weights(folder: Path, stem: str) -> Path | None:
 
 # ---------------------------------------------------------------- Table 6
 def overhead_table(rows: list[dict]) -> pd.DataFrame:
-    """bench.time_training rows -> Table 6 layout: method x batch size, Eq. (9) overhead and ms per batch."""
-    from ..plan.paper import label_of
+    """bench.time_training rows -> Table 6 layout: method x batch size, Eq. (9) overhead and ms per batch; the
+    opt-in fast paths (rows with a variant) as rows of their own, '[opt-in solver=icm]' after the paper's label."""
+    from ..plan.paper import row_label
 
     df = pd.DataFrame(rows)
-    df["method (paper row)"] = df.method.map(label_of)
+    df["method (paper row)"] = [row_label(r) for r in rows]
     wide = df.pivot_table(
         index="method (paper row)", columns="batch_size", values=["overhead_pct", "ms_per_batch"], sort=False
     )

@@ -176,14 +176,42 @@ def commit(manifest: Path, out_dir: Path, rows: list[dict]) -> None:
     append_rows(manifest, rows)
 
 
+# A set may hold several images of one source, one per variant (DiffuseMix's edited set: one per prompt). Each
+# (source, variant) is then a source of its own to the storage, keyed "<source id>#v<variant>": the chunks, batches,
+# seeds, retries, resume and file names work per key unchanged, and a set of one image per source (the
+# counterparts) keeps its plain ids. The manifest's source_id holds the key.
+VARIANT_SEP = "#v"
+
+
+def variant_key(source_id: str, variant: int) -> str:
+    """The storage key of a source's `variant`-th image."""
+    return f"{source_id}{VARIANT_SEP}{int(variant)}"
+
+
+def source_of(key: str) -> str:
+    """The source id of a storage key: the key without its last '#v<digits>' (a plain id stays as it is)."""
+    head, sep, tail = key.rpartition(VARIANT_SEP)
+    return head if sep and tail.isdigit() else key
+
+
 def kept_files(out_dir: str | Path) -> dict[str, Path]:
-    """source id -> path of its kept image, read from the manifest (only files that exist inside out_dir)."""
+    """key -> path of its kept image, read from the manifest (only files that exist inside out_dir); the key is the
+    source id, or `variant_key(source id, variant)` in a set of several images per source."""
     out_dir = Path(out_dir)
     rows = read_manifest(out_dir / "manifest.csv")
     if not rows:
         raise FileNotFoundError(f"{out_dir}/manifest.csv: no generated set here; run `diffcore generate` first")
     found = {r["source_id"]: inside(out_dir, r["file"]) for r in rows if r["status"] == "kept"}
     return {sid: path for sid, path in found.items() if path.is_file()}
+
+
+def kept_by_source(out_dir: str | Path) -> dict[str, list[Path]]:
+    """source id -> the paths of its kept images, in variant order (the variants kept; a plain id: its one image)."""
+    out: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+    for key, path in kept_files(out_dir).items():
+        sid = source_of(key)
+        out[sid].append((int(key[len(sid) + len(VARIANT_SEP) :]) if sid != key else 0, path))
+    return {sid: [p for _, p in sorted(found)] for sid, found in out.items()}
 
 
 # ---------------------------------------------------------------- resume: replay the loop's bookkeeping

@@ -102,20 +102,32 @@ class CachedPairs(Dataset):
         return self.real[i], self.gen[g], self.labels[i], True
 
 
-def cached_pairs(ds, pairs: list[tuple[int, Path]], root: str | Path, side: int, threads: int = 8) -> CachedPairs:
+def cached_pairs(
+    ds,
+    pairs: list[tuple[int, Path]],
+    root: str | Path,
+    side: int,
+    threads: int = 8,
+    load_generated: Callable[[int], Image.Image] | None = None,
+    tag: str = "",
+) -> CachedPairs:
     """Decode-once caches of a PairedTrainingSet's real images and counterparts under `root`.
 
-    Cache files are named by a hash of what they hold (image ids, counterpart paths, side), never by a dataset or
-    class name, so a cache is reused exactly when it holds the same images.
+    load_generated(k): pair k's second image when it is not the file itself (DiffuseMix's composite of the pair,
+    PairedTrainingSet.generated), made once here like a decode; `tag` names what makes it. Cache files are named
+    by a hash of what they hold (image ids, counterpart paths, tag, side), never by a dataset or class name, so a
+    cache is reused exactly when it holds the same images.
     """
     root = Path(root)
     real_key = hashlib.sha1(("\n".join(ds.ids) + f"|{side}").encode()).hexdigest()[:16]
     real = DecodedCache(root / f"real-{real_key}.npy", len(ds), side).fill(ds.load, threads, "decode real once")
     gen = None
     if pairs:
-        gen_key = hashlib.sha1(("\n".join(str(p) for _, p in pairs) + f"|{side}").encode()).hexdigest()[:16]
+        gen_key = hashlib.sha1(
+            ("\n".join(str(p) for _, p in pairs) + (f"|{tag}" if tag else "") + f"|{side}").encode()
+        ).hexdigest()[:16]
         gen = DecodedCache(root / f"generated-{gen_key}.npy", len(pairs), side).fill(
-            lambda k: load_rgb(pairs[k][1]), threads, "decode generated once"
+            load_generated or (lambda k: load_rgb(pairs[k][1])), threads, "decode generated once"
         )
     return CachedPairs(list(ds.labels), real, [(i, k) for k, (i, _) in enumerate(pairs)], gen, ds=ds)
 

@@ -222,8 +222,15 @@ class PixMix(Method):
     Labels are unchanged.
 
     Defaults (andyzoujm/pixmix cifar.py): k = 4, beta = 3, aug_severity = 3 (their imagenet.py: beta 4, severity 1).
-    The mixing set is `fractals` procedural fractals from diffcore.fractals (the authors' set: 14,230 downloaded
-    fractals and feature visualisations), one per image, resized to the image size.
+
+    The mixing set is NOT the authors'. Theirs is a download (their README's Google Drive link) of about 14,000
+    images: fractals and feature visualisations of trained networks. Here it is `fractals` procedural fractals from
+    diffcore.methods.fractals: flame-style IFS renders from one generator, black background, no feature
+    visualisations; one is drawn per image and resized to the image size. Fractal i is the same whatever the set's
+    size, so a larger set adds distinct pictures, not other kinds: their per-picture statistics stay put
+    (benchmarks/fidelity.md measures 100 against 1,000). How close either is to the authors' set is not measured:
+    their set could not be downloaded where this kit was built. The operations themselves are compared with their
+    cifar.py on the same mixing pictures in benchmarks/fidelity.md (as distributions: the random streams differ).
     """
 
     name = "pixmix"

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Method:
     cite: ClassVar[str] = ""
     uses: ClassVar[str | None] = None
     needs_model: ClassVar[bool] = False
+    composes_pairs: ClassVar[bool] = False  # True: the loader builds each pair's image with `pair_image`
 
     def mix(
         self, batch: Batch, generator: torch.Generator | None, model: torch.nn.Module | None = None
@@ -68,6 +70,12 @@ class Method:
         """(logits (B, K), targets) for one training step."""
         x, target = self.mix(batch, generator, model if self.needs_model else None)
         return model(x), target
+
+    def pair_image(self, real: Image.Image, gen: Image.Image, key: str) -> Image.Image:
+        """The image a pair's generated slot holds, made from the aligned pair before any augmentation, when
+        `composes_pairs` (DiffuseMix's concatenation and fractal blend); key names the pair (its file name), for
+        draws fixed per pair. The generated image itself otherwise."""
+        return gen
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The training loss of `forward`'s output; cross-entropy with hard or soft targets unless a method adds a

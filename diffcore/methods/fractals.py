@@ -9,6 +9,10 @@ it went through, and brightness is the log of the hit density. Black background,
 
 Fractal i of a seed is a pure function of (seed, i, size): it is the same whatever the bank size, and regenerated
 (next attempt) when it degenerates to a few pixels. Banks are cached in memory; `save_fractals` writes PNGs.
+
+What this set is not: the authors' folders. PixMix's holds fractals and feature visualisations of trained networks,
+DiffuseMix's its own fractal images; both are downloads this kit does not make. These are a stand-in of one kind
+(IFS flames), whose statistics are measured, not matched, in benchmarks/fidelity.md.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 SaliencyMix uses image saliency; SnapMix the model's class activation maps; PuzzleMix, Co-Mixup and Guided-AP the
 gradient of the loss with respect to the input (one extra forward and backward pass per step, which is most of
-their cost in Table 6). PuzzleMix and Co-Mixup then optimise their masks: the reference code runs a graph cut
-(pyGCO, C++, on the CPU, one image after the other); here the same energies are minimised on the device by
-batched checkerboard ICM (iterated conditional modes): see `icm_grid` and each class docstring for what differs.
+their cost in Table 6). PuzzleMix and Co-Mixup then optimise their masks with pyGCO's graph cut on the CPU, one
+grid after the other, as the reference code does (diffcore.methods.graphcut, the default); `solver='icm'` minimises
+the same energies on the device by batched checkerboard ICM (iterated conditional modes, `icm_grid`), faster and
+weaker. SaliencyMix calls OpenCV's saliency on the CPU by default. benchmarks/fidelity.md compares each with the
+authors' code.
 """
 
 from __future__ import annotations
@@ -13,33 +15,96 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import common as U
+from . import graphcut as GC
 from .base import Batch, Method, register
 
-
 # ---------------------------------------------------------------- SaliencyMix
-def fine_grained_saliency(gray: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) centre-surround saliency of (B, H, W) intensities in [0, 1].
+FINE_GRAINED_SCALES = (12, 24, 48, 28, 56, 112)  # px: OpenCV's surround half-widths, 3*4*{1,2,4} and 7*4*{1,2,4}
 
-    The idea of OpenCV's StaticSaliencyFineGrained (Montabone & Soto 2010), which SaliencyMix calls: on- and
-    off-centre differences between each pixel and the mean of its surround, summed over surround sizes 3, 5, 9, 17,
-    ... (box filters), here batched in torch instead of OpenCV's per-image integral images.
+
+def _blur121(g: torch.Tensor) -> torch.Tensor:
+    """OpenCV's 8-bit GaussianBlur(3x3, sigma 0) of (B, H, W) int32 grey levels: [1 2 1]^2 / 16, rounded, with
+    reflect-101 borders (torch's 'reflect')."""
+    x = F.pad(g[:, None].to(torch.float32), (1, 1, 1, 1), mode="reflect")[:, 0]  # (B, H+2, W+2) exact below 2^24
+    s = x[:, :, :-2] + 2 * x[:, :, 1:-1] + x[:, :, 2:]  # (B, H+2, W)
+    s = s[:, :-2] + 2 * s[:, 1:-1] + s[:, 2:]  # (B, H, W)
+    return torch.div(s + 8, 16, rounding_mode="floor").to(torch.int32)
+
+
+def fine_grained_saliency(u8: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) uint8: OpenCV's StaticSaliencyFineGrained (Montabone & Soto 2010, opencv_contrib
+    staticSaliencyFineGrained.cpp) of (B, 3, H, W) uint8 images, batched on their device, quantised as SaliencyMix
+    does ((map * 255).astype(uint8)).
+
+    The same integer and float32 steps as OpenCV: grey = BGR2GRAY in 16-bit fixed point (the channels read as BGR,
+    as cv2 reads the arrays SaliencyMix hands it), two 3x3 Gaussian blurs, a float32 integral image, and at each of
+    six surround sizes the on- and off-centre differences between a pixel and the mean of its surround (itself
+    left out), truncated to 8 bits; the on and off sums over scales normalised to 255 each, added, normalised again.
+    Equal to cv2's map pixel for pixel while the integral image stays below 2^24 (images up to 65,536 pixels, e.g.
+    256 x 256); above, OpenCV's float32 running sums round (tests/test_methods.py, benchmarks/fidelity.md).
     """
-    x = gray[:, None]  # (B, 1, H, W)
-    sal = torch.zeros_like(x)
-    r = 1
-    while 2 * r + 1 <= min(gray.shape[-2:]):
-        surround = F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        sal = sal + (x - surround).abs()  # on-centre + off-centre
-        r *= 2
-    return sal[:, 0]
+    b_, g_, r_ = (u8[:, i].to(torch.int32) for i in range(3))  # OpenCV's B, G, R = the tensor's channels 0, 1, 2
+    g = _blur121(_blur121((b_ * 7470 + g_ * 38470 + r_ * 19596 + 32768) >> 16))  # (B, H, W) int32 grey, blurred
+    bsz, h, w = g.shape
+    dev = g.device
+    ii = torch.zeros(bsz, h + 1, w + 1, dtype=torch.int64, device=dev)
+    ii[:, 1:, 1:] = g.to(torch.int64).cumsum(1).cumsum(2)  # exact sums, then float32 as cv::integral's
+    ii = ii.to(torch.float32)
+    gf = g.to(torch.float32)
+    ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
+    on_sum = torch.zeros(bsz, h, w, dtype=torch.int32, device=dev)
+    off_sum = torch.zeros_like(on_sum)
+    for r in FINE_GRAINED_SCALES:
+        y1, y2 = (ys - r + 1).clamp(0, h), (ys + r + 1).clamp(0, h)  # (H,) clamped to the integral image
+        x1, x2 = (xs - r + 1).clamp(0, w), (xs + r + 1).clamp(0, w)  # (W,)
+        box = ii[:, y2][:, :, x2] + ii[:, y1][:, :, x1] - ii[:, y2][:, :, x1] - ii[:, y1][:, :, x2]  # (B, H, W)
+        area = ((y2 - y1)[:, None] * (x2 - x1)[None] - 1).to(torch.float32)  # (H, W) surround without the centre
+        mean = (box - gf) / area
+        on_sum += (gf - mean).clamp_min(0).trunc().to(torch.int32)  # (uchar) of a positive float: truncation
+        off_sum += (mean - gf).clamp_min(0).trunc().to(torch.int32)
+
+    def to_255(v: torch.Tensor) -> torch.Tensor:  # (uchar)(255. * (float)(v / (float)max)), 0 where max is 0
+        top = v.flatten(1).amax(1).view(-1, 1, 1).to(torch.float32)
+        return (255.0 * (v.to(torch.float32) / top).to(torch.float64)).nan_to_num(0.0).trunc().to(torch.int64)
+
+    on, off = to_255(on_sum), to_255(off_sum)
+    top = torch.maximum(on.flatten(1).amax(1), off.flatten(1).amax(1)).view(-1, 1, 1).to(torch.float64)
+    sal = (255.0 * (on + off).to(torch.float64) / top).nan_to_num(0.0).trunc().to(torch.int64) % 256  # x86 (uchar)
+    return sal.to(torch.uint8)  # cv2 returns it / 255 as float32 and SaliencyMix * 255 truncated: the same levels
+
+
+def opencv_saliency(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 maps of OpenCV's StaticSaliencyFineGrained (opencv-contrib), image by image on the CPU, each
+    quantised as SaliencyMix does (`(map * 255).astype('uint8')`). images (N, H, W, 3): uint8, or the float arrays
+    the authors pass; OpenCV takes the channels as BGR, as it does for them (their tensors are RGB)."""
+    try:
+        import cv2
+    except ImportError as e:
+        raise ImportError(
+            f"SaliencyMix's saliency needs OpenCV's contrib modules: pip install opencv-contrib-python-headless ({e})"
+            f"; or pass --method-arg saliency=torch"
+        ) from None
+    if not hasattr(cv2, "saliency"):
+        raise ImportError(
+            "cv2 has no `saliency` module: opencv-python shadows opencv-contrib-python-headless; uninstall it"
+        )
+    detector = cv2.saliency.StaticSaliencyFineGrained_create()
+    maps = []
+    for im in images:
+        ok, m = detector.computeSaliency(np.ascontiguousarray(im))
+        if not ok:
+            raise RuntimeError(f"OpenCV's fine-grained saliency failed on a {im.shape} {im.dtype} image")
+        maps.append((m * 255).astype("uint8"))
+    return np.stack(maps)
 
 
 def saliency_peaks(sal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row, col) of each (B, H, W) map's maximum (the first one on ties, in row-major order)."""
+    """(row, col) of each (B, H, W) map's maximum (the first one on ties, in row-major order, as np.argmax)."""
     idx = sal.flatten(1).argmax(1)
     return idx // sal.shape[-1], idx % sal.shape[-1]
 
@@ -50,6 +115,9 @@ class SaliencyPlan(NamedTuple):
     peaks: torch.Tensor  # (B, 2) that peak (row, col)
 
 
+SALIENCY = ("opencv", "opencv-float", "torch")  # SaliencyMix's saliency map: see SaliencyMix
+
+
 @register
 @dataclass
 class SaliencyMix(Method):
@@ -57,9 +125,19 @@ class SaliencyMix(Method):
 
     lam ~ Beta(beta, beta), box side = sqrt(1 - lam) * size centred at the saliency maximum of x_perm(i), clipped; the
     patch of x_perm(i) is pasted at the same place of x_i and lam = the kept area, exactly. Defaults: beta = 1.0
-    (REFERENCE.md), prob = 1.0 (the authors' ImageNet command; CIFAR: 0.5). Saliency: `fine_grained_saliency`. The
-    authors' code computes one saliency map (of the first shuffled image) and pastes one box for the whole batch
-    (per_sample=False); the default follows the paper, one box per image at its own source's peak.
+    (REFERENCE.md), prob = 1.0 (the authors' ImageNet command; CIFAR: 0.5). The authors' code computes one saliency
+    map (of the first shuffled image) and pastes one box for the whole batch (per_sample=False); the default follows
+    the paper, one box per image at its own source's peak.
+
+    saliency: 'opencv' (default) OpenCV's fine-grained static saliency (the detector the paper names) of the 8-bit
+    image, on the CPU. 'opencv-float': what the authors' code actually computes: it hands OpenCV the *normalised
+    float* tensor (SaliencyMix train.py / saliencymix.py saliency_bbox; GuidedMixup's reimplementation does the
+    same), which OpenCV's detector, written for 8-bit images, reads as raw bytes, so the box lands almost anywhere
+    (benchmarks/fidelity.md: its map hardly correlates with the uint8 one). The paper's SaliencyMix numbers most
+    likely come from that float-input behaviour: every public implementation it could have run (the authors' CIFAR
+    and ImageNet scripts; GuidedMixup's FGVC code, whose row names 'Guided-AP (Random/Greedy)' Table 6 uses) passes
+    the float tensor, and none converts to 8 bits. 'torch': OpenCV's algorithm rewritten in torch, batched on the device
+    (`fine_grained_saliency`), an opt-in fast path equal to 'opencv' pixel for pixel up to 256 x 256 images.
     """
 
     name = "saliencymix"
@@ -69,10 +147,23 @@ class SaliencyMix(Method):
     beta: float = 1.0  # REFERENCE.md
     prob: float = 1.0  # afm-shahab-uddin/SaliencyMix ImageNet command (CIFAR: 0.5)
     per_sample: bool = True  # False: the authors' one-box-per-batch shortcut
+    saliency: str = "opencv"  # 'opencv' (uint8), 'opencv-float' (the authors' input), 'torch' (OpenCV's on the device)
 
     def __post_init__(self):
         U.check("saliencymix beta", self.beta, self.beta > 0, "a Beta parameter > 0")
         U.check("saliencymix prob", self.prob, 0 <= self.prob <= 1, "a probability in [0, 1]")
+        U.check("saliencymix saliency", self.saliency, self.saliency in SALIENCY, f"one of {SALIENCY}")
+
+    def saliency_map(self, batch: Batch, x: torch.Tensor) -> torch.Tensor:
+        """(n, H, W) saliency of the normalised images x (n, C, H, W), by the configured detector."""
+        u8 = batch.to_pixels(x).detach().clamp(0, 1).mul(255).round().to(torch.uint8)  # (n, C, H, W)
+        if self.saliency == "torch":
+            return fine_grained_saliency(u8)
+        if self.saliency == "opencv-float":
+            arrays = x.detach().float().cpu().numpy().transpose(0, 2, 3, 1)  # (n, H, W, C), as the authors pass it
+        else:
+            arrays = u8.cpu().numpy().transpose(0, 2, 3, 1)  # (n, H, W, C) uint8
+        return torch.from_numpy(opencv_saliency(arrays)).to(x.device)
 
     def plan(self, batch: Batch, generator) -> SaliencyPlan:
         x = batch.x
@@ -81,8 +172,7 @@ class SaliencyMix(Method):
         n = b if self.per_sample else 1
         perm = U.permutation(b, generator, dev)
         lam = U.beta(self.beta, self.beta, n, generator, dev)  # (n,)
-        src = batch.to_pixels(x[perm[:n]]).mean(1)  # (n, H, W) intensity
-        cy, cx = saliency_peaks(fine_grained_saliency(src))  # (n,), (n,)
+        cy, cx = saliency_peaks(self.saliency_map(batch, x[perm[:n]]))  # (n,), (n,)
         boxes = U.boxes_from_centres(cy, cx, *U.cut_sides(lam, h, w), h, w)  # (n, 4)
         return SaliencyPlan(perm, boxes.expand(b, 4), torch.stack([cy, cx], 1).expand(b, 2))
 
@@ -195,7 +285,8 @@ def icm_grid(
     unary (B, n, m, L); w_rows (B, n-1, m) weights between vertical neighbours, w_cols (B, n, m-1) horizontal;
     pair (L, L). Checkerboard ICM: the two colours of the grid are updated in turn, each node to its best label
     given its neighbours (exact coordinate descent, so the energy never increases); stops early at a fixed point.
-    The reference code (pyGCO alpha-beta swap) reaches stronger minima with larger moves.
+    The default graph cut (graphcut.swap_grid, pyGCO's alpha-beta swap) makes larger moves; the gap between the two
+    is measured in benchmarks/fidelity.md.
     """
     b, n, m, nl = unary.shape
     lab = unary.argmin(-1) if init is None else init.clone()  # (B, n, m)
@@ -278,7 +369,30 @@ def _neigh_penalty(a: torch.Tensor, b: torch.Tensor, k: int) -> tuple[torch.Tens
     return (F.avg_pool2d(pr.abs().mean(1), kernel_size=(1, k)), F.avg_pool2d(pc.abs().mean(1), kernel_size=(k, 1)))
 
 
-def puzzle_unary_pairwise(
+SOLVERS = ("graphcut", "icm")  # PuzzleMix and Co-Mixup: the authors' graph cut, or batched ICM on the device
+
+
+class PuzzleGraph(NamedTuple):
+    """PuzzleMix's graph over n x n blocks (mixup_graph): label l keeps the own image with weight 1 - s_l, s_l =
+    l / (L - 1), and costs (1 - s_l) * partner + s_l * own + prior[l]; neighbours with labels l, l' cost
+    w * (s_l - s_l')^2."""
+
+    own: torch.Tensor  # (B, n, n) own image's block saliency (sums to 1) + folded data smoothness: lost if not kept
+    partner: torch.Tensor  # (B, n, n) the same for the partner image
+    w_rows: torch.Tensor  # (B, n-1, n) weight between vertical neighbours: data smoothness + beta'
+    w_cols: torch.Tensor  # (B, n, n-1) between horizontal neighbours
+    prior: np.ndarray  # (L,) float64, -eta * log P(l | lam) / n^2 (graphcut.puzzle_prior)
+
+    def energy(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(unary (B, n, n, L), pair (L, L)) of this graph as floats, for `icm_grid` and `grid_energy`."""
+        nl = len(self.prior)
+        steps = torch.linspace(0, 1, nl, device=self.own.device, dtype=self.own.dtype)  # s_l
+        prior = torch.as_tensor(self.prior, device=self.own.device).to(self.own.dtype)
+        unary = (1 - steps) * self.partner[..., None] + steps * self.own[..., None] + prior  # (B, n, n, L)
+        return unary, (steps[:, None] - steps[None]) ** 2
+
+
+def puzzle_graph(
     x_pix: torch.Tensor,
     sal: torch.Tensor,
     perm: torch.Tensor,
@@ -289,19 +403,15 @@ def puzzle_unary_pairwise(
     eta: float,
     neigh: int,
     n_labels: int,
-):
-    """PuzzleMix's graph (mixup_graph + graphcut_multi): unary (B, n, n, L), row / col weights, label pair cost.
-
-    Label l gives the own image the weight m_l = 1 - l / (L - 1); its unary cost is the saliency lost, m_l * s_partner
-    + (1 - m_l) * s_own (block saliency normalised to sum 1), plus the prior -eta * log P(l | lam) / n^2 (binomial in
-    lam) and the data-smoothness terms folded in as in the reference. Edge weight: beta' + smoothness, beta' =
-    beta / n / 16; pair cost (l - l')^2 / (L - 1)^2.
-    """
+) -> PuzzleGraph:
+    """PuzzleMix's graph (mixup.py mixup_graph), operation for operation: block saliency normalised to sum 1, the
+    data-smoothness terms (mean |difference| across each block boundary of the neigh x neigh pooled images, x beta'
+    gamma) folded into the unaries and edge weights as theirs, beta' = beta / n / 16, and the binomial prior."""
     b, _, h, _ = x_pix.shape
     bs = h // n
-    neigh = math.gcd(neigh, bs)  # block boundaries stay aligned
-    pooled = F.avg_pool2d(sal[:, None], bs)[:, 0]  # (B, n, n)
-    u1 = pooled / pooled.flatten(1).sum(1).clamp_min(1e-12).view(b, 1, 1)  # own
+    neigh = math.gcd(neigh, bs)  # their min(neigh, block size): the same for every power-of-two setting they use
+    pooled = F.avg_pool2d(sal, bs)  # (B, n, n)
+    u1 = pooled / pooled.reshape(b, -1).sum(1).clamp_min(1e-12).reshape(b, 1, 1)  # own; a zero map stays 0, not NaN
     u2 = u1[perm]  # partner
     p1 = F.avg_pool2d(x_pix, neigh)
     p2 = p1[perm]
@@ -312,38 +422,34 @@ def puzzle_unary_pairwise(
         r, cc = _neigh_penalty(a, c, k)
         pr[i, j], pc[i, j] = beta * gamma * r, beta * gamma * cc
     u1, u2 = u1.clone(), u2.clone()
-    u2[:, :-1, :] += (pr[1, 0] + pr[1, 1]) / 2
-    u1[:, :-1, :] += (pr[0, 1] + pr[0, 0]) / 2
-    u2[:, 1:, :] += (pr[0, 1] + pr[1, 1]) / 2
-    u1[:, 1:, :] += (pr[1, 0] + pr[0, 0]) / 2
-    u2[:, :, :-1] += (pc[1, 0] + pc[1, 1]) / 2
-    u1[:, :, :-1] += (pc[0, 1] + pc[0, 0]) / 2
-    u2[:, :, 1:] += (pc[0, 1] + pc[1, 1]) / 2
-    u1[:, :, 1:] += (pc[1, 0] + pc[0, 0]) / 2
+    u2[:, :-1, :] += (pr[1, 0] + pr[1, 1]) / 2.0
+    u1[:, :-1, :] += (pr[0, 1] + pr[0, 0]) / 2.0
+    u2[:, 1:, :] += (pr[0, 1] + pr[1, 1]) / 2.0
+    u1[:, 1:, :] += (pr[1, 0] + pr[0, 0]) / 2.0
+    u2[:, :, :-1] += (pc[1, 0] + pc[1, 1]) / 2.0
+    u1[:, :, :-1] += (pc[0, 1] + pc[0, 0]) / 2.0
+    u2[:, :, 1:] += (pc[0, 1] + pc[1, 1]) / 2.0
+    u1[:, :, 1:] += (pc[1, 0] + pc[0, 0]) / 2.0
     w_rows = (pr[1, 0] + pr[0, 1] - pr[1, 1] - pr[0, 0]) / 2 + beta
     w_cols = (pc[1, 0] + pc[0, 1] - pc[1, 1] - pc[0, 0]) / 2 + beta
-    steps = torch.linspace(0, 1, n_labels, device=sal.device, dtype=sal.dtype)  # lam_l = l / (L - 1)
-    binom = torch.special.gammaln(torch.tensor(float(n_labels)))  # log (L-1)!
-    ks = torch.arange(n_labels - 1, -1, -1, device=sal.device, dtype=sal.dtype)  # own-image count per label
-    logp = (
-        binom
-        - torch.special.gammaln(ks + 1)
-        - torch.special.gammaln(n_labels - ks)
-        + ks * torch.log(torch.tensor(lam + 1e-8))
-        + (n_labels - 1 - ks) * torch.log(torch.tensor(1 - lam + 1e-8))
-    )
-    prior = -eta * logp.to(sal.dtype) / n**2  # (L,)
-    unary = (1 - steps) * u2[..., None] + steps * u1[..., None] + prior  # (B, n, n, L)
-    pair = (steps[:, None] - steps[None]) ** 2  # (L, L)
-    return unary, w_rows, w_cols, pair
+    return PuzzleGraph(u1, u2, w_rows, w_cols, GC.puzzle_prior(lam, eta, n_labels, n))
+
+
+def puzzle_labels(g: PuzzleGraph, solver: str, sweeps: int) -> torch.Tensor:
+    """(B, n, n) labels of `g`: the authors' graph cut (on the CPU), or batched ICM on the same float energy."""
+    if solver == "graphcut":
+        return GC.puzzle_graphcut(g.own, g.partner, g.w_rows, g.w_cols, g.prior, len(g.prior))
+    unary, pair = g.energy()
+    return icm_grid(unary, g.w_rows, g.w_cols, pair, sweeps)
 
 
 def mask_transport(mask: torch.Tensor, sal_blocks: torch.Tensor, eps: float) -> torch.Tensor:
-    """PuzzleMix's greedy transport plan (B, N, N), N = n*n blocks: each source block moves to the destination where
-    eps * distance - its saliency * (mask > 0 there) is lowest; a destination claimed twice keeps its cheapest source
-    (the lowest index on ties), the losers pay 1 and choose again, for n rounds (the reference's `mask_transport`).
-    Claims are resolved with per-destination scatter-min over the (B, N) choices rather than (B, N, N) one-hot
-    matrices: the same plan, about 10x faster at 16 x 16 blocks on a CPU.
+    """PuzzleMix's greedy transport plan (B, N, N), N = n*n blocks, exactly as the reference's `mask_transport`:
+    each source block claims the destination where eps * distance - its saliency * (mask > 0 there) is lowest;
+    each destination is won by the row that is first among the minima of its column of plan * cost, in which the
+    sources that did not claim it count 0 (so when every claim costs more than 0 nobody wins it); losers pay 1 there
+    and claim again, for n rounds. Claims are resolved with per-destination scatter-min over the (B, N) choices
+    instead of (B, N, N) float products: the same plan, several times faster at 16 x 16 blocks on a CPU.
     """
     b, nn_ = sal_blocks.shape
     n = int(round(nn_**0.5))
@@ -351,12 +457,19 @@ def mask_transport(mask: torch.Tensor, sal_blocks: torch.Tensor, eps: float) -> 
     cost = eps * U.grid_cost_matrix(n, mask.device, sal_blocks.dtype)[None] - sal_blocks[:, :, None] * z[:, None, :]
     src = torch.arange(nn_, device=mask.device).expand(b, nn_)  # (B, N)
     for _ in range(n):
-        choice = cost.argmin(-1)  # (B, N) destination of each source
+        choice = cost.argmin(-1)  # (B, N) destination of each source (first minimum, as torch's min)
         c = cost.gather(-1, choice[..., None])[..., 0]  # (B, N) its cost there
-        best = torch.full_like(c, float("inf")).scatter_reduce(1, choice, c, "amin")  # (B, N) per destination
-        cand = torch.where(c <= best.gather(1, choice), src, nn_)
-        first = torch.full_like(src, nn_).scatter_reduce(1, choice, cand, "amin")  # winner per destination
-        win = first.gather(1, choice) == src  # (B, N) does the source win?
+        best = torch.full_like(c, float("inf")).scatter_reduce(1, choice, c, "amin")  # (B, N) cheapest claim
+        claims = torch.zeros_like(src).scatter_add(1, choice, torch.ones_like(src))  # (B, N) claims per destination
+        free = claims < nn_  # (B, N) some source did not claim it: a 0 in its column of plan * cost
+        differ = choice != choice[:, :1]  # (B, N) sources whose claim differs from source 0's
+        d = torch.where(differ.any(1), differ.to(torch.uint8).argmax(1), nn_)  # (B,) the first of them
+        first_free = torch.where(src == choice[:, :1], d[:, None], 0)  # (B, N) first source not claiming each
+        col_min = torch.where(free, best.clamp_max(0), best)  # (B, N) the column minimum of plan * cost
+        cand = torch.where(c == col_min.gather(1, choice), src, nn_)
+        first = torch.full_like(src, nn_).scatter_reduce(1, choice, cand, "amin")  # first claim at the minimum
+        winner = torch.where(free & (col_min == 0), torch.minimum(first, first_free), first)  # (B, N)
+        win = winner.gather(1, choice) == src  # (B, N) does the source win its claim?
         cost.scatter_add_(-1, choice[..., None], (~win)[..., None].to(cost.dtype))  # losers pay and move on
     return torch.zeros_like(cost).scatter_(-1, choice[..., None], win[..., None].to(cost.dtype))
 
@@ -375,13 +488,15 @@ class PuzzleMix(_GradientSaliency):
     into the kept regions. Target weight of the own image = mean of the mask.
 
     Defaults (snu-mllab/PuzzleMix README, CIFAR-100 command): alpha = 1.0 (lam ~ Beta, one per batch), n_labels 3,
-    eta 0.2, beta 1.2, gamma 0.5, neigh_size 4, transport on, t_eps 0.8, clean_lam 0; t_size = -1 (main.py default:
-    transport at the graph-cut resolution; their CIFAR command uses 4 px).
-    Simplified: (1) the alpha-beta-swap graph cut (pyGCO) is replaced by batched checkerboard ICM on the same
-    energy (`icm_grid`, up to `sweeps` sweeps), a weaker minimiser, run on the device for all images at once instead
-    of image by image on the CPU; (2) no adversarial training (their adv_p = 0 default); (3) neigh_size is reduced to
-    gcd(neigh_size, block size) so block boundaries stay aligned at any image size; (4) the transport's loser
-    penalty is applied every round (the stored reference code applies it once, after the loop).
+    eta 0.2, beta 1.2, gamma 0.5, transport on, t_eps 0.8, clean_lam 0; t_size = -1 (main.py default: transport at
+    the graph-cut resolution; their CIFAR command uses 4 px). neigh_size 0 = theirs for the input size: 4 up to
+    64 px (main.py, CIFAR and Tiny-ImageNet commands), 2 above (imagenet/train.py: min(neigh_size, 2)).
+    solver 'graphcut' (default): pyGCO's alpha-beta swap on the CPU, image by image, with their integer scaling
+    (diffcore.methods.graphcut): the authors' masks exactly (benchmarks/fidelity.md). solver 'icm': batched
+    checkerboard ICM on the same energy on the device (`icm_grid`, up to `sweeps` sweeps), a weaker minimiser whose
+    gap to the graph cut is measured in benchmarks/fidelity.md. Left out: their adversarial training (adv_p = 0 by
+    default). neigh_size is gcd(neigh_size, block size), their min(...) for every setting they use, and boundaries
+    stay aligned at any other size.
     """
 
     name = "puzzlemix"
@@ -391,19 +506,26 @@ class PuzzleMix(_GradientSaliency):
     eta: float = 0.2  # prior weight, README
     beta: float = 1.2  # label smoothness, README
     gamma: float = 0.5  # data smoothness, README
-    neigh_size: int = 4  # README
+    neigh_size: int = 0  # px; 0: theirs for the input size (4 up to 64 px: README; 2 above: imagenet/train.py)
     transport: bool = True  # README
     t_eps: float = 0.8  # README
     t_size: int = -1  # main.py default (-1: graph-cut resolution); CIFAR command: 4
     clean_lam: float = 0.0  # main.py default
     prob: float = 1.0
-    sweeps: int = 10  # ICM sweeps (stand-in for the graph cut)
+    solver: str = "graphcut"  # 'graphcut': pyGCO swap on the CPU, as theirs; 'icm': batched ICM on the device
+    sweeps: int = 10  # ICM sweeps (solver='icm' only)
 
     def __post_init__(self):
         _check_common(self)
         U.check("puzzlemix alpha", self.alpha, self.alpha > 0, "a Beta parameter > 0")
         U.check("puzzlemix n_labels", self.n_labels, self.n_labels >= 2, "an integer >= 2")
+        U.check("puzzlemix neigh_size", self.neigh_size, self.neigh_size >= 0, "pixels >= 1, or 0 (theirs per size)")
+        U.check("puzzlemix solver", self.solver, self.solver in SOLVERS, f"one of {SOLVERS}")
         U.check("puzzlemix sweeps", self.sweeps, self.sweeps >= 1, "an integer >= 1")
+
+    def neighbourhood(self, size: int) -> int:
+        """The smoothness neighbourhood in pixels: neigh_size, or the authors' setting for this input size."""
+        return self.neigh_size or (4 if size <= 64 else 2)
 
     def mix_with(self, batch: Batch, sal: torch.Tensor, generator):
         x = batch.x
@@ -415,26 +537,26 @@ class PuzzleMix(_GradientSaliency):
         n = choices[int(U.randint(0, len(choices), 1, generator, dev)[0])]
         perm = U.permutation(b, generator, dev)
         lam = float(U.beta(self.alpha, self.alpha, 1, generator, dev)[0])
-        unary, wr, wc, pair = puzzle_unary_pairwise(
-            batch.to_pixels(x), sal, perm, n, lam, self.beta, self.gamma, self.eta, self.neigh_size, self.n_labels
+        g = puzzle_graph(
+            batch.to_pixels(x), sal, perm, n, lam, self.beta, self.gamma, self.eta, self.neighbourhood(w), self.n_labels
         )
-        labels = icm_grid(unary, wr, wc, pair, self.sweeps)  # (B, n, n)
+        labels = puzzle_labels(g, self.solver, self.sweeps)  # (B, n, n)
         mask = 1 - labels.to(x.dtype)[:, None] / (self.n_labels - 1)  # (B, 1, n, n) own-image weight
-        ratio = mask.flatten(1).mean(1)  # (B,)
         x1, x2 = x, x[perm]
         if self.transport:
             x1, x2, mask = self._transport(x1, x2, mask, sal, perm, n)
         mask = F.interpolate(mask, size=(h, w), mode="nearest")  # (B, 1, H, W)
+        ratio = mask.reshape(b, -1).mean(-1)  # (B,) after upsampling, as theirs (the same mean)
         return mask * x1 + (1 - mask) * x2, U.pair_targets(batch.one_hot(), perm, ratio)
 
     def _transport(self, x1, x2, mask, sal, perm, n):
-        h = x1.shape[-2]
+        b, _, h, w = x1.shape
         tn = n
-        if self.t_size > 0 and self.t_size < h // n and h % self.t_size == 0 and x1.shape[-1] % self.t_size == 0:
+        if self.t_size > 0 and self.t_size < h // n and h % self.t_size == 0 and w % self.t_size == 0:
             tn = h // self.t_size
             mask = F.interpolate(mask, size=(tn, tn), mode="nearest")
-        pooled = F.adaptive_avg_pool2d(sal[:, None], tn)[:, 0].flatten(1)  # (B, tn*tn)
-        s1 = pooled / pooled.sum(1, keepdim=True).clamp_min(1e-12)
+        pooled = F.avg_pool2d(sal, h // tn)  # (B, tn, tn)
+        s1 = (pooled / pooled.reshape(b, -1).sum(1).clamp_min(1e-12).reshape(b, 1, 1)).reshape(b, -1)  # (B, tn*tn)
         x1 = transport(x1, mask_transport(mask, s1, self.t_eps), tn)
         x2 = transport(x2, mask_transport(1 - mask, s1[perm], self.t_eps), tn)
         return x1, x2, mask
@@ -443,7 +565,7 @@ class PuzzleMix(_GradientSaliency):
 # ---------------------------------------------------------------- Co-Mixup
 def comixup_objective(cost, labels, beta, gamma) -> torch.Tensor:
     """(P,) Co-Mixup's objective (match.obj_fn) of hard labelings (P, n_out, n, m) over n_in inputs, for P
-    partitions at once; cost (P, n_in, n, m)."""
+    partitions at once; cost (P, n_in, n, m); beta, gamma already divided by the number of blocks."""
     n_in = cost.shape[1]
     oh = F.one_hot(labels, n_in).to(cost.dtype)  # (P, n_out, n, m, n_in)
     counts = oh.flatten(2, 3).sum(2)  # (P, n_out, n_in)
@@ -467,44 +589,36 @@ def _resolve_identical(labels: torch.Tensor, n_in: int) -> torch.Tensor:
     return add
 
 
-def comixup_labels(
-    sal_blocks: torch.Tensor,
+def comixup_icm(
+    cost: torch.Tensor,
     compat: torch.Tensor,
-    generator,
-    alpha: float,
+    init: torch.Tensor,
     beta: float,
     gamma: float,
-    eta: float,
     thres: float,
     niter: int,
     sweeps: int,
 ) -> torch.Tensor:
-    """(P, n_out = n_in, n, m) input index per block of each output, for P partitions of n_in inputs solved side by
-    side (match.get_onehot_matrix, simplified); sal_blocks (P, n_in, n, m), compat (P, n_in, n_in).
-
-    Minimises sum unary + beta/2 * Potts + gamma * sum_{j != j'} <counts_j, A counts_j'> one output at a time, the
-    supermodular term replaced by its hard-threshold modular bound (thres), with a Dirichlet(alpha) prior. Stops
-    when every partition's objective has stopped changing (or after niter outer iterations).
+    """(P, n_out = n_in, n, m) input index per block of each output, for P partitions solved side by side on the
+    device: match.get_onehot_matrix with each output's graph cut replaced by checkerboard ICM from its current
+    labeling, and hard labels only (no 50/50 blends). cost (P, n_in, n, m) as graphcut.comixup_cost; compat
+    (P, n_in, n_in); init (P, n_out, n, m). Stops when every partition's objective has stopped changing.
     """
-    np_, n_in, n, m = sal_blocks.shape
-    dev, dt = sal_blocks.device, sal_blocks.dtype
+    np_, n_in, n, m = cost.shape
+    dt = cost.dtype
     size = n * m
-    beta, gamma, eta, thres = beta / size, gamma / size, eta / size, thres * size
-    prior = U.dirichlet(alpha, np_, n_in, generator, dev).to(dt)  # (P, n_in)
-    cost = (
-        -sal_blocks / sal_blocks.flatten(2).sum(2).clamp_min(1e-12)[..., None, None]
-        - eta * torch.log(prior + 1e-8)[..., None, None]
-    )  # (P, n_in, n, m)
-    labels = U.randint(0, n_in, np_ * n_in * size, generator, dev).view(np_, n_in, n, m)  # random initialisation
+    beta, gamma, thres = beta / size, gamma / size, thres * size
+    labels = init.clone()
     counts = F.one_hot(labels.flatten(2), n_in).sum(2).to(dt)  # (P, n_out, n_in)
-    potts = 1 - torch.eye(n_in, device=dev, dtype=dt)
-    w_rows = torch.full((np_, n - 1, m), beta, device=dev, dtype=dt)
-    w_cols = torch.full((np_, n, m - 1), beta, device=dev, dtype=dt)
+    potts = 1 - torch.eye(n_in, device=cost.device, dtype=dt)
+    w_rows = torch.full((np_, n - 1, m), beta, device=cost.device, dtype=dt)
+    w_cols = torch.full((np_, n, m - 1), beta, device=cost.device, dtype=dt)
     add, prev = None, comixup_objective(cost, labels, beta, gamma)
     for it in range(niter):
         for i in range(n_in):  # one output at a time
-            others = (compat @ (counts.sum(1) - counts[:, i])[..., None])[..., 0]  # (P, n_in)
-            penalty = 2 * gamma * (others > thres).to(dt) * others
+            others = (counts.sum(1) - counts[:, i])[..., None]  # (P, n_in, 1)
+            over = ((compat @ others)[..., 0] > thres).to(dt)  # (P, n_in)
+            penalty = 2 * gamma * ((over[:, None, :] * compat) @ others)[..., 0]  # their (over * A) @ p
             if add is not None:
                 penalty = penalty + gamma * add[:, i]
             unary = (cost + penalty[..., None, None]).permute(0, 2, 3, 1)  # (P, n, m, n_in)
@@ -519,6 +633,17 @@ def comixup_labels(
     return labels
 
 
+def comixup_mix(mask: torch.Tensor, x: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs (n_out, C, H, W), targets (n_out, K)) of one partition's labeling mask (n_out, n, m, n_in), soft
+    or one-hot (match.mix_input): each block of an output is its inputs' blocks weighted by the mask; the target is
+    the mask mass of each input's label, normalised to sum 1."""
+    n_out, n, m, _ = mask.shape
+    up = F.interpolate(mask.permute(0, 3, 1, 2), size=x.shape[-1], mode="nearest")  # (n_out, n_in, H, W)
+    out = torch.sum(up.unsqueeze(2) * x.unsqueeze(0), dim=1)  # (n_out, C, H, W)
+    target = torch.matmul(mask, onehot).reshape(n_out, n * m, -1).sum(-2)  # (n_out, K)
+    return out, target / target.sum(-1, keepdim=True)
+
+
 def saliency_compatibility(sal: torch.Tensor) -> torch.Tensor:
     """(B, B) L1 distance between the saliency peaks (of an 8x8 box filter), Co-Mixup's compatibility A_dist."""
     k = min(8, *sal.shape[-2:])
@@ -526,6 +651,16 @@ def saliency_compatibility(sal: torch.Tensor) -> torch.Tensor:
     r, c = saliency_peaks(z)
     pos = torch.stack([r, c], 1).to(sal.dtype)
     return torch.cdist(pos, pos, p=1)
+
+
+class CoMixupProblem(NamedTuple):
+    """P joint problems of k inputs each, solved side by side (or one after the other by the graph cut)."""
+
+    rows: torch.Tensor  # (P, k) batch rows of each problem's inputs
+    sal_blocks: torch.Tensor  # (P, k, n, n) block saliency
+    prior: torch.Tensor  # (P, k) Dirichlet(alpha) draw of each problem
+    compat: torch.Tensor  # (P, k, k) compatibility A
+    init: torch.Tensor  # (P, k, n, n) random initial labels
 
 
 @register
@@ -537,11 +672,13 @@ class CoMixup(_GradientSaliency):
 
     Defaults (snu-mllab/Co-Mixup README, CIFAR-100 command / main.py): m_part 20, m_block_num 4, mixup_alpha 2.0,
     clean_lam 1.0, m_beta 0.32, m_gamma 1.0, m_thres 0.83 (hard), m_eta 0.05, m_omega 0.001, m_niter 4, set_resolve on.
-    Simplified: (1) each output's graph cut (pyGCO swap) is replaced by checkerboard ICM (`icm_grid`) from the
-    output's current labeling; (2) blocks are hard labels: the reference's extension that lets a block be a 50/50
-    blend of two or three inputs from the second outer iteration on is left out; (3) the batch's full partitions are
-    solved side by side as one batched problem on the device (the reference spreads them over processes), outputs in
-    turn within them; a partition that has converged iterates on until all have.
+    solver 'graphcut' (default): match.get_onehot_matrix as theirs (diffcore.methods.graphcut.comixup_graphcut):
+    each output by pyGCO's alpha-beta swap on the CPU, partition after partition, including the blocks that blend
+    two inputs 50/50 from the second outer iteration on. solver 'icm': the opt-in fast path on the device: every
+    output's graph cut replaced by checkerboard ICM (`icm_grid`), hard labels only, the full partitions solved side
+    by side as one batched problem; its gap to the graph cut is measured in benchmarks/fidelity.md. Both draw the
+    Dirichlet prior and the random initial labels from the same generator calls. A partition's compatibility is
+    normalised by its sum clamped at 1e-12 (theirs divides by 0, hence NaN costs, when all peaks coincide).
     """
 
     name = "comixup"
@@ -557,47 +694,56 @@ class CoMixup(_GradientSaliency):
     niter: int = 4  # m_niter, main.py default
     clean_lam: float = 1.0  # README
     prob: float = 1.0
-    sweeps: int = 10  # ICM sweeps per output update
+    solver: str = "graphcut"  # 'graphcut': pyGCO swap on the CPU, as theirs; 'icm': batched ICM on the device
+    sweeps: int = 10  # ICM sweeps per output update (solver='icm' only)
 
     def __post_init__(self):
         _check_common(self)
         U.check("comixup part", self.part, self.part >= 2, "an integer >= 2")
         U.check("comixup block_num", self.block_num, self.block_num >= 2, "an integer >= 2")
         U.check("comixup niter", self.niter, self.niter >= 1, "an integer >= 1")
+        U.check("comixup solver", self.solver, self.solver in SOLVERS, f"one of {SOLVERS}")
 
-    def mix_with(self, batch: Batch, sal: torch.Tensor, generator):
-        x = batch.x
-        b, _, h, w = x.shape
-        n = self.block_num
-        pooled = F.avg_pool2d(sal[:, None], (h // n, w // n))[:, 0]  # (B, n, n)
+    def problems(self, sal: torch.Tensor, generator) -> list[CoMixupProblem]:
+        """The joint problems of a batch: the full partitions of `part` inputs side by side, then the remainder,
+        each with its inputs and random draws (Dirichlet prior, then initial labels)."""
+        b, h, w = sal.shape
+        n, dev = self.block_num, sal.device
+        pooled = F.avg_pool2d(sal, (h // n, w // n))  # (B, n, n) block saliency
         dist = saliency_compatibility(sal)
-        onehot = batch.one_hot()
         full = b // self.part * self.part
-        groups = [(s, self.part, full // self.part) for s in [0] if full] + ([(full, b - full, 1)] if b > full else [])
-        outs, targets = [], []
-        for s, k, np_ in groups:  # full partitions side by side,
-            idx = torch.arange(s, s + k * np_, device=x.device).view(np_, k)  # then the remainder
+        out = []
+        for s, k, np_ in [(0, self.part, full // self.part)] * bool(full) + [(full, b - full, 1)] * (b > full):
+            idx = torch.arange(s, s + k * np_, device=dev).view(np_, k)  # (P, k)
             d = dist[idx[:, :, None], idx[:, None, :]]  # (P, k, k)
             a_dist = d / d.flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1) * k
-            compat = (1 - self.omega) * torch.eye(k, device=x.device, dtype=x.dtype) + self.omega * a_dist
-            labels = comixup_labels(
-                pooled[idx],
-                compat,
-                generator,
-                self.alpha,
-                self.beta,
-                self.gamma,
-                self.eta,
-                self.thres,
-                self.niter,
-                self.sweeps,
-            )  # (P, k, n, n)
-            oh = F.one_hot(labels, k).to(x.dtype)  # (P, k_out, n, n, k_in)
-            up = F.interpolate(oh.permute(0, 1, 4, 2, 3).flatten(0, 1), size=(h, w), mode="nearest")
-            up = up.view(np_, k, k, h, w)  # (P, k_out, k_in, H, W)
-            outs.append(torch.einsum("poihw,pichw->pochw", up, x[idx]).flatten(0, 1))
-            share = oh.flatten(2, 3).sum(2)  # (P, k_out, k_in) blocks per input
-            targets.append((share @ onehot[idx] / share.sum(2, keepdim=True)).flatten(0, 1))
+            compat = (1 - self.omega) * torch.eye(k, device=dev, dtype=sal.dtype) + self.omega * a_dist
+            prior = U.dirichlet(self.alpha, np_, k, generator, dev).to(sal.dtype)  # (P, k)
+            init = U.randint(0, k, np_ * k * n * n, generator, dev).view(np_, k, n, n)  # random initialisation
+            out.append(CoMixupProblem(idx, pooled[idx], prior, compat, init))
+        return out
+
+    def masks(self, p: CoMixupProblem) -> torch.Tensor:
+        """(P, k_out, n, n, k_in) labeling masks of P joint problems by the configured solver."""
+        cost = torch.stack([GC.comixup_cost(s, q, self.eta) for s, q in zip(p.sal_blocks, p.prior)])  # (P, k, n, n)
+        if self.solver == "icm":
+            labels = comixup_icm(cost, p.compat, p.init, self.beta, self.gamma, self.thres, self.niter, self.sweeps)
+            return F.one_hot(labels, cost.shape[1]).to(cost.dtype)
+        return torch.stack(
+            [
+                GC.comixup_graphcut(c.cpu(), a.cpu(), i.cpu(), self.beta, self.gamma, self.thres, self.niter)
+                for c, a, i in zip(cost, p.compat, p.init)
+            ]
+        ).to(cost.device, cost.dtype)
+
+    def mix_with(self, batch: Batch, sal: torch.Tensor, generator):
+        onehot = batch.one_hot()
+        outs, targets = [], []
+        for p in self.problems(sal, generator):
+            for r, mask in zip(p.rows, self.masks(p)):
+                out, target = comixup_mix(mask, batch.x[r], onehot[r])
+                outs.append(out)
+                targets.append(target)
         return torch.cat(outs), torch.cat(targets)
 
 

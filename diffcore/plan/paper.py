@@ -123,6 +123,12 @@ def label_of(method: str, table: str = "Table 6") -> str:
     return method
 
 
+def row_label(row: dict) -> str:
+    """A bench.time_training row's label: the paper's row label, plus the opt-in settings it ran with, if any."""
+    variant = row.get("variant") or ""
+    return label_of(row["method"]) + (f" [opt-in {variant}]" if variant else "")
+
+
 def method_cell(label: str) -> str:
     """What diffcore trains for a paper row: 'mixup', 'diffcore (0.5)', or 'not yet run'."""
     method, fraction, _ = resolve(label)
