@@ -18,6 +18,7 @@ import inspect
 import io
 import json
 import logging
+import re
 import sys
 import tokenize
 import types
@@ -25,6 +26,7 @@ import typing
 from functools import cache
 
 from . import experiment as X
+from .engine.checks import json_text
 from .engine.distributed import world_from_env
 from .methods import REGISTRY
 from .mix import MIX_MODES
@@ -125,13 +127,18 @@ def add_setting(parser, name: str, step: str, name_in_step: str) -> None:
 
 
 def _key_value(item: str) -> tuple[str, object]:
-    """'alpha=0.2' -> ('alpha', 0.2); the value parsed as JSON, else kept as a string."""
+    """'alpha=0.2' -> ('alpha', 0.2); the value parsed as JSON, else as a number ('nan', 'inf': refused by the
+    config, in one line), else kept as a string."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE, e.g. alpha=0.2")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
+        pass
+    try:
+        return key, float(value)
+    except ValueError:
         return key, value
 
 
@@ -222,7 +229,7 @@ def cmd_train(args) -> int:
     world = world_from_env(array=False)  # under torchrun: DDP, rank 0 writes; an array's tasks: separate runs
     run = X.train(exp, args.out, args.generated, world=world)
     if world.is_main:
-        print(json.dumps({"method": exp.train.method, "fraction": exp.train.fraction, **run.metrics}))
+        print(json_text({"method": exp.train.method, "fraction": exp.train.fraction, **run.metrics}))
     return 0
 
 
@@ -264,7 +271,7 @@ def cmd_info(args) -> int:
     from .profiles import profile
 
     print(
-        json.dumps(
+        json_text(
             {
                 "profile": args.profile,
                 "settings": profile(args.profile),
@@ -281,7 +288,14 @@ def cmd_info(args) -> int:
 # ---------------------------------------------------------------- parser
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (`diffcore: error: argument --steps: invalid int value: 'x'`), not
-    the usage block: the same shape as every other refusal."""
+    the usage block: the same shape as every other refusal. A value that starts with a minus sign and reads as a
+    number (`--lr -inf`, `--guidance-scale -1e3`) is a value, not a flag: the config then refuses it by name."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        # argparse's own pattern (private; used by 3.10-3.14) knows only -1 and -1.5: -1e3 and -inf were "expected one
+        # argument", naming neither the value nor what is wrong with it
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
 
     def error(self, message: str):
         print(f"diffcore: error: {message}", file=sys.stderr)
@@ -363,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
-        print(f"diffcore: error: {e}", file=sys.stderr)
+        one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # a value with a newline (a path) stays on it
+        print(f"diffcore: error: {one_line}", file=sys.stderr)
         return 2
 
 

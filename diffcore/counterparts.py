@@ -26,6 +26,7 @@ from . import prompts as P
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import distributed as D
 from .engine import genset as G
+from .engine.checks import check_fields
 from .engine.runtime import derive_seed
 from .engine.safety import inside
 from .filter import ClipEncoder, FilterConfig, accept, class_pairs, class_thresholds, cosine, pairs_needed
@@ -48,6 +49,7 @@ class CounterpartConfig:
     chunk_size: int = 1024
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if not (0.0 < self.fraction <= 1.0):
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
         if self.selection_seed < 0:

@@ -37,6 +37,7 @@ from PIL import Image
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import distributed as D
 from .engine import genset as G
+from .engine.checks import check_fields
 from .engine.runtime import derive_seed
 from .engine.safety import inside
 from .profiles import EDIT_STANDIN as STANDIN  # --model of the embedded stand-in editor
@@ -76,6 +77,7 @@ class EditConfig:
     chunk_size: int = 1024  # sources per unit of work shared out to processes (as CounterpartConfig's)
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if not self.prompts or any(not p.strip() for p in self.prompts):
             raise ValueError(f"prompts={self.prompts!r}: expected at least one non-empty style prompt")
         if self.steps < 1 or self.batch_size < 1 or self.max_attempts < 1:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .engine.checks import check_finite
+
 # Measured: stock diffusers StableDiffusionXLPipeline at the authors' settings (EDMEuler v-pred, 50 steps,
 # guidance 12, 512x512), bf16, batch 16, one H100 80GB, random weights (same cost as CosXL's), 2026-11-24
 # (shared/REFERENCE.md). 0.43 s/img at batch 32; 3.32 s/img one at a time.
@@ -54,6 +56,8 @@ def generation_cost(
     chunk_size: int = 256,
 ) -> Cost:
     """chunk_size: the paper profile's (profiles.PROFILES['paper'])."""
+    for name, value in (("fraction", fraction), ("s_per_img", s_per_img), ("discard", discard)):
+        check_finite(name, value)
     if not (0 < fraction <= 1 and gpus >= 1 and s_per_img > 0 and 0 <= discard < 1 and images >= 0):
         raise ValueError(
             f"fraction={fraction}, gpus={gpus}, s_per_img={s_per_img}, discard={discard}: expected "

@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import torch
 
+from .engine.checks import check_fields
+
 MIX_MODES = ("both", "pixel", "patch", "none")
 
 
@@ -23,6 +25,7 @@ class MixConfig:
     box_alpha: float = 1.0  # area of the box taken from I ~ Beta(a, a); side = sqrt(area) * size, CutMix convention
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if self.mode not in MIX_MODES:
             raise ValueError(f"mix mode={self.mode!r}: expected one of {MIX_MODES}")
         if not 0.0 <= self.p_pixel <= 1.0:

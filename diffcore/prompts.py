@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .engine.checks import check_fields
+
 PAPER_TEMPLATE = "Generate heavy snow to the {label}, a {dataset_type} object"  # paper Sec. 4, verbatim
 
 # khawar-islam/DiffCoRe-Mix generation code, verbatim (the paper only says "varied depending on the dataset type").
@@ -44,6 +46,7 @@ class PromptConfig:
     negative_key: str = "natural"  # which entry of NEGATIVE_PROMPTS the default comes from
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if "{label}" not in self.template:
             raise ValueError(f"prompt template={self.template!r} has no {{label}} placeholder; e.g. {PAPER_TEMPLATE!r}")
         try:

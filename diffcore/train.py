@@ -10,7 +10,6 @@ With a result path `out`, a checkpoint is written beside it at every epoch end a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import checkpoint as CK
 from .engine import distributed as D
 from .engine import loader as L
+from .engine.checks import check_fields, json_text
 from .engine.runtime import check_device_name, derive_seed, provenance
 from .engine.safety import atomic_write_text
 from .methods import REGISTRY, Batch, Method, build_method
@@ -74,6 +74,8 @@ class TrainConfig:
 
     def __post_init__(self):
         from .models import MODELS
+
+        check_fields(self)  # types, finite numbers, method_args included (engine.checks)
 
         if self.loader not in LOADERS:
             raise ValueError(f"loader={self.loader!r}: expected 'pil', 'device' or 'resident'")
@@ -341,6 +343,7 @@ def train(
         "config": _jsonable(asdict(cfg)),
         "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
         "skipped": skipped_summary(train_ds),
+        "test_skipped": skipped_summary(test_ds),  # the evaluation split's (data.skipped_summary)
         "generated": None if generated is None else str(generated),
         "metrics": history["final"],
         "history": history["epochs"],
@@ -351,7 +354,7 @@ def train(
         "provenance": provenance(device),
     }
     if out is not None and world.is_main:
-        atomic_write_text(out, json.dumps(result, indent=2))
+        atomic_write_text(out, json_text(result, indent=2))
     return Trained(D.unwrap(model).eval(), result)
 
 

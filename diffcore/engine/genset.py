@@ -47,6 +47,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .checks import json_text
 from .runtime import provenance
 from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, fsync_dir, inside, tmp_path
 
@@ -551,7 +552,7 @@ class GeneratedSet:
         line = {"world": asdict(world), **fields, "provenance": provenance(device)}
         path = self.out_dir / "logs" / f"{self.what}.{world.tag}.jsonl"
         path.parent.mkdir(exist_ok=True)
-        append_durable(path, json.dumps(line) + "\n")
+        append_durable(path, json_text(line) + "\n")
 
     # ------------------------------------------------ the end: one manifest, run.json
     def finish(self, run_info: Callable[[dict, list[dict]], dict]) -> dict:
@@ -584,7 +585,7 @@ class GeneratedSet:
         if (rows, False) != parse_manifest(self.manifest):  # one process wrote it in this order already: left alone
             atomic_write_text(self.manifest, manifest_text(rows, header=True))
         info = run_info(plan, rows)
-        atomic_write_text(self.out_dir / "run.json", json.dumps(info, indent=2))
+        atomic_write_text(self.out_dir / "run.json", json_text(info, indent=2))
         for name in (RUNNING, PLAN):
             (self.out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.out_dir / PARTS, ignore_errors=True)

@@ -1,0 +1,131 @@
+"""Settings that can be trusted and JSON that any parser reads: the one check every config runs first.
+
+NaN passes every range check written as a comparison (`x <= 1`, `x < 0` and `x > 0` are all False), and infinity
+passes `x > 0`: `guidance_scale=nan` once generated a whole set with guidance off, `lr=inf` trained to NaN and wrote
+results. So each config's `__post_init__` calls `check_fields(self)` before its own range checks: every number
+finite, every value of its field's type, or one line that names the field and the value.
+
+The files diffcore writes are strict JSON (RFC 8259 has no NaN or Infinity, which Python's json writes by
+default and most other parsers refuse): `json_text` writes a number that is not finite (a diverged training loss)
+as null.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import numbers
+import types
+import typing
+from functools import cache
+
+
+def is_number(value) -> bool:
+    """int or float (numpy's too), not bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_finite(name: str, value) -> None:
+    """Refuse NaN and +-inf in `value` (numbers inside tuples, lists and dicts too), naming `name` and the value."""
+    if is_number(value) and not math.isfinite(value):
+        raise ValueError(f"{name}={float(value)}: expected a finite number (NaN and infinity pass range checks)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(f"{name}.{key}", item)
+    elif isinstance(value, (list, tuple)):
+        for k, item in enumerate(value):
+            check_finite(f"{name}[{k}]", item)
+
+
+@cache
+def _hints(cls: type) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _expected(hint) -> str | None:
+    """What a value of `hint` must be, in words; None where this check leaves it to the config (nested configs)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        inner = _expected(args[0]) if len(args) == 1 else None
+        return None if inner is None else f"{inner} or None"
+    if hint is float:
+        return "a number"
+    if hint is int:
+        return "an integer"
+    if hint is bool:
+        return "True or False"
+    if hint is str:
+        return "a string"
+    if typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        inner = _expected(args[0])
+        return None if inner is None else f"a tuple of {inner.split(' ', 1)[1]}s"
+    if hint is dict or typing.get_origin(hint) is dict:
+        return "a dict"
+    return None
+
+
+def _fits(value, hint) -> bool:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return (value is None and type(None) in typing.get_args(hint)) or any(_fits(value, a) for a in args)
+    if hint is float:
+        return is_number(value)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is bool:
+        return isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's bool too
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (tuple, list)) and all(_fits(v, args[0]) for v in value)
+    if hint is dict or typing.get_origin(hint) is dict:
+        return isinstance(value, dict)
+    return True  # a nested config checks itself
+
+
+def check_fields(cfg) -> None:
+    """Every field of the dataclass `cfg`: of its annotated type (a number where a number is expected, ...) and,
+    where it holds numbers, finite. Raises ValueError in one line naming the field and its value. Nested configs
+    (TrainConfig.mix) check themselves when they are built."""
+    hints = _hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, hint = getattr(cfg, f.name), hints.get(f.name)
+        what = _expected(hint)
+        if what is not None and not _fits(value, hint):
+            raise ValueError(f"{f.name}={value!r}: expected {what}")
+        if not dataclasses.is_dataclass(value):
+            check_finite(f.name, value)
+
+
+def finite_float(text: str) -> float:
+    """argparse type for a float flag of a tool (bench, tiny): refuses 'nan', 'inf' and '-inf' at parsing."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+    return value
+
+
+# ---------------------------------------------------------------- strict JSON out
+def finite_or_null(obj):
+    """`obj` with every float that is not finite replaced by None (JSON null), in nested dicts, lists and tuples."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
+def json_text(obj, **kw) -> str:
+    """json.dumps for every JSON diffcore writes: strict (allow_nan=False), a non-finite float written as null
+    (also inside what a `default=` function returns)."""
+    if kw.get("default") is not None:
+        default = kw.pop("default")
+        kw["default"] = lambda o: finite_or_null(default(o))
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kw)
