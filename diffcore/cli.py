@@ -252,7 +252,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .estimate import H100_S_PER_IMG, PAPER_DISCARD, table
+    from .estimate import H100_S_PER_IMG, PAPER_CHUNK, PAPER_DISCARD, table
 
     print(
         table(
@@ -260,7 +260,7 @@ def cmd_estimate(args) -> int:
             args.fraction,
             args.s_per_img or H100_S_PER_IMG,
             PAPER_DISCARD if args.discard is None else args.discard,
-            args.chunk_size or 256,
+            args.chunk_size or PAPER_CHUNK,
         )
     )
     return 0
@@ -339,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fraction", type=float, default=1.0, help="0.5 (-50) or 1.0 (-100)")
     e.add_argument("--s-per-img", type=float, help="seconds per image (default: measured, stock SDXL, H100)")
     e.add_argument("--discard", type=float, help="share of generated images discarded (default: the paper's)")
-    e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's 256)")
+    e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's, one batch of 32)")
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")

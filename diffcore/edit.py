@@ -74,7 +74,8 @@ class EditConfig:
     max_attempts: int = 3  # our retry cap for blank edits (the authors drop them)
     fraction: float = 1.0  # share of training images edited (same choice rule as counterparts)
     selection_seed: int = 0  # which images, when fraction < 1
-    chunk_size: int = 1024  # sources per unit of work shared out to processes (as CounterpartConfig's)
+    chunk_size: int | None = None  # sources per unit of work shared out to processes; None: batch_size (as
+    # CounterpartConfig's: N processes each edit once the set holds N batches)
 
     def __post_init__(self):
         check_fields(self)  # types, finite numbers (engine.checks)
@@ -95,8 +96,8 @@ class EditConfig:
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'euler-ancestral' or 'auto' (the model's own)")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1]")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk (None: batch_size)")
 
 
 # ---------------------------------------------------------------- the editing pipeline
@@ -221,7 +222,7 @@ def edit_set(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> G.GeneratedS
         ds.labels,
         ds.classes,
         choose_fraction(ds, cfg.fraction, cfg.selection_seed),
-        cfg.chunk_size,
+        cfg.chunk_size or cfg.batch_size,
         cfg.batch_size,
         cfg.max_attempts,
         what="edit",

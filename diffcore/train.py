@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from .counterparts import kept_counterparts
+from .counterparts import kept_counterparts, read_manifest
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import checkpoint as CK
 from .engine import distributed as D
@@ -201,10 +202,51 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     matched = {k: v for k, v in found.items() if k in chosen}
     if not matched:
         raise ValueError(
-            f"generated set {generated} has no counterpart for any image of {ds.name} "
-            f"(was it generated for another dataset or split?)"
+            f"generated set {generated} has no usable counterpart for {ds.name}: "
+            f"{no_counterpart_cause(generated, ds, chosen)}"
         )
     return matched
+
+
+def no_counterpart_cause(generated: str | Path, ds: ImageSet, chosen: set[str]) -> str:
+    """Why a generated set gives none of the `chosen` images of `ds` a counterpart, from its manifest: the filter
+    rejected every attempt (with the tau range and the best similarity reached), the images were invalid or the
+    sources unreadable, the kept files are gone, or the set was made for other images."""
+    rows = read_manifest(Path(generated) / "manifest.csv")
+    mine = [r for r in rows if r["source_id"] in chosen]
+    if not mine:
+        return (
+            f"none of its {len({r['source_id'] for r in rows})} sources is among the {len(chosen)} chosen images "
+            f"(its first: {rows[0]['source_id']!r}, the dataset's: {min(chosen)!r}); was it generated for another "
+            f"dataset, split or --few-shot?"
+        )
+    kept = [r for r in mine if r["status"] == "kept"]
+    if kept:
+        return f"its {len(kept)} kept images are not on disk (e.g. {kept[0]['file']}); was the folder moved or cleaned?"
+    status = Counter(r["status"] for r in mine)
+    attempts, sources = sum(status.values()) - status["unreadable"], len({r["source_id"] for r in mine})
+    said = [f"no attempt was kept: {attempts} attempts for {sources} sources"]
+    rejected = status["rejected"] + status["rejected-final"]
+    taus = [float(r["tau"]) for r in mine if _finite_text(r["tau"])]
+    scored = [r for r in mine if _finite_text(r["similarity"])]
+    if rejected and taus and scored:
+        best = max(scored, key=lambda r: float(r["similarity"]))
+        said.append(
+            f"{rejected} rejected by the filter (S > tau needed; tau {min(taus):.3f} to {max(taus):.3f}, best "
+            f"similarity reached {float(best['similarity']):.3f}, {best['source_id']} at attempt {best['attempt']})"
+        )
+    if status["invalid"] + status["invalid-final"]:
+        said.append(f"{status['invalid'] + status['invalid-final']} invalid images (NaN, black or constant)")
+    if status["unreadable"]:
+        said.append(f"{status['unreadable']} sources unreadable")
+    return "; ".join(said) + " (more --max-attempts, or another --model, --template or --guidance-scale)"
+
+
+def _finite_text(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- loop
