@@ -330,7 +330,7 @@ def command_line(exp: Experiment, command: str, **extra) -> str:
             flags.append(flag if value else "--no-" + name.replace("_", "-"))
         elif isinstance(value, dict):
             for k, v in value.items():
-                flags += [flag.rstrip("s"), f"{k}={json.dumps(v)}"]
+                flags += [flag.rstrip("s"), f"{k}={json_text(v)}"]
         elif isinstance(value, (list, tuple)):
             flags += [flag, *map(str, value)] if name in ("seeds",) else [flag, ",".join(map(str, value))]
         else:

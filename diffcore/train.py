@@ -486,6 +486,9 @@ def _fit(
             }
         )
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
+        if not math.isfinite(epochs[-1]["train_loss"]) and world.is_main:  # named, not only a null in the result
+            loss = epochs[-1]["train_loss"]
+            log.warning("epoch %d: training loss %s: the run diverged (lower --lr)", epoch + 1, loss)
         if ckpt is not None and world.is_main:
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)
     D.share_buffers(model, world)  # evaluate, everywhere, the model that rank 0 saved

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import strict
 import torch
 from PIL import Image
 
@@ -182,6 +183,7 @@ def test_run_on_a_hostile_tree_finishes_writes_only_inside_out_and_counts_skips(
     result = json.loads((out / "results" / "vanilla-seed0.json").read_text())
     assert result["skipped"]["count"] == 9 and result["counts"]["test"] == 11
     assert result["test_skipped"]["count"] == 9  # the evaluation split's skips too
+    assert {"generated/run.json", "results/vanilla-seed0.json"} <= set(strict.check_tree(out))  # strict JSON
 
 
 def test_class_names_and_ids_that_are_paths_stay_inside_out(tmp_path):

@@ -439,7 +439,58 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
     if not torch.cuda.is_available():
         cases.append((t + ["--device", "cuda"], "device", "'cuda'"))
     (tmp_path / "w.ckpt").write_bytes(b"")
+    base = {  # the rest of a command line that would run
+        "generate": g,
+        "merge": ["merge", "--out", str(tmp_path / "g")],
+        "run": r,
+        "edit": ["edit", "--out", str(tmp_path / "e")],
+        "train": t,
+        "estimate": ["estimate"],
+    }
+    for command, flag, name in float_flags():  # NaN passes `x <= 0`, inf passes `x > 0`: both refused by name
+        for value in ("nan", "inf", "-inf"):  # named together: `lr=-inf`
+            cases.append((base[command] + [flag, value], f"{name}={float(value)}", str(float(value))))
+    for value in ("nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"):  # a method's hyperparameters too
+        argv = t + ["--method", "mixup", "--method-arg", f"alpha={value}"]
+        cases.append((argv, f"alpha={float(value)}", str(float(value))))
     return cases
+
+
+def float_flags() -> list[tuple[str, str, str]]:
+    """(command, flag, parameter) of every float setting of every command: read from the parser (flags of type
+    float) and the config fields (tuples of floats, such as --milestones), so that a new one is covered unlisted."""
+    import argparse
+    import typing
+
+    from diffcore import experiment as X
+
+    def floats(dest: str) -> bool:
+        targets = X.NAMES.get(dest, []) + [("edit", dest)] * (dest in X.EditConfig.__dataclass_fields__)
+        hints = [typing.get_type_hints(X.STEPS[step])[field] for step, field in targets]
+        return any(h == tuple[float, ...] for h in hints)
+
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    out = []
+    for command, parser in sub.choices.items():
+        for action in parser._actions:
+            flag = next((s for s in action.option_strings if s.startswith("--")), None)
+            if flag and (action.type is float or floats(action.dest)):
+                name = action.dest + ("[0]" if action.type is not float else "")  # a tuple: its first item
+                out.append((command, flag, name))
+    return out
+
+
+def test_float_flags_are_found(tmp_path):
+    """The derivation above finds the float settings (a guard against it silently finding none)."""
+    found = {(c, f) for c, f, _ in float_flags()}
+    assert {
+        ("generate", "--guidance-scale"),
+        ("train", "--lr"),
+        ("train", "--lam-alpha"),
+        ("run", "--milestones"),
+    } <= found
+    assert {("edit", "--image-guidance-scale"), ("estimate", "--s-per-img"), ("merge", "--fraction")} <= found
+    assert len(found) >= 40
 
 
 def test_every_bad_flag_fails_in_one_line_naming_parameter_and_value(tmp_path, capsys, no_heavy_work):

@@ -63,6 +63,8 @@ def _expected(hint) -> str | None:
         return None if inner is None else f"a tuple of {inner.split(' ', 1)[1]}s"
     if hint is dict or typing.get_origin(hint) is dict:
         return "a dict"
+    if dataclasses.is_dataclass(hint):
+        return f"a {hint.__name__}"
     return None
 
 
@@ -82,13 +84,17 @@ def _fits(value, hint) -> bool:
         return isinstance(value, (tuple, list)) and all(_fits(v, args[0]) for v in value)
     if hint is dict or typing.get_origin(hint) is dict:
         return isinstance(value, dict)
-    return True  # a nested config checks itself
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)  # a nested config (TrainConfig.mix) checked itself when it was built
+    return True
 
 
 def check_fields(cfg) -> None:
     """Every field of the dataclass `cfg`: of its annotated type (a number where a number is expected, ...) and,
-    where it holds numbers, finite. Raises ValueError in one line naming the field and its value. Nested configs
-    (TrainConfig.mix) check themselves when they are built."""
+    where it holds numbers, finite; text on one line (a setting is printed in one-line errors and logs; no path,
+    prompt or name holds a line break or a NUL); dict keys names (`method_args`: keyword arguments). Raises
+    ValueError in one line naming the field and its value. A nested config (TrainConfig.mix) must be of its class;
+    its own fields it checked when it was built."""
     hints = _hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value, hint = getattr(cfg, f.name), hints.get(f.name)
@@ -97,6 +103,15 @@ def check_fields(cfg) -> None:
             raise ValueError(f"{f.name}={value!r}: expected {what}")
         if not dataclasses.is_dataclass(value):
             check_finite(f.name, value)
+        for text in value if isinstance(value, (tuple, list)) else [value]:
+            if isinstance(text, str) and any(c in text for c in LINE_BREAKS):
+                raise ValueError(f"{f.name}={value!r}: expected text on one line (no line break or NUL)")
+        if isinstance(value, dict) and not all(isinstance(k, str) and k.isidentifier() for k in value):
+            raise ValueError(f"{f.name}={value!r}: expected names as keys (keyword arguments such as alpha)")
+
+
+# what str.splitlines breaks at, and NUL (no path holds one)
+LINE_BREAKS = ("\n", "\r", "\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
 
 
 def finite_float(text: str) -> float:
