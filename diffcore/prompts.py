@@ -51,7 +51,7 @@ class PromptConfig:
             raise ValueError(f"prompt template={self.template!r} has no {{label}} placeholder; e.g. {PAPER_TEMPLATE!r}")
         try:
             self.template.format(label="x", dataset_type="y")
-        except (KeyError, IndexError, ValueError) as e:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:  # {x}, {0}, {label[a]}, {label.x}
             raise ValueError(
                 f"prompt template={self.template!r}: only {{label}} and {{dataset_type}} are allowed ({e})"
             ) from None

@@ -43,6 +43,8 @@ FIELDS = [(cls, f.name) for cls in CONFIGS for f in dataclasses.fields(cls)]
 SPECIAL = [0.0, -0.0, 1e-320, 1e-38, 0.5, 1.0, 1.5, 1e38, 1e300, math.nan, math.inf, -math.inf]
 NUMBERS = st.one_of(st.floats(), st.integers(), st.sampled_from(SPECIAL))  # floats() includes NaN and +-inf
 TEXT = st.text(max_size=12)
+# text that has broken things: format fields that index or reach into the label, line breaks, flags, paths
+TRICKY = ["{label}{label[a]}", "{label}{dataset_type.y}", "{label}{0}", "{label} {", "", " ", "-x", "../x", "a\nb"]
 ANY = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, st.lists(NUMBERS, max_size=2))  # a value of any type
 
 
@@ -67,7 +69,7 @@ def typed(hint, cls: type, name: str):
     if hint is bool:
         return st.booleans()
     if hint is str:
-        return st.one_of(TEXT, st.sampled_from(known(cls, name)))
+        return st.one_of(TEXT, st.sampled_from(known(cls, name) + TRICKY))
     if typing.get_origin(hint) is tuple:
         return st.lists(typed(args[0], cls, name), max_size=3).map(tuple)
     if hint is dict:

@@ -27,10 +27,18 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+# The largest float32: the models and optimizers compute in float32 or narrower, so a setting beyond it is infinite
+# there (lr = 1e39: "value cannot be converted to type float without overflow" at the first optimizer step).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def check_finite(name: str, value) -> None:
-    """Refuse NaN and +-inf in `value` (numbers inside tuples, lists and dicts too), naming `name` and the value."""
+    """Refuse NaN and +-inf in `value` (numbers inside tuples, lists and dicts too), and a float beyond float32's
+    range, naming `name` and the value."""
     if is_number(value) and not math.isfinite(value):
         raise ValueError(f"{name}={float(value)}: expected a finite number (NaN and infinity pass range checks)")
+    if is_number(value) and not isinstance(value, numbers.Integral) and abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name}={float(value)}: expected a finite number within float32's +-3.4e38")
     if isinstance(value, dict):
         for key, item in value.items():
             check_finite(f"{name}.{key}", item)
