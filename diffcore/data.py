@@ -255,6 +255,7 @@ def skipped_summary(ds: ImageSet) -> dict:
 # Why an entry of an ImageFolder tree is not read. Everything under a data root is either read or listed with one of
 # these (logged once per tree, counted per reason in run.json and the result file): nothing is dropped unseen.
 HIDDEN_FOLDER = "hidden folder, not read (a tool's, such as .ipynb_checkpoints; rename it without the dot to use it)"
+HIDDEN_CLASS = "hidden folder, not read (image files in it: {n}; rename it without the dot to use it as a class)"
 HIDDEN_FILE = "hidden file, not read (such as .DS_Store or macOS ._ metadata)"
 OUTSIDE_CLASSES = "file beside the class folders, not read (images go in <root>/<class>/)"
 IMAGE_SUFFIX_REASON = "not an image file (suffix {suffix}; read: " + ", ".join(IMAGE_EXTENSIONS) + ")"
@@ -302,8 +303,11 @@ def _class_folders(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
     `root` with why they are not read: hidden folders (.ipynb_checkpoints), files beside the class folders."""
     names, skipped = [], []
     for e in sorted(os.scandir(root), key=lambda e: e.name):
-        if e.is_dir():
-            (skipped.append((e.path, HIDDEN_FOLDER)) if e.name.startswith(".") else names.append(e.name))
+        if e.is_dir() and e.name.startswith("."):  # a dot-named class folder is not a class: said so, with its images
+            n = len(_walk_images(Path(e.path))[0])
+            skipped.append((e.path, HIDDEN_CLASS.format(n=n) if n else HIDDEN_FOLDER))
+        elif e.is_dir():
+            names.append(e.name)
         else:
             skipped.append((e.path, HIDDEN_FILE if e.name.startswith(".") else OUTSIDE_CLASSES))
     return names, skipped

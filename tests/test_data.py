@@ -63,7 +63,7 @@ def test_image_folder_classes_labels_ids_and_ignored_files(pets):
     assert ds.labels == [0, 0, 0, 1, 1, 1]
     assert ds.path(0) == str(pets / "cat" / "a.png")
     assert ds.skipped == [  # not read, but listed with the reason (run.json, result files), never dropped unseen
-        (str(pets / ".ipynb_checkpoints"), D.HIDDEN_FOLDER),
+        (str(pets / ".ipynb_checkpoints"), D.HIDDEN_CLASS.format(n=1)),
         (str(pets / "README.md"), D.OUTSIDE_CLASSES),
         (str(pets / "cat" / ".hidden.png"), D.HIDDEN_FILE),
         (str(pets / "cat" / "notes.txt"), D.IMAGE_SUFFIX_REASON.format(suffix="'.txt'")),
@@ -102,13 +102,13 @@ def test_every_file_and_folder_under_a_data_root_is_read_or_listed_with_its_reas
         holds_read = p.is_dir() and any(p in f.parents for f in read)
         assert (p in read) + bool(under_listed) + holds_read == 1, p  # read, listed, or a folder of what is read
     for split, ds in (("train", train), ("test", test)):
-        assert listed[root / split / ".dotted"] == D.HIDDEN_FOLDER and ds.classes == ["cat", "dog"]
+        assert listed[root / split / ".dotted"] == D.HIDDEN_CLASS.format(n=4) and ds.classes == ["cat", "dog"]
         assert listed[root / split / "dog" / ".ipynb_checkpoints"] == D.HIDDEN_FOLDER
         assert listed[root / split / "cat" / "broken.png"] == "empty file"
         assert D.skipped_summary(ds)["count"] == 9 == len(D.skipped_summary(ds)["entries"])
     assert listed[root / "val"].startswith("evaluation split not read") and root / "LICENSE" in listed
     hidden = [r.getMessage() for r in caplog.records if ".dotted" in r.getMessage()]
-    assert len(hidden) == 2 and all("skipped 2: hidden folder" in m for m in hidden)  # said so, with a count
+    assert len(hidden) == 2 and all("skipped 1: hidden folder, not read (image files in it: 4;" in m for m in hidden)
 
 
 def test_image_folder_loads_rgb_from_gray_rgba_cmyk(pets):
