@@ -117,7 +117,7 @@ def use(cfg) -> None:
         assert sum(chunks(range(10), cfg.chunk_size or cfg.batch_size), []) == list(range(10))
 
 
-@FAST
+@settings(FAST, max_examples=4 * EXAMPLES)  # ~1 ms each
 @given(st.data())
 def test_any_value_of_any_config_field_is_accepted_and_used_or_refused_in_one_line(data):
     cls, name = data.draw(st.sampled_from(FIELDS), label="field")
