@@ -18,6 +18,7 @@ import inspect
 import io
 import json
 import logging
+import re
 import sys
 import tokenize
 import types
@@ -25,6 +26,7 @@ import typing
 from functools import cache
 
 from . import experiment as X
+from .engine.checks import json_text
 from .engine.distributed import world_from_env
 from .methods import REGISTRY
 from .mix import MIX_MODES
@@ -129,13 +131,18 @@ def add_setting(parser, name: str, step: str, name_in_step: str) -> None:
 
 
 def _key_value(item: str) -> tuple[str, object]:
-    """'alpha=0.2' -> ('alpha', 0.2); the value parsed as JSON, else kept as a string."""
+    """'alpha=0.2' -> ('alpha', 0.2); the value parsed as JSON, else as a number ('nan', 'inf': refused by the
+    config, in one line), else kept as a string."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE, e.g. alpha=0.2")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
+        pass
+    try:
+        return key, float(value)
+    except ValueError:
         return key, value
 
 
@@ -226,7 +233,7 @@ def cmd_train(args) -> int:
     world = world_from_env(array=False)  # under torchrun: DDP, rank 0 writes; an array's tasks: separate runs
     run = X.train(exp, args.out, args.generated, world=world)
     if world.is_main:
-        print(json.dumps({"method": exp.train.method, "fraction": exp.train.fraction, **run.metrics}))
+        print(json_text({"method": exp.train.method, "fraction": exp.train.fraction, **run.metrics}))
     return 0
 
 
@@ -275,7 +282,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_estimate(args) -> int:
-    from .estimate import H100_S_PER_IMG, PAPER_DISCARD, table
+    from .estimate import H100_S_PER_IMG, PAPER_CHUNK, PAPER_DISCARD, table
 
     print(
         table(
@@ -283,7 +290,7 @@ def cmd_estimate(args) -> int:
             args.fraction,
             args.s_per_img or H100_S_PER_IMG,
             PAPER_DISCARD if args.discard is None else args.discard,
-            args.chunk_size or 256,
+            args.chunk_size or PAPER_CHUNK,
         )
     )
     return 0
@@ -294,7 +301,7 @@ def cmd_info(args) -> int:
     from .profiles import profile
 
     print(
-        json.dumps(
+        json_text(
             {
                 "profile": args.profile,
                 "settings": profile(args.profile),
@@ -311,7 +318,14 @@ def cmd_info(args) -> int:
 # ---------------------------------------------------------------- parser
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (`diffcore: error: argument --steps: invalid int value: 'x'`), not
-    the usage block: the same shape as every other refusal."""
+    the usage block: the same shape as every other refusal. A value that starts with a minus sign and reads as a
+    number (`--lr -inf`, `--guidance-scale -1e3`) is a value, not a flag: the config then refuses it by name."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        # argparse's own pattern (private; used by 3.10-3.14) knows only -1 and -1.5: -1e3 and -inf were "expected one
+        # argument", naming neither the value nor what is wrong with it
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
 
     def error(self, message: str):
         print(f"diffcore: error: {message}", file=sys.stderr)
@@ -355,7 +369,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--fraction", type=float, default=1.0, help="0.5 (-50) or 1.0 (-100)")
     e.add_argument("--s-per-img", type=float, help="seconds per image (default: measured, stock SDXL, H100)")
     e.add_argument("--discard", type=float, help="share of generated images discarded (default: the paper's)")
-    e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's 256)")
+    e.add_argument("--chunk-size", type=int, help="sources per chunk (default: the paper profile's, one batch of 32)")
     pl = sub.add_parser("plan", help="every job of the paper's tables: settings, cells, GPU-hours (--run: run them)")
     pl.add_argument("--profile", default="embedded", help="embedded (default) or paper")
     pl.add_argument("--table", action="append", metavar="N", help="2, 3, 4, 5 or 7 (repeatable; default: all)")
@@ -408,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
-        print(f"diffcore: error: {e}", file=sys.stderr)
+        one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # a value with a newline (a path) stays on it
+        print(f"diffcore: error: {one_line}", file=sys.stderr)
         return 2
 
 

@@ -26,6 +26,7 @@ from . import prompts as P
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import distributed as D
 from .engine import genset as G
+from .engine.checks import check_fields
 from .engine.runtime import derive_seed
 from .engine.safety import inside
 from .filter import ClipEncoder, FilterConfig, accept, class_pairs, class_thresholds, cosine, pairs_needed
@@ -43,17 +44,19 @@ class CounterpartConfig:
     selection_seed: int = 0  # which images, when fraction < 1
     save_rejected: bool = True  # keep rejected attempts on disk (Fig. 3: kept vs rejected); off for huge runs
     # Sources per unit of work. Processes take whole chunks, so each image is made in the same batch on any number
-    # of GPUs (an image's bits depend on its batch); smaller: finer load balance, larger: fewer short batches at
-    # chunk ends. 1024: the embedded run (898 sources) is one chunk. The paper profile uses 256.
-    chunk_size: int = 1024
+    # of GPUs (an image's bits depend on its batch). None: one generation batch (gen_batch_size), so that N
+    # processes each generate once the set holds N batches (embedded: 898 sources = 15 chunks of 64; CUB: 188 of
+    # 32). Larger: fewer short batches of retries (each chunk ends with its own), fewer processes with work.
+    chunk_size: int | None = None
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if not (0.0 < self.fraction <= 1.0):
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
         if self.selection_seed < 0:
             raise ValueError(f"selection_seed={self.selection_seed}: expected an integer >= 0")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk (None: gen_batch_size)")
 
 
 def counterpart_set(
@@ -87,7 +90,7 @@ def counterpart_set(
         ds.labels,
         ds.classes,
         choose_fraction(ds, cp_cfg.fraction, cp_cfg.selection_seed),
-        cp_cfg.chunk_size,
+        cp_cfg.chunk_size or gen_cfg.batch_size,  # None: a chunk per generation batch
         gen_cfg.batch_size,
         filter_cfg.max_attempts,
         what="generate",

@@ -242,52 +242,113 @@ def drop_empty_classes(ds: ImageSet) -> ImageSet:
     )
 
 
-def skipped_summary(ds: ImageSet, examples: int = 20) -> dict:
-    """What `ds` left out, for run.json and result files: count, count per reason, the first few entries."""
+def skipped_summary(ds: ImageSet) -> dict:
+    """What `ds` left out, for run.json and result files: count, count per reason, and every entry with its reason."""
     reasons = Counter(why.split(" (")[0] for _, why in ds.skipped)
     return {
         "count": len(ds.skipped),
         "by_reason": dict(sorted(reasons.items())),
-        "examples": [{"path": p, "reason": why} for p, why in ds.skipped[:examples]],
+        "entries": [{"path": p, "reason": why} for p, why in ds.skipped],
     }
 
 
+# Why an entry of an ImageFolder tree is not read. Everything under a data root is either read or listed with one of
+# these (logged once per tree, counted per reason in run.json and the result file): nothing is dropped unseen.
+HIDDEN_FOLDER = "hidden folder, not read (a tool's, such as .ipynb_checkpoints; rename it without the dot to use it)"
+HIDDEN_CLASS = "hidden folder, not read (image files in it: {n}; rename it without the dot to use it as a class)"
+HIDDEN_FILE = "hidden file, not read (such as .DS_Store or macOS ._ metadata)"
+OUTSIDE_CLASSES = "file beside the class folders, not read (images go in <root>/<class>/)"
+IMAGE_SUFFIX_REASON = "not an image file (suffix {suffix}; read: " + ", ".join(IMAGE_EXTENSIONS) + ")"
+
+
+def _not_an_image(name: str) -> str | None:
+    """None for an image file name, else why it is not read. Hidden files (.DS_Store, ._x.jpg from macOS archives)
+    are never images even with an image suffix."""
+    if name.startswith("."):
+        return HIDDEN_FILE
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        return IMAGE_SUFFIX_REASON.format(suffix=repr(suffix or "none"))
+    return None
+
+
 def _is_image(name: str) -> bool:
-    # Hidden files (.DS_Store, ._x.jpg from macOS archives) are never images even with an image suffix.
-    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return _not_an_image(name) is None
+
+
+def _walk_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Image files below `folder`, recursively (as torchvision's ImageFolder), sorted by relative path; and every
+    other file and folder below it that is not read, with the reason (hidden folders are not entered)."""
+    found, skipped = [], []
+
+    def unreadable(error: OSError) -> None:  # os.walk drops a folder it cannot list unless told
+        skipped.append((str(error.filename), f"folder not readable ({type(error).__name__}: {error.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):  # often symlinked
+        skipped += [(str(Path(dirpath) / d), HIDDEN_FOLDER) for d in sorted(dirnames) if d.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            why = _not_an_image(f)
+            (found.append(Path(dirpath) / f) if why is None else skipped.append((str(Path(dirpath) / f), why)))
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix()), sorted(skipped)
 
 
 def _images_under(folder: Path) -> list[Path]:
-    """Image files below `folder`, recursively (as torchvision's ImageFolder), sorted by relative path."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):  # datasets are often symlinked
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))  # skips .ipynb_checkpoints
-        found += [Path(dirpath) / f for f in filenames if _is_image(f)]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    """Image files below `folder`, recursively, sorted by relative path (see _walk_images)."""
+    return _walk_images(folder)[0]
+
+
+def _class_folders(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Class folder names, sorted like torchvision's ImageFolder (plain string order), and the other entries of
+    `root` with why they are not read: hidden folders (.ipynb_checkpoints), files beside the class folders."""
+    names, skipped = [], []
+    for e in sorted(os.scandir(root), key=lambda e: e.name):
+        if e.is_dir() and e.name.startswith("."):  # a dot-named class folder is not a class: said so, with its images
+            n = len(_walk_images(Path(e.path))[0])
+            skipped.append((e.path, HIDDEN_CLASS.format(n=n) if n else HIDDEN_FOLDER))
+        elif e.is_dir():
+            names.append(e.name)
+        else:
+            skipped.append((e.path, HIDDEN_FILE if e.name.startswith(".") else OUTSIDE_CLASSES))
+    return names, skipped
 
 
 def _class_folder_names(root: Path) -> list[str]:
-    # Sorted like torchvision's ImageFolder (plain string order), hidden folders skipped.
-    return sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    return _class_folders(root)[0]
 
 
-def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int], list[str]]:
-    """(class folder names sorted, image paths, labels, skipped empty class folders) of an ImageFolder tree."""
+def _log_skipped(who: str, skipped: list[tuple[str, str]]) -> None:
+    """One line per reason with a count and the first entry; each entry is listed in run.json / the result file."""
+    by_reason: dict[str, list[str]] = {}
+    for path, why in skipped:
+        by_reason.setdefault(why, []).append(path)
+    for why, paths in by_reason.items():
+        log.warning("%s: skipped %d: %s, e.g. %r", who, len(paths), why, paths[0])
+
+
+def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], list[int], list[tuple[str, str]]]:
+    """(class folder names sorted, image paths, labels, skipped) of an ImageFolder tree; skipped: every file and
+    folder under `root` that is not read, with why (empty class folders, hidden folders and files, non-images)."""
     if not root.is_dir():
         raise FileNotFoundError(
             f"{who}: no directory at {root}; expected {IMAGE_FOLDER_LAYOUT}. "
             f"Pass the folder that holds one sub-folder per class"
         )
-    classes = _class_folder_names(root)
+    classes, skipped = _class_folders(root)
     if not classes:
+        hidden = [Path(p).name for p, why in skipped if why == HIDDEN_FOLDER]
         raise ValueError(
-            f"{who}: no class folders in {root}; expected {IMAGE_FOLDER_LAYOUT}. "
-            f"Move the images into one sub-folder per class"
+            f"{who}: no class folders in {root}{f' (hidden folders are not read: {hidden[:3]})' if hidden else ''}; "
+            f"expected {IMAGE_FOLDER_LAYOUT}. Move the images into one sub-folder per class"
         )
-    found = {cls: _images_under(root / cls) for cls in classes}
+    walked = {cls: _walk_images(root / cls) for cls in classes}
+    found = {cls: images for cls, (images, _) in walked.items()}
     empty = [cls for cls in classes if not found[cls]]
     for cls in empty:
         log.warning("%s: skipped class folder %r: no image files (%s)", who, cls, ", ".join(IMAGE_EXTENSIONS))
+    skipped += [entry for cls in classes if found[cls] for entry in walked[cls][1]]  # inside a skipped class: the class
+    _log_skipped(who, skipped)
+    skipped += [(str(root / cls), "class folder without image files") for cls in empty]
     classes = [cls for cls in classes if found[cls]]
     if not classes:
         raise ValueError(
@@ -298,7 +359,7 @@ def _scan_class_folders(root: Path, who: str) -> tuple[list[str], list[Path], li
     for label, cls in enumerate(classes):
         paths += found[cls]
         labels += [label] * len(found[cls])
-    return classes, paths, labels, empty
+    return classes, paths, labels, sorted(skipped)
 
 
 def image_folder(root: str | Path, name: str | None = None, dataset_type: str = "natural") -> ImageSet:
@@ -308,7 +369,7 @@ def image_folder(root: str | Path, name: str | None = None, dataset_type: str = 
     """
     root = Path(root).expanduser()
     name = name or Path(os.path.abspath(root)).name  # abspath, not resolve(): a symlink's target must not rename ids
-    classes, paths, labels, empty = _scan_class_folders(root, f"image_folder {name!r}")
+    classes, paths, labels, skipped = _scan_class_folders(root, f"image_folder {name!r}")
     ids = [f"{name}/{p.relative_to(root).as_posix()}" for p in paths]
     return ImageSet(
         name,
@@ -318,7 +379,7 @@ def image_folder(root: str | Path, name: str | None = None, dataset_type: str = 
         loader=_FileLoader([str(p) for p in paths]),
         paths=[str(p) for p in paths],
         dataset_type=dataset_type,
-        skipped=[(str(root / c), "class folder without image files") for c in empty],
+        skipped=skipped,
     )
 
 
@@ -399,8 +460,17 @@ def _require(name: str, *paths: Path) -> None:
             raise _no_data(name, p)
 
 
-def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list[Path], labels: list[int]) -> ImageSet:
-    """ImageSet whose ids are `<name>/<split>/<path relative to base>` (stable across machines)."""
+def _file_set(
+    name: str,
+    split: str,
+    classes: list[str],
+    base: Path,
+    paths: list[Path],
+    labels: list[int],
+    skipped: list[tuple[str, str]] = (),
+) -> ImageSet:
+    """ImageSet whose ids are `<name>/<split>/<path relative to base>` (stable across machines); skipped: what a
+    folder scan did not read (_scan_class_folders)."""
     ids = [f"{name}/{split}/{p.relative_to(base).as_posix()}" for p in paths]
     return ImageSet(
         f"{name}-{split}",
@@ -409,6 +479,7 @@ def _file_set(name: str, split: str, classes: list[str], base: Path, paths: list
         [int(v) for v in labels],
         loader=_FileLoader([str(p) for p in paths]),
         paths=[str(p) for p in paths],
+        skipped=list(skipped),
     )
 
 
@@ -491,8 +562,8 @@ def _tiny_imagenet(root: Path, split: str) -> ImageSet:
     name = "tiny-imagenet-200"
     _require(name, root / "train", root / split)  # val labels index the train class folders
     if split == "train":
-        wnids, paths, labels, _ = _scan_class_folders(root / "train", name)
-        return _file_set(name, split, _wnid_names(root, wnids), root / "train", paths, labels)
+        wnids, paths, labels, skipped = _scan_class_folders(root / "train", name)
+        return _file_set(name, split, _wnid_names(root, wnids), root / "train", paths, labels, skipped)
     wnids = _class_folder_names(root / "train")
     pairs, paths = _tiny_val_pairs(root / "val")
     unknown = sorted({w for _, w in pairs} - set(wnids))
@@ -545,13 +616,13 @@ def reorganize_tiny_imagenet_val(root: str | Path) -> int:
 def _imagenet_1k(root: Path, split: str) -> ImageSet:
     name = "imagenet-1k"
     _require(name, root / split)
-    wnids, paths, labels, _ = _scan_class_folders(root / split, name)
+    wnids, paths, labels, skipped = _scan_class_folders(root / split, name)
     other = root / ("val" if split == "train" else "train")
     if other.is_dir() and _class_folder_names(other) != wnids:  # labels must mean the same class in both splits
         raise ValueError(
             f"{name}: class folders of {root / split} and {other} differ; expected {PAPER_DATASETS[name]['layout']}"
         )
-    return _file_set(name, split, _wnid_names(root, wnids), root / split, paths, labels)
+    return _file_set(name, split, _wnid_names(root, wnids), root / split, paths, labels, skipped)
 
 
 def _flowers102(root: Path, split: str) -> ImageSet:
@@ -660,6 +731,24 @@ def paper_dataset(name: str, root: str | Path, split: str = "train") -> ImageSet
 
 
 # ---------------------------------------------------------------- a dataset by name, as the experiments name it
+SPLIT_FOLDERS = ("train", "test", "val")  # dataset=folder: <root>/train beside <root>/test (or val)
+
+
+def beside_split(root: Path, split: str) -> list[tuple[str, str]]:
+    """What the split layout <root>/{train,test,val} leaves unread at its top, with why: the training split lists
+    the files and folders beside the split folders, an evaluation split the other evaluation folder (val/ when
+    test/ is evaluated). So every entry under the root is read or listed, each once."""
+    out = []
+    for e in sorted(os.scandir(root), key=lambda e: e.name):
+        if e.name in SPLIT_FOLDERS and e.is_dir():
+            if split != "train" and e.name not in ("train", split):
+                out.append((e.path, f"evaluation split not read (this run evaluates {split}/; --test-split {e.name})"))
+        elif split == "train":
+            out.append((e.path, "file or folder beside the split folders, not read (only train/, test/, val/ are)"))
+    _log_skipped(f"data_root {str(root)!r}", out)
+    return out
+
+
 def open_dataset(name: str, root: str | None, split: str, shots: int | None = None, seed: int = 0) -> ImageSet:
     """'digits' (bundled), a paper dataset name (needs `root`), or 'folder' (an ImageFolder at `root`), checked
     file by file: a truncated or non-image file is skipped now (one line each), not met hours into a run.
@@ -678,6 +767,7 @@ def open_dataset(name: str, root: str | None, split: str, shots: int | None = No
             )
         if (Path(root) / split).is_dir():
             ds = image_folder(Path(root) / split)
+            ds.skipped += beside_split(Path(root), split)
         elif split == "train":
             ds = image_folder(root)  # a flat class tree: all of it is the training set
         else:  # never evaluate on the training images

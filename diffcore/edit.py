@@ -39,6 +39,7 @@ from PIL import Image
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import distributed as D
 from .engine import genset as G
+from .engine.checks import check_fields
 from .engine.runtime import derive_seed
 from .engine.safety import inside
 from .profiles import EDIT_STANDIN as STANDIN  # --model of the embedded stand-in editor
@@ -75,9 +76,11 @@ class EditConfig:
     max_attempts: int = 3  # our retry cap for blank edits (the authors drop them)
     fraction: float = 1.0  # share of training images edited (same choice rule as counterparts)
     selection_seed: int = 0  # which images, when fraction < 1
-    chunk_size: int = 1024  # sources per unit of work shared out to processes (as CounterpartConfig's)
+    chunk_size: int | None = None  # sources per unit of work shared out to processes; None: batch_size (as
+    # CounterpartConfig's: N processes each edit once the set holds N batches)
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if not self.prompts or any(not p.strip() for p in self.prompts):
             raise ValueError(f"prompts={self.prompts!r}: expected at least one non-empty style prompt")
         if self.steps < 1 or self.batch_size < 1 or self.max_attempts < 1:
@@ -95,8 +98,8 @@ class EditConfig:
             raise ValueError(f"scheduler={self.scheduler!r}: expected 'euler-ancestral' or 'auto' (the model's own)")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction={self.fraction}: expected a value in (0, 1]")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ValueError(f"chunk_size={self.chunk_size}: expected >= 1 sources per chunk (None: batch_size)")
 
 
 # ---------------------------------------------------------------- the editing pipeline
@@ -233,7 +236,7 @@ def edit_set(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> G.GeneratedS
         [ds.labels[i] for i, _ in items],
         ds.classes,
         range(len(items)),
-        cfg.chunk_size,
+        cfg.chunk_size or cfg.batch_size,
         cfg.batch_size,
         cfg.max_attempts,
         what="edit",

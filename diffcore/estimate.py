@@ -15,6 +15,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .engine.checks import check_finite
+from .profiles import PROFILES
+
+PAPER_CHUNK = PROFILES["paper"]["generate"]["batch_size"]  # the paper profile's chunk: one generation batch
+
 # Measured: stock diffusers StableDiffusionXLPipeline at the authors' settings (EDMEuler v-pred, 50 steps,
 # guidance 12, 512x512), bf16, batch 16, one H100 80GB, random weights (same cost as CosXL's), 2026-11-24
 # (shared/REFERENCE.md). 0.43 s/img at batch 32; 3.32 s/img one at a time.
@@ -51,9 +56,11 @@ def generation_cost(
     gpus: int = 1,
     s_per_img: float = H100_S_PER_IMG,
     discard: float = PAPER_DISCARD,
-    chunk_size: int = 256,
+    chunk_size: int = PAPER_CHUNK,
 ) -> Cost:
-    """chunk_size: the paper profile's (profiles.PROFILES['paper'])."""
+    """chunk_size: the paper profile's (one generation batch, counterparts.CounterpartConfig)."""
+    for name, value in (("fraction", fraction), ("s_per_img", s_per_img), ("discard", discard)):
+        check_finite(name, value)
     if not (0 < fraction <= 1 and gpus >= 1 and s_per_img > 0 and 0 <= discard < 1 and images >= 0):
         raise ValueError(
             f"fraction={fraction}, gpus={gpus}, s_per_img={s_per_img}, discard={discard}: expected "
@@ -71,7 +78,7 @@ def table(
     fraction: float = 1.0,
     s_per_img: float = H100_S_PER_IMG,
     discard: float = PAPER_DISCARD,
-    chunk_size: int = 256,
+    chunk_size: int = PAPER_CHUNK,
 ) -> str:
     """A markdown table of every paper dataset's generation cost."""
     lines = [
@@ -86,4 +93,6 @@ def table(
 
 
 def _hours(h: float) -> str:
+    if h < 1 / 60:
+        return f"{h * 3600:.0f} s"
     return f"{h * 60:.0f} min" if h < 1 else f"{h:.1f} h"

@@ -32,6 +32,7 @@ from . import data as D
 from . import train as T
 from .counterparts import CounterpartConfig, check_out_dir, finish_counterparts, make_counterparts
 from .edit import EditConfig, load_editor, make_edits
+from .engine.checks import check_fields, json_text
 from .engine.distributed import World, backend_for, device_for, from_main, init_process_group, world_from_env
 from .engine.runtime import resolve_device, resolve_dtype
 from .filter import FilterConfig, check_clip_files, load_clip
@@ -104,6 +105,12 @@ class Experiment:
     train: T.TrainConfig  # the classifier, its recipe, the method and its mixing (train.mix: Eq. 6-8)
     edit: EditConfig  # DiffuseMix's edited set (the comparison method's own generation)
     overrides: dict = field(default_factory=dict, compare=False)  # what was given to experiment(), for replace()
+
+    def __post_init__(self):
+        check_fields(self)  # the step configs checked themselves; here the experiment's own fields
+        bad = [f for f in self.fractions if not 0 < f <= 1]  # else main_job would fail after the generation
+        if bad:
+            raise ValueError(f"fractions={self.fractions}: expected values in (0, 1], e.g. 0.5 for DiffCoRe-Mix-50")
 
     def replace(self, **overrides) -> Experiment:
         """The same experiment with more overrides (same names as experiment()); profile-derived defaults follow,
@@ -318,7 +325,7 @@ def main_job(exp: Experiment, out: str | Path, force: bool = False, echo: Callab
                 continue
             r = train(exp.replace(method=method, fraction=fraction, seed=seed), res, gen_dir, data, world)
             if world.is_main:
-                echo(json.dumps({"method": method, "fraction": fraction, **r.metrics}))
+                echo(json_text({"method": method, "fraction": fraction, **r.metrics}))
     if not world.is_main:
         return {}
     table = results_table(load_results(out / "results"))
@@ -346,7 +353,7 @@ def command_line(exp: Experiment, command: str, **extra) -> str:
             flags.append(flag if value else "--no-" + name.replace("_", "-"))
         elif isinstance(value, dict):
             for k, v in value.items():
-                flags += [flag.rstrip("s"), f"{k}={json.dumps(v)}"]
+                flags += [flag.rstrip("s"), f"{k}={json_text(v)}"]
         elif isinstance(value, (list, tuple)):
             flags += [flag, *map(str, value)] if name in ("seeds",) else [flag, ",".join(map(str, value))]
         else:

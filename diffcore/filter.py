@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .engine.checks import check_fields
+
 
 @dataclass(frozen=True)
 class FilterConfig:
@@ -32,6 +34,7 @@ class FilterConfig:
     batch_size: int = 64  # images per CLIP forward pass
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if self.z_pairs < 1:
             raise ValueError(f"z_pairs={self.z_pairs}: expected >= 1 pairs per class for Eq. (5)")
         if self.max_attempts < 1:

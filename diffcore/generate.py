@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engine.checks import check_fields
 from .engine.fastgen import FastConfig, FastGenerator, check_fast_path
 from .engine.runtime import DTYPE_NAMES
 
@@ -47,6 +48,7 @@ class GenerateConfig:
     run_seed: int = 0  # image seed = derive_seed(run_seed, image id, attempt)
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if self.steps < 1:
             raise ValueError(f"steps={self.steps}: expected >= 1 denoising steps")
         if self.guidance_scale < 0:

@@ -11,7 +11,13 @@ from typing import NamedTuple
 
 import torch
 
+from .engine.checks import check_fields
+
 MIX_MODES = ("both", "pixel", "patch", "none")
+# Beta(a, b) is drawn as ga / (ga + gb) of float32 gamma draws (`beta`): a parameter below float32's smallest normal
+# number underflows to 0; above 1e38 the sum overflows (lam = 0), above 3.4e38 it cannot even be converted
+# ("value cannot be converted to type float without overflow", at the first training step).
+BETA_RANGE = (torch.finfo(torch.float32).tiny, 1e38)
 
 
 @dataclass(frozen=True)
@@ -23,13 +29,17 @@ class MixConfig:
     box_alpha: float = 1.0  # area of the box taken from I ~ Beta(a, a); side = sqrt(area) * size, CutMix convention
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if self.mode not in MIX_MODES:
             raise ValueError(f"mix mode={self.mode!r}: expected one of {MIX_MODES}")
         if not 0.0 <= self.p_pixel <= 1.0:
             raise ValueError(f"mix p_pixel={self.p_pixel}: expected a probability in [0, 1]")
         for name in ("lam_alpha", "lam_beta", "box_alpha"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"mix {name}={getattr(self, name)}: expected a Beta parameter > 0")
+            if not BETA_RANGE[0] <= getattr(self, name) <= BETA_RANGE[1]:
+                raise ValueError(
+                    f"mix {name}={getattr(self, name)}: expected a Beta parameter > 0 that float32 holds "
+                    f"({BETA_RANGE[0]:.2g} to {BETA_RANGE[1]:.2g})"
+                )
 
 
 class MixOutput(NamedTuple):

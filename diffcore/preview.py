@@ -38,7 +38,8 @@ def preview_rows(ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_clas
 def save_preview(
     ds: ImageSet, out_dir: str | Path, per_class: int = 3, max_classes: int = 10, path: str | Path | None = None
 ) -> Path:
-    """Write the grid to `path` (default <out_dir>/preview.png) and return it."""
+    """Write the grid to `path` (default <out_dir>/preview.png) and return it. Titled with the dataset's name, never
+    the folder's: a set generated into two folders holds the same files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,8 +70,7 @@ def save_preview(
                     ax.imshow(img)
                 ax.set_title(title, fontsize=6, color="firebrick" if title.startswith("rejected") else "black")
     fig.suptitle(
-        f"{out_dir.name}: real source | kept counterpart | a rejected attempt (cosine S in CLIP space, "
-        f"class threshold τ)",
+        f"{ds.name}: real source | kept counterpart | a rejected attempt (cosine S in CLIP space, class threshold τ)",
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle

@@ -77,7 +77,7 @@ PROFILES: dict[str, dict] = {
             "max_attempts": 5,
             "batch_size": 256,
         },
-        "counterparts": {"fraction": 1.0, "save_rejected": False, "chunk_size": 256},  # ImageNet: 5,005 chunks
+        "counterparts": {"fraction": 1.0, "save_rejected": False},  # chunks of one batch: ImageNet 40,037
         "train": {
             "model": "densenet121",
             "epochs": 300,

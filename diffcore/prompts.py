@@ -16,6 +16,8 @@ import logging
 import re
 from dataclasses import dataclass
 
+from .engine.checks import check_fields
+
 PAPER_TEMPLATE = "Generate heavy snow to the {label}, a {dataset_type} object"  # paper Sec. 4, verbatim
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,12 @@ class PromptConfig:
     allow_class_words: bool = False  # a negative_prompt naming a class of the dataset is refused unless this is set
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if "{label}" not in self.template:
             raise ValueError(f"prompt template={self.template!r} has no {{label}} placeholder; e.g. {PAPER_TEMPLATE!r}")
         try:
             self.template.format(label="x", dataset_type="y")
-        except (KeyError, IndexError, ValueError) as e:
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:  # {x}, {0}, {label[a]}, {label.x}
             raise ValueError(
                 f"prompt template={self.template!r}: only {{label}} and {{dataset_type}} are allowed ({e})"
             ) from None

@@ -262,7 +262,9 @@ def main(argv=None) -> int:
         timings["book"] = time.perf_counter() - t0
         print(f"ok ({timings['book']:.0f} s)\nthe book: {index}")
     timings["total"] = time.perf_counter() - t_all
-    (out / "reproduce.json").write_text(json.dumps({"seconds": timings, "params": params, "argv": sys.argv}, indent=2))
+    from .engine.checks import json_text
+
+    (out / "reproduce.json").write_text(json_text({"seconds": timings, "params": params, "argv": sys.argv}, indent=2))
     print(f"done in {timings['total']:.0f} s")
     return 0
 

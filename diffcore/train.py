@@ -10,10 +10,10 @@ With a result path `out`, a checkpoint is written beside it at every epoch end a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,11 +25,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
+from .counterparts import read_manifest
 from .data import ImageSet, choose_fraction, skipped_summary
 from .engine import checkpoint as CK
 from .engine import distributed as D
 from .engine import genset as G
 from .engine import loader as L
+from .engine.checks import check_fields, json_text
 from .engine.runtime import check_device_name, derive_seed, provenance
 from .engine.safety import atomic_write_text
 from .methods import REGISTRY, Batch, Method, build_method
@@ -81,6 +83,8 @@ class TrainConfig:
 
     def __post_init__(self):
         from .models import MODELS
+
+        check_fields(self)  # types, finite numbers, method_args included (engine.checks)
 
         if self.loader not in LOADERS:
             raise ValueError(f"loader={self.loader!r}: expected 'pil', 'device' or 'resident'")
@@ -233,10 +237,51 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     matched = {k: v for k, v in found.items() if k in chosen}
     if not matched:
         raise ValueError(
-            f"generated set {generated} has no counterpart for any image of {ds.name} "
-            f"(was it generated for another dataset or split?)"
+            f"generated set {generated} has no usable counterpart for {ds.name}: "
+            f"{no_counterpart_cause(generated, ds, chosen)}"
         )
     return matched
+
+
+def no_counterpart_cause(generated: str | Path, ds: ImageSet, chosen: set[str]) -> str:
+    """Why a generated set gives none of the `chosen` images of `ds` a counterpart, from its manifest: the filter
+    rejected every attempt (with the tau range and the best similarity reached), the images were invalid or the
+    sources unreadable, the kept files are gone, or the set was made for other images."""
+    rows = read_manifest(Path(generated) / "manifest.csv")
+    mine = [r for r in rows if r["source_id"] in chosen]
+    if not mine:
+        return (
+            f"none of its {len({r['source_id'] for r in rows})} sources is among the {len(chosen)} chosen images "
+            f"(its first: {rows[0]['source_id']!r}, the dataset's: {min(chosen)!r}); was it generated for another "
+            f"dataset, split or --few-shot?"
+        )
+    kept = [r for r in mine if r["status"] == "kept"]
+    if kept:
+        return f"its {len(kept)} kept images are not on disk (e.g. {kept[0]['file']}); was the folder moved or cleaned?"
+    status = Counter(r["status"] for r in mine)
+    attempts, sources = sum(status.values()) - status["unreadable"], len({r["source_id"] for r in mine})
+    said = [f"no attempt was kept: {attempts} attempts for {sources} sources"]
+    rejected = status["rejected"] + status["rejected-final"]
+    taus = [float(r["tau"]) for r in mine if _finite_text(r["tau"])]
+    scored = [r for r in mine if _finite_text(r["similarity"])]
+    if rejected and taus and scored:
+        best = max(scored, key=lambda r: float(r["similarity"]))
+        said.append(
+            f"{rejected} rejected by the filter (S > tau needed; tau {min(taus):.3f} to {max(taus):.3f}, best "
+            f"similarity reached {float(best['similarity']):.3f}, {best['source_id']} at attempt {best['attempt']})"
+        )
+    if status["invalid"] + status["invalid-final"]:
+        said.append(f"{status['invalid'] + status['invalid-final']} invalid images (NaN, black or constant)")
+    if status["unreadable"]:
+        said.append(f"{status['unreadable']} sources unreadable")
+    return "; ".join(said) + " (more --max-attempts, or another --model, --template or --guidance-scale)"
+
+
+def _finite_text(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- loop
@@ -395,6 +440,7 @@ def train(
         "config": _jsonable(asdict(cfg)),
         "counts": {"real": len(train_ds), "pairs": len(tr.pairs), "test": len(test_ds)},
         "skipped": skipped_summary(train_ds),
+        "test_skipped": skipped_summary(test_ds),  # the evaluation split's (data.skipped_summary)
         "generated": None if generated is None else str(generated),
         "metrics": history["final"],
         **({"metrics_by_split": {test_split: history["final"], **by_split}} if extra_tests else {}),
@@ -406,7 +452,7 @@ def train(
         "provenance": provenance(device),
     }
     if out is not None and world.is_main:
-        atomic_write_text(out, json.dumps(result, indent=2))
+        atomic_write_text(out, json_text(result, indent=2))
     return Trained(D.unwrap(model).eval(), result)
 
 
@@ -521,6 +567,9 @@ def _fit(
             }
         )
         bar.set_postfix(loss=f"{epochs[-1]['train_loss']:.3f}")
+        if not math.isfinite(epochs[-1]["train_loss"]) and world.is_main:  # named, not only a null in the result
+            loss = epochs[-1]["train_loss"]
+            log.warning("epoch %d: training loss %s: the run diverged (lower --lr)", epoch + 1, loss)
         if ckpt is not None and world.is_main:
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)
     D.share_buffers(model, world)  # evaluate, everywhere, the model that rank 0 saved

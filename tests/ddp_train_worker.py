@@ -1,6 +1,7 @@
 """One torchrun process of tests/test_distributed.py (not a test module itself): one launch serves both tests.
 
-1. `diffcore generate <GEN_FLAGS>` into <out>/two/gen, as `torchrun -m diffcore generate` would run it.
+1. `diffcore generate <GEN_FLAGS>` into <out>/two/gen, as `torchrun -m diffcore generate` would run it; and with
+   DEFAULT_FLAGS (the default batch and chunk) into <out>/two/defaults.
 2. Writes <out>/rank<R>.json: what `train` returned on this rank, and the weights that `_fit` reached for a model
    without BatchNorm on unaugmented images (the case where 2 processes must equal 1 up to float rounding).
    Asserts on every rank that the resident loader ends with the device loader's metrics (a failed rank fails
@@ -52,15 +53,15 @@ def fit_linear(world):
     }
 
 
-# the shipped tiny models, 20 digits in 5 chunks of 4, 2 denoising steps
+# the embedded profile's batch (64) and chunk (one batch) on 100 digits, as in the report that all of it ran on rank 0
+DEFAULT_FLAGS = ["--few-shot", "10", "--steps", "2", "--device", "cpu"]
+# the shipped tiny models, 20 digits in 5 chunks of one batch of 4 (the default chunk), 2 denoising steps
 GEN_FLAGS = [
     "--few-shot",
     "2",
     "--steps",
     "2",
     "--gen-batch-size",
-    "4",
-    "--chunk-size",
     "4",
     "--max-attempts",
     "2",
@@ -75,6 +76,7 @@ def main(out: Path) -> None:
     from diffcore.cli import main as cli
 
     assert cli(["generate", *GEN_FLAGS, "--out", str(out / "two" / "gen")]) == 0
+    assert cli(["generate", *DEFAULT_FLAGS, "--out", str(out / "two" / "defaults")]) == 0
     world = D.world_from_env()
     D.init_process_group(world, "gloo")  # made by the generation above: reused
     train_ds, test_ds = data()

@@ -114,6 +114,29 @@ def test_retry_cap_holds(parts, tmp_path, monkeypatch):
     assert info["summary"]["no_counterpart"] == 6 and not (tmp_path / "images").exists()
 
 
+def test_training_on_a_set_whose_every_attempt_was_rejected_names_that_cause(parts, tmp_path, monkeypatch):
+    """Not "generated for another dataset or split?": the manifest says every attempt was rejected, with the tau
+    range and the best similarity reached."""
+    from diffcore.train import TrainConfig, load_counterparts
+
+    monkeypatch.setattr(C, "accept", lambda sims, tau: torch.zeros_like(sims, dtype=torch.bool))
+    _run(parts, tmp_path)
+    rows = C.read_manifest(tmp_path / "manifest.csv")
+    _, _, ds, _, _ = parts
+    cfg = TrainConfig(method="diffcore", augment="digits", image_size=32)
+    with pytest.raises(ValueError) as e:
+        load_counterparts(ds, tmp_path, cfg)
+    msg, taus = str(e.value), [float(r["tau"]) for r in rows]
+    best = max(rows, key=lambda r: float(r["similarity"]))
+    assert msg.startswith(f"generated set {tmp_path} has no usable counterpart for digits-3-7: no attempt was kept")
+    assert "18 attempts for 6 sources; 18 rejected by the filter" in msg and "\n" not in msg
+    assert f"tau {min(taus):.3f} to {max(taus):.3f}" in msg
+    assert f"best similarity reached {float(best['similarity']):.3f}, {best['source_id']} at attempt" in msg
+    other = digits("test", size=16).subset(range(6))  # a set made for other images: said so
+    with pytest.raises(ValueError, match=r"none of its 6 sources is among the 6 chosen images .*another dataset"):
+        load_counterparts(other, tmp_path, cfg)
+
+
 def test_interrupted_run_resumes_to_the_same_set(parts, tmp_path, monkeypatch):
     _run(parts, tmp_path / "whole")
     real_draw = C.draw_images

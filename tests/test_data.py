@@ -62,6 +62,53 @@ def test_image_folder_classes_labels_ids_and_ignored_files(pets):
     ]
     assert ds.labels == [0, 0, 0, 1, 1, 1]
     assert ds.path(0) == str(pets / "cat" / "a.png")
+    assert ds.skipped == [  # not read, but listed with the reason (run.json, result files), never dropped unseen
+        (str(pets / ".ipynb_checkpoints"), D.HIDDEN_CLASS.format(n=1)),
+        (str(pets / "README.md"), D.OUTSIDE_CLASSES),
+        (str(pets / "cat" / ".hidden.png"), D.HIDDEN_FILE),
+        (str(pets / "cat" / "notes.txt"), D.IMAGE_SUFFIX_REASON.format(suffix="'.txt'")),
+    ]
+
+
+def _tree_with_everything(root: Path) -> None:
+    """Both splits of a folder dataset with every kind of entry that is not a class image."""
+    for split in ("train", "test"):
+        for cls in ("cat", "dog", ".dotted"):  # a dot-named class folder with four valid images
+            for k in range(4):
+                _img(root / split / cls / f"{k}.png", color=(k * 40, 10, 10))
+        _write(root / split / "cat" / "notes.txt", "x")
+        _write(root / split / "cat" / ".DS_Store", "x")
+        _img(root / split / "dog" / ".ipynb_checkpoints" / "0-checkpoint.png")
+        _write(root / split / "README.md", "x")
+        (root / split / "empty").mkdir()
+        _write(root / split / "labels-only" / "labels.csv", "x")
+        _write(root / split / "cat" / "broken.png", "")
+    _img(root / "val" / "cat" / "0.png")  # evaluation split not used when test/ is there
+    _write(root / "LICENSE", "x")
+
+
+def test_every_file_and_folder_under_a_data_root_is_read_or_listed_with_its_reason(tmp_path, caplog):
+    import logging
+
+    root = tmp_path / "data"
+    _tree_with_everything(root)
+    with caplog.at_level(logging.WARNING):
+        train, test = D.open_train_test("folder", str(root))
+    read = {Path(ds.path(i)) for ds in (train, test) for i in range(len(ds))}
+    listed = {Path(p): why for ds in (train, test) for p, why in ds.skipped}
+    assert len(listed) == len(train.skipped) + len(test.skipped)  # each entry listed once, in one split
+    for p in sorted(root.rglob("*")):
+        under_listed = [q for q in listed if q == p or q in p.parents]
+        holds_read = p.is_dir() and any(p in f.parents for f in read)
+        assert (p in read) + bool(under_listed) + holds_read == 1, p  # read, listed, or a folder of what is read
+    for split, ds in (("train", train), ("test", test)):
+        assert listed[root / split / ".dotted"] == D.HIDDEN_CLASS.format(n=4) and ds.classes == ["cat", "dog"]
+        assert listed[root / split / "dog" / ".ipynb_checkpoints"] == D.HIDDEN_FOLDER
+        assert listed[root / split / "cat" / "broken.png"] == "empty file"
+        assert D.skipped_summary(ds)["count"] == 9 == len(D.skipped_summary(ds)["entries"])
+    assert listed[root / "val"].startswith("evaluation split not read") and root / "LICENSE" in listed
+    hidden = [r.getMessage() for r in caplog.records if ".dotted" in r.getMessage()]
+    assert len(hidden) == 2 and all("skipped 1: hidden folder, not read (image files in it: 4;" in m for m in hidden)
 
 
 def test_image_folder_loads_rgb_from_gray_rgba_cmyk(pets):

@@ -142,8 +142,14 @@ def _torchrun(args, cwd, timeout=240, nproc=2):
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    import diffcore
+
+    # the workers import the diffcore under test (a checkout or worktree), not whichever one is installed
+    here = str(Path(diffcore.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",
@@ -363,15 +369,30 @@ def test_torchrun_generation_equals_one_process(two_processes, tmp_path):
     from diffcore.cli import main
 
     two, done = two_processes
-    assert main(["generate", *W.GEN_FLAGS, "--out", str(tmp_path / "one" / "gen")]) == 0  # same folder name
-    one, two_files = _tree(tmp_path / "one" / "gen"), _tree(two / "two" / "gen")
+    assert main(["generate", *W.GEN_FLAGS, "--out", str(tmp_path / "one" / "other-name")]) == 0  # names differ
+    one, two_files = _tree(tmp_path / "one" / "other-name"), _tree(two / "two" / "gen")
     assert one == two_files, f"{len(set(one.items()) ^ set(two_files.items()))} files differ"
     assert len(one) >= 10 and "preview.png" in one and "manifest.csv" in one
     print(f"1 vs 2 processes (torchrun, gloo): {len(one)} files compared by sha256, all equal")
-    assert done.stdout.count("preview (real | kept | rejected") == 1  # rank 0 alone reports and draws the preview
+    assert done.stdout.count("preview (real | kept | rejected") == 2  # rank 0 alone reports, once per generation
     logs = sorted((two / "two" / "gen" / "logs").iterdir())
     assert [p.name for p in logs] == ["generate.rank-00000-of-00002.jsonl", "generate.rank-00001-of-00002.jsonl"]
     assert [json.loads(p.read_text())["chunks"] for p in logs] == [[0, 2, 4], [1, 3]]
+
+
+def test_torchrun_generation_at_the_default_settings_spreads_over_both_processes(two_processes, tmp_path):
+    """100 digits at the embedded profile's batch of 64 and default chunk: 2 batches, so both processes generate
+    (with 1,024 sources per chunk, rank 1 used to log `chunks: []`), and the set equals one process's."""
+    import ddp_train_worker as W
+
+    from diffcore.cli import main
+
+    two, _ = two_processes
+    logs = [json.loads(p.read_text()) for p in sorted((two / "two" / "defaults" / "logs").iterdir())]
+    assert [(g["world"]["rank"], g["chunks"], g["sources"]) for g in logs] == [(0, [0], 64), (1, [1], 36)]
+    assert all(g["attempts_this_start"] >= g["sources"] for g in logs)  # each made every image of its chunk
+    assert main(["generate", *W.DEFAULT_FLAGS, "--out", str(tmp_path / "elsewhere")]) == 0  # another folder name
+    assert _tree(tmp_path / "elsewhere") == _tree(two / "two" / "defaults")  # preview.png included
 
 
 @pytest.mark.gpu
@@ -387,3 +408,114 @@ def test_torchrun_generation_on_one_gpu_equals_one_process(tmp_path):
     assert main(["generate", *flags, "--out", str(tmp_path / "one" / "gen")]) == 0
     _torchrun(["-m", "diffcore", "generate", *flags, "--out", str(tmp_path / "two" / "gen")], cwd=tmp_path)
     assert _tree(tmp_path / "one" / "gen") == _tree(tmp_path / "two" / "gen")
+
+
+# ---------------------------------------------------------------- processes that start together on one folder
+def _toy_set(out):
+    """A generated set of 24 sources in chunks of 4, batches of 2, made by a model-free stand-in (a 4x4 image per
+    attempt; every third first attempt rejected): the storage layer's life, claim to finish, in milliseconds."""
+    import diffcore.engine.genset as G
+
+    ids = [f"s{i:02d}" for i in range(24)]
+    labels = [i % 3 for i in range(24)]
+    return G.GeneratedSet(out, {"toy": 1}, {}, ids, labels, ["a", "b", "c"], list(range(24)), 4, 2, 2)
+
+
+def _toy_batch(store, batch):
+    import numpy as np
+
+    import diffcore.engine.genset as G
+
+    rows, retry, files = [], [], []
+    for i, a in batch:
+        status = G.status(a > 0 or i % 3, False, False, a, store.max_attempts)
+        rel = G.kept_file(store.labels[i], store.classes[store.labels[i]], store.ids[i]) if status == "kept" else ""
+        if rel:
+            files.append((np.full((4, 4, 3), 10 * i + a, np.uint8), G.inside(store.out_dir, rel)))
+        retry += [(i, a + 1)] if status in G.RETRY_STATUSES else []
+        row = {**dict.fromkeys(G.MANIFEST_FIELDS, ""), "source_id": store.ids[i], "label": store.labels[i]}
+        rows.append({**row, "attempt": a, "status": status, "file": rel})
+    return rows, retry, files
+
+
+def _toy_run(out, world=SINGLE):
+    import diffcore.engine.genset as G
+
+    store = _toy_set(out)
+    return store.run(
+        world,
+        lambda: {"tau": [0.5]},
+        lambda batch, pool, plan: _toy_batch(store, batch),
+        lambda plan, rows: {"settings": store.settings, "summary": G.summarize(rows, store.classes, {}, 24)},
+        io_threads=0,
+        progress=False,
+    )
+
+
+def test_processes_starting_together_on_fresh_half_done_and_finished_folders_never_refuse(tmp_path, monkeypatch):
+    """Twelve 3-process runs (array tasks: no barrier at all) start at once, on fresh, half-done and finished
+    folders, with random delays (seeded per process) injected where reading the recorded settings, listing the
+    folder and publishing running.json meet; on a fresh folder, processes 1 and 2 find no settings and then wait
+    for process 0's running.json before they go on (the window, forced open). Every process ends without a
+    refusal and every folder, merged, holds the set of one uninterrupted process. The check used to read the
+    settings, then list the folder, and refused a folder in which another process had published running.json in
+    between (always, with the window forced open)."""
+    import os
+    import random
+    import shutil
+    import time
+
+    import diffcore.engine.genset as G
+
+    _toy_run(tmp_path / "one")
+    folders = {f"{kind}-{k}": kind for kind in ("fresh", "half", "finished") for k in range(4)}
+    for name, kind in folders.items():
+        if kind == "half":
+            _toy_run(tmp_path / name, World(rank=0, size=2))  # half of a 2-task array: chunks 0, 2 and 4 done
+        elif kind == "finished":
+            shutil.copytree(tmp_path / "one", tmp_path / name)
+    delay, me = random.Random(), {"rank": 0}
+
+    def slow(fn):
+        def wrapped(*args, **kw):
+            time.sleep(delay.uniform(0, 0.05))
+            out = fn(*args, **kw)
+            time.sleep(delay.uniform(0, 0.05))
+            return out
+
+        return wrapped
+
+    def after_rank_0_claims(fn):
+        def wrapped(store):
+            out, end = fn(store), time.time() + 2
+            while out is None and me["rank"] > 0 and not (store.out_dir / G.RUNNING).exists() and time.time() < end:
+                time.sleep(0.001)
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(G.GeneratedSet, "recorded_settings", after_rank_0_claims(G.GeneratedSet.recorded_settings))
+    for name in ("recorded_settings", "strangers"):
+        monkeypatch.setattr(G.GeneratedSet, name, slow(getattr(G.GeneratedSet, name)))
+    monkeypatch.setattr(G.D, "publish_once", slow(G.D.publish_once))
+    go, pids = time.time() + 0.5, {}
+    for seed, (name, rank) in enumerate((n, r) for n in folders for r in range(3)):
+        pid = os.fork()
+        if pid == 0:  # one process of a 3-task array on `name`: exit 0, or 1 on any error (a refusal included)
+            code = 1
+            try:
+                delay.seed(seed)
+                me["rank"] = rank
+                time.sleep(max(0.0, go - time.time()))  # all 36 start together
+                _toy_run(tmp_path / name, World(rank=rank, size=3))
+                code = 0
+            finally:
+                os._exit(code)
+        pids[pid] = (name, rank)
+    failed = [pids[pid] for pid in pids if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
+    assert failed == []
+    for name in folders:  # the merge (`diffcore merge`): the set of one process, byte for byte
+        _toy_set(tmp_path / name).finish(
+            lambda plan, rows: {"settings": {"toy": 1}, "summary": G.summarize(rows, ["a", "b", "c"], {}, 24)}
+        )
+        assert _tree(tmp_path / name) == _tree(tmp_path / "one"), name

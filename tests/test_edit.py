@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import strict
 import torch
 from PIL import Image
 
@@ -128,6 +129,7 @@ def test_command_line_then_train_diffusemix_on_the_edits(tmp_path):
     assert len(found) >= 8 and {r["model"] for r in rows} == {STANDIN}
     assert {r["prompt"].split(", ")[1] for r in rows} == {"sunset", "mosaic"}
     assert all(len(v) == 2 for v in found.values())  # every image with both prompts
+    assert "run.json" in strict.check_tree(out)  # strict JSON: no NaN or Infinity
     ds = digits("train")
     small = ds.subset([i for i, sid in enumerate(ds.ids) if sid in found] + list(range(8)))
     cfg = TrainConfig(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import strict
 import torch
 from PIL import Image
 
@@ -59,7 +60,7 @@ def hostile_tree(root: Path) -> dict[str, str]:
     _image(a / "gray.png", "L")
     _image(a / "cmyk.jpg", "CMYK")
     _image(a / "rgba.png", "RGBA")
-    _image(a / "palette.gif", "P")
+    _image(a / "palette.png", "P")
     _image(a / "sub" / "nested.jpeg")
     Image.fromarray(np.full((16, 16), 40000, np.uint16)).save(a / "gray16.png")  # 16-bit gray
     _png(
@@ -69,7 +70,7 @@ def hostile_tree(root: Path) -> dict[str, str]:
     _truncated(a / "cut.png", "PNG")
     (a / "zero.png").write_bytes(b"")
     (a / "text.jpg").write_text("not an image at all")
-    (a / "notes.txt").write_text("ignored: not an image suffix")
+    (a / "notes.txt").write_text("not read: not an image suffix, listed as skipped")
     _png(a / "bomb.png", 100_000, 100_000, 8, 0, b"\x00")  # 10 Gpx header
     _image(u / "only.png")  # one image
     _image(s / "x.png")
@@ -84,6 +85,7 @@ def hostile_tree(root: Path) -> dict[str, str]:
         "text.jpg": "not an image",
         "bomb.png": "too large",
         "z.png": "empty file",
+        "notes.txt": "not an image file",
     }
 
 
@@ -105,11 +107,12 @@ def test_odd_files_are_converted_or_skipped_with_one_line_each(tree, caplog):
         assert sum(name in m for m in warned) == 1, name  # one line each
     assert all("\n" not in m for m in warned)
     images = {Path(ds.path(i)).name: ds.load(i) for i in range(len(ds))}
-    assert len(images) == 10 and all(im.mode == "RGB" for im in images.values())
+    assert len(images) == 11 and all(im.mode == "RGB" for im in images.values())
     assert np.asarray(images["gray16.png"]).max() == round(40000 / 257)  # rescaled, not clipped to white
     assert np.asarray(images["rgb48.png"]).max() == round(40000 / 257)
     summary = D.skipped_summary(ds)
-    assert summary["count"] == 8 and summary["by_reason"]["empty file"] == 2
+    assert summary["count"] == 9 and summary["by_reason"]["empty file"] == 2
+    assert [e["path"] for e in summary["entries"]] == [p for p, _ in ds.skipped]  # every entry, not a sample
 
 
 def test_unreadable_header_only_huge_image_is_never_decoded(tmp_path, monkeypatch):
@@ -170,15 +173,17 @@ def test_run_on_a_hostile_tree_finishes_writes_only_inside_out_and_counts_skips(
     assert cli.main(argv) == 0
     assert _files_outside(tmp_path, out) == before  # no file written anywhere else (no `pwned` either)
     gen = json.loads((out / "generated" / "run.json").read_text())
-    assert gen["dataset_skipped"]["count"] == 8 and not (out / "generated" / "running.json").exists()
-    assert gen["summary"]["sources"] == 10
+    assert gen["dataset_skipped"]["count"] == 9 and not (out / "generated" / "running.json").exists()
+    assert gen["summary"]["sources"] == 11
     assert {p.parent.name for p in (out / "generated" / "images").rglob("*.png")} <= {
         "0000_touch_pwned_a_b",
         "0001_a_b",
         "0002_n",
     }  # sanitised, label-prefixed class folders
     result = json.loads((out / "results" / "vanilla-seed0.json").read_text())
-    assert result["skipped"]["count"] == 8 and result["counts"]["test"] == 10
+    assert result["skipped"]["count"] == 9 and result["counts"]["test"] == 11
+    assert result["test_skipped"]["count"] == 9  # the evaluation split's skips too
+    assert {"generated/run.json", "results/vanilla-seed0.json"} <= set(strict.check_tree(out))  # strict JSON
 
 
 def test_class_names_and_ids_that_are_paths_stay_inside_out(tmp_path):

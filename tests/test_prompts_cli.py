@@ -1,6 +1,7 @@
 """Prompts (P_c, P_n) and the command line's refusal of bad input before any heavy work."""
 
 import pytest
+import strict
 
 from diffcore.cli import main
 from diffcore.prompts import (
@@ -104,7 +105,10 @@ def test_run_end_to_end_on_tiny_random_components(tiny_sd_dir, tiny_clip_files, 
 
     with Image.open(out / "generated" / "preview.png") as im:  # real | kept | rejected grid, from the manifest
         assert im.format == "PNG" and im.width > 100
-    capsys.readouterr()
+    assert strict.check_lines(capsys.readouterr().out) == 3  # one JSON line per run, strict JSON
+    read = strict.check_tree(out)  # every JSON file written, read by a parser that refuses NaN and Infinity
+    assert {"generated/run.json", "results/vanilla-seed0.json", "results/diffcore-50-seed0.json"} <= set(read)
+    assert any(name.startswith("generated/logs/") for name in read)
     assert main(argv) == 0
     assert capsys.readouterr().out.count("exists, skipped") == 3
 

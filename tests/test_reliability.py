@@ -26,7 +26,7 @@ import diffcore.counterparts as C
 import diffcore.engine.genset as G
 from diffcore import cli
 from diffcore import data as D
-from diffcore.data import choose_fraction
+from diffcore.engine.distributed import SINGLE
 from diffcore.filter import load_clip
 from diffcore.generate import draw_images, invalid_images, load_pipeline
 from diffcore.profiles import PROFILES
@@ -114,10 +114,16 @@ def _files(out: Path) -> dict[str, str]:
 
 
 def _whole_batches(job, rows: list[dict]) -> list[dict]:
-    """The rows that form whole batches: what a resume keeps (a cut batch is redone, identically)."""
-    ds, _, _, (_, gen, _, cp) = job
-    n, _ = G.replay_queue(rows, ds.ids, choose_fraction(ds, cp.fraction, cp.selection_seed), gen.batch_size)
-    return rows[:n]
+    """The rows that form whole batches: what a resume keeps (a cut batch is redone, identically). One process
+    makes the chunks one after the other, each to its end, so each chunk's rows are replayed on their own."""
+    ds, _, _, (prompt, gen, filt, cp) = job
+    whole = []
+    for chunk in C.counterpart_set(ds, "unused", prompt, gen, filt, cp).chunks:
+        ids = {ds.ids[i] for i in chunk}
+        mine = [r for r in rows if r["source_id"] in ids]
+        n, _ = G.replay_queue(mine, ds.ids, chunk, gen.batch_size)
+        whole += mine[:n]
+    return whole
 
 
 def _unreferenced(out: Path, rows: list[dict]) -> int:
@@ -231,20 +237,27 @@ def _copy_prefix(ref: Path, out: Path, rows: int, extra: bytes = b"") -> list[di
 
 def test_torn_manifest_line_cut_batch_tmp_and_orphan_files_are_cleaned_then_redone(job, reference, tmp_path):
     ref, _ = reference
+    ref_rows = C.read_manifest(ref / "manifest.csv")
+    cut = next(n for n in range(5, len(ref_rows)) if len(_whole_batches(job, ref_rows[:n])) < n)  # mid-batch
     out = tmp_path / "torn"
-    all_rows = _copy_prefix(ref, out, 6, extra=b'digits/0007,,1,one,"Generate hea')  # 4 + 2 of a batch + a cut line
+    all_rows = _copy_prefix(ref, out, cut, extra=b'digits/0007,,1,one,"Generate hea')  # + a cut line
+    whole = _whole_batches(job, all_rows[:cut])
     orphan = out / "images" / "0009_nine" / "x-00000000.png"  # an image written, its row never appended
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"\x89PNG")
     (out / "images" / "0009_nine" / "y.png.tmp").write_bytes(b"half")
     (out / "run.json.tmp").write_bytes(b"half")
-    assert len(C.read_manifest(out / "manifest.csv")) == 6  # readers never see the cut line
+    assert len(C.read_manifest(out / "manifest.csv")) == cut  # readers never see the cut line
     ds, pipe, clip, cfgs = job
-    rows, queue = G.recover_manifest(out / "manifest.csv", ds.ids, choose_fraction(ds, 1.0, 0), 4)
-    assert rows == all_rows[:4]  # whole batches only
-    assert (out / "manifest.csv").read_bytes() == G.manifest_text(all_rows[:4], header=True).encode()
-    assert [(ds.ids[i], a) for i, a in list(queue)[:4]] == [(r["source_id"], int(r["attempt"])) for r in all_rows[4:8]]
-    assert G.remove_orphans(out, rows) == 3 + sum(bool(r["file"]) for r in all_rows[4:6])
+    store = C.counterpart_set(ds, out, *cfgs)
+    queues, rows = store.recover(list(range(len(store.chunks))), SINGLE)
+    assert rows == whole and len(whole) < cut  # whole batches only: the cut batch's rows are dropped
+    assert (out / "manifest.csv").read_bytes() == G.manifest_text(whole, header=True).encode()
+    todo = [(ds.ids[i], a) for c in range(len(store.chunks)) for i, a in queues[c]]
+    assert todo[0] == (all_rows[len(whole)]["source_id"], int(all_rows[len(whole)]["attempt"]))  # redone first
+    kept_files = {r["file"] for r in whole if r["file"]}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert on_disk == kept_files | {"manifest.csv", G.RUNNING}  # orphans, .tmp files, the cut batch's files: gone
     C.make_counterparts(ds, pipe, clip, out, *cfgs, progress=False)
     assert _files(out) == _files(ref)
 
@@ -439,7 +452,58 @@ def _bad_flags(tmp_path: Path) -> list[tuple[list[str], str, str]]:
     if not torch.cuda.is_available():
         cases.append((t + ["--device", "cuda"], "device", "'cuda'"))
     (tmp_path / "w.ckpt").write_bytes(b"")
+    base = {  # the rest of a command line that would run
+        "generate": g,
+        "merge": ["merge", "--out", str(tmp_path / "g")],
+        "run": r,
+        "edit": ["edit", "--out", str(tmp_path / "e")],
+        "train": t,
+        "estimate": ["estimate"],
+    }
+    for command, flag, name in float_flags():  # NaN passes `x <= 0`, inf passes `x > 0`: both refused by name
+        for value in ("nan", "inf", "-inf"):  # named together: `lr=-inf`
+            cases.append((base[command] + [flag, value], f"{name}={float(value)}", str(float(value))))
+    for value in ("nan", "inf", "-inf", "NaN", "Infinity", "-Infinity"):  # a method's hyperparameters too
+        argv = t + ["--method", "mixup", "--method-arg", f"alpha={value}"]
+        cases.append((argv, f"alpha={float(value)}", str(float(value))))
     return cases
+
+
+def float_flags() -> list[tuple[str, str, str]]:
+    """(command, flag, parameter) of every float setting of every command: read from the parser (flags of type
+    float) and the config fields (tuples of floats, such as --milestones), so that a new one is covered unlisted."""
+    import argparse
+    import typing
+
+    from diffcore import experiment as X
+
+    def floats(dest: str) -> bool:
+        targets = X.NAMES.get(dest, []) + [("edit", dest)] * (dest in X.EditConfig.__dataclass_fields__)
+        hints = [typing.get_type_hints(X.STEPS[step])[field] for step, field in targets]
+        return any(h == tuple[float, ...] for h in hints)
+
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    out = []
+    for command, parser in sub.choices.items():
+        for action in parser._actions:
+            flag = next((s for s in action.option_strings if s.startswith("--")), None)
+            if flag and (action.type is float or floats(action.dest)):
+                name = action.dest + ("[0]" if action.type is not float else "")  # a tuple: its first item
+                out.append((command, flag, name))
+    return out
+
+
+def test_float_flags_are_found(tmp_path):
+    """The derivation above finds the float settings (a guard against it silently finding none)."""
+    found = {(c, f) for c, f, _ in float_flags()}
+    assert {
+        ("generate", "--guidance-scale"),
+        ("train", "--lr"),
+        ("train", "--lam-alpha"),
+        ("run", "--milestones"),
+    } <= found
+    assert {("edit", "--image-guidance-scale"), ("estimate", "--s-per-img"), ("merge", "--fraction")} <= found
+    assert len(found) >= 40
 
 
 def test_every_bad_flag_fails_in_one_line_naming_parameter_and_value(tmp_path, capsys, no_heavy_work):

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..engine.checks import finite_float, json_text
 from ..engine.runtime import provenance, resolve_device
 from . import FAST_PATHS, bench_generation, opt_in_effect, report, time_host_loop, time_training, time_training_loader
 from .models import ARCHS, flop_report
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, help="denoising steps (default 50 on sdxl, 10 on tiny)")
     p.add_argument("--size", type=int, help="image side (default 512 on sdxl, 64 on tiny)")
-    p.add_argument("--guidance", type=float, default=12.0)
+    p.add_argument("--guidance", type=finite_float, default=12.0)
     p.add_argument("--gen-batch", type=int, nargs="+", help="default 16 32 on sdxl, 8 on tiny")
     p.add_argument("--one-at-a-time", type=int, default=2, help="images for the stock batch-1 baseline")
     p.add_argument("--fp8", action="store_true", help="also time the opt-in FP8 UNet (CUDA)")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--optin-sources", type=int, default=200, help="optin: digits generated per mode")
     p.add_argument(
         "--host-gpu-s",
-        type=float,
+        type=finite_float,
         default=0.346,
         help="host: simulated GPU s per image (default: diffcore's measured H100 figure at batch 32)",
     )
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     if any(w not in parts + ["flops"] for w in a.what):
         p.error(f"what={a.what}: expected any of {parts + ['flops']}")
     if a.what == ["flops"]:
-        print(json.dumps(flop_report(tuple(a.optin_intervals)), indent=2))
+        print(json_text(flop_report(tuple(a.optin_intervals)), indent=2))
         return 0
     a.what = a.what or parts
     dev = resolve_device(a.device)
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
             out[section] = value
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(a.out).write_text(json.dumps(out, indent=2))
+            Path(a.out).write_text(json_text(out, indent=2))
 
     if "generation" in a.what:
         out["generation"] = bench_generation(

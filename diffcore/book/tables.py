@@ -18,6 +18,7 @@ import pandas as pd
 
 from .. import experiment as X
 from ..counterparts import make_counterparts, read_manifest
+from ..engine.checks import json_text
 from ..engine.runtime import resolve_device, resolve_dtype
 from ..filter import load_clip
 from ..generate import load_pipeline
@@ -136,7 +137,7 @@ def _timed_generation(exp: X.Experiment, folder: Path) -> None:
     make_counterparts(ds, pipe, clip, folder, exp.prompt, exp.generate, exp.filter, exp.counterparts, progress=False)
     seconds = time.perf_counter() - t0
     (folder / "timing.json").write_text(
-        json.dumps(
+        json_text(
             {
                 "seconds": seconds,
                 "fraction": exp.counterparts.fraction,

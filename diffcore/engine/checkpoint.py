@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import json_text
 from .safety import atomic_open, tmp_path
 
 FORMAT = "diffcore-train-checkpoint/1"
@@ -45,7 +46,7 @@ def save(
         rng["cuda"] = torch.cuda.get_rng_state_all()
     state = {
         "format": FORMAT,
-        "identity": json.dumps(identity, sort_keys=True),
+        "identity": json_text(identity, sort_keys=True),
         "epoch": epoch,
         "history": history,
         "state_dict": model.state_dict(),

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .checks import json_text
 from .runtime import resolve_device
 
 # How long a rank waits at a barrier before it gives up. The longest legitimate wait: generation ranks wait while
@@ -232,7 +233,7 @@ def publish_once(path: Path, make: Callable[[], dict]) -> dict:
         obj = make()
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
+            f.write(json_text(obj, indent=1))
             f.flush()
             os.fsync(f.fileno())
         try:

@@ -47,6 +47,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .checks import json_text
 from .runtime import provenance
 from .safety import TMP_SUFFIX, append_durable, atomic_open, atomic_write_text, fsync_dir, inside, tmp_path
 
@@ -425,41 +426,62 @@ class GeneratedSet:
 
     # ------------------------------------------------ the folder and its recorded settings
     def recorded_settings(self) -> dict | None:
-        for name in ("run.json", RUNNING):
-            if (self.out_dir / name).is_file():
+        """The settings a run recorded here: running.json while it is unfinished, run.json once it is finished;
+        None where no run has claimed the folder. running.json is read first, and a file gone by the time it is
+        read counts as absent: `finish` writes run.json before it removes running.json, so a folder claimed before
+        this call never reads as unclaimed, whatever another process does meanwhile."""
+        for name in (RUNNING, "run.json"):
+            try:
                 return json.loads((self.out_dir / name).read_text(encoding="utf-8"))["settings"]
+            except FileNotFoundError:
+                continue
         return None
 
+    def strangers(self) -> list[str]:
+        """Names in the folder that no generated set explains (temporary files aside; a folder with a manifest.csv
+        is a set, of an older diffcore without running.json)."""
+        if not self.out_dir.is_dir():
+            return []
+        names = [p.name for p in self.out_dir.iterdir() if not p.name.endswith(TMP_SUFFIX)]
+        return [] if "manifest.csv" in names else sorted(names)
+
     def check(self) -> None:
-        """The folder must be new, empty, or a set made with the same settings (a resume)."""
-        out_dir = self.out_dir
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ValueError(f"out={out_dir}: is a file; expected a folder for the generated set")
+        """The folder must be new, empty, or a set made with the same settings (a resume).
+
+        Processes that start together on one folder race no check: a run creates running.json before any other file
+        (`claim`), so a file seen in the listing below was preceded by a running.json, and the settings are read
+        once more before a folder with other files is refused: a process of the same run that claimed the folder
+        meanwhile is found, not taken for a stranger."""
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"out={self.out_dir}: is a file; expected a folder for the generated set")
         old = self.recorded_settings()
+        others = self.strangers() if old is None else []
+        if others:  # listed after the settings were read: claimed in between?
+            old = self.recorded_settings()
+        if old is None and others:  # resume deletes stray files: never in someone else's folder
+            raise ValueError(
+                f"out={self.out_dir}: holds other files ({', '.join(others[:3])}) and no generated set; pass a new "
+                f"or empty folder"
+            )
         if old is not None:
             old, settings = with_new_fields(old, self.defaults), json.loads(json.dumps(self.settings))
             if old != settings:
                 diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
                 raise ValueError(
-                    f"{out_dir} holds a run with other settings ({', '.join(diff)} differ); "
+                    f"{self.out_dir} holds a run with other settings ({', '.join(diff)} differ); "
                     f"use a new --out folder or the same settings to resume"
                 )
-            return
-        others = [p.name for p in out_dir.iterdir() if not p.name.endswith(TMP_SUFFIX)] if out_dir.is_dir() else []
-        if others and "manifest.csv" not in others:  # resume deletes stray files: never in someone else's folder
-            raise ValueError(
-                f"out={out_dir}: holds other files ({', '.join(sorted(others)[:3])}) and no generated "
-                f"set; pass a new or empty folder"
-            )
 
     def claim(self) -> None:
-        """Check the folder, then record the settings at once (running.json), so that a run killed before its
-        end is still refused to a resume with other settings."""
+        """Check the folder and claim it in one step: running.json (the settings) is created only where it is
+        absent (publish_once: a hard link, atomic also on NFS and Lustre), so of the processes that start together
+        one creates it and the others read it, and each compares the recorded settings with its own. Recorded
+        before the first image, they refuse a resume with other settings even after a kill."""
         self.check()
         if self.recorded_settings() is None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            D.publish_once(self.out_dir / RUNNING, lambda: {"settings": self.settings})  # starting together: one wins
-            self.check()  # ... and any other settings than the winner's are refused
+            D.publish_once(self.out_dir / RUNNING, lambda: {"settings": self.settings})  # one wins, all read it
+        self.check()  # the winner's settings, compared with this process's
 
     def plan(self, world: D.World, make: Callable[[], dict]) -> dict:
         """plan.json: {"settings", "classes", **make()}. Under torchrun rank 0 makes it while the others wait; the
@@ -579,7 +601,7 @@ class GeneratedSet:
         line = {"world": asdict(world), **fields, "provenance": provenance(device)}
         path = self.out_dir / "logs" / f"{self.what}.{world.tag}.jsonl"
         path.parent.mkdir(exist_ok=True)
-        append_durable(path, json.dumps(line) + "\n")
+        append_durable(path, json_text(line) + "\n")
 
     # ------------------------------------------------ the end: one manifest, run.json
     def finish(self, run_info: Callable[[dict, list[dict]], dict]) -> dict:
@@ -612,7 +634,7 @@ class GeneratedSet:
         if (rows, False) != parse_manifest(self.manifest):  # one process wrote it in this order already: left alone
             atomic_write_text(self.manifest, manifest_text(rows, header=True))
         info = run_info(plan, rows)
-        atomic_write_text(self.out_dir / "run.json", json.dumps(info, indent=2))
+        atomic_write_text(self.out_dir / "run.json", json_text(info, indent=2))
         for name in (RUNNING, PLAN):
             (self.out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(self.out_dir / PARTS, ignore_errors=True)

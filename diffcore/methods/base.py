@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..engine.checks import check_finite
+
 
 @dataclass
 class Batch:
@@ -105,6 +107,7 @@ def build_method(name: str, **hparams) -> Method:
     if name not in REGISTRY:
         raise ValueError(f"method={name!r}: expected one of {sorted(REGISTRY)}")
     cls = REGISTRY[name]
+    check_finite("method_args", hparams)  # NaN and inf pass the methods' range checks
     try:
         return cls(**hparams)
     except TypeError as e:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.checks import check_fields
 from ..engine.runtime import derive_seed
 
 VARIATIONS = ("linear", "sinusoidal", "spherical", "swirl")  # flam3 variations 0, 1, 2, 3
@@ -44,6 +45,7 @@ class FractalConfig:
     max_attempts: int = 8
 
     def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
         if not 1 <= self.maps_min <= self.maps_max:
             raise ValueError(f"maps_min={self.maps_min}, maps_max={self.maps_max}: expected 1 <= maps_min <= maps_max")
         if not 0 < self.scale_min <= self.scale_max < 1:

@@ -393,7 +393,7 @@ def method_args(table: str | None, dataset: str, method: str) -> dict:
 # ---------------------------------------------------------------- how each job stands to the paper
 APPROXIMATED = {  # method -> how diffcore's run departs from its authors' (docstrings and the fidelity page say more)
     "saliencymix": "OpenCV's saliency of the 8-bit image; the authors' code passed it the normalised float tensor "
-                   "(saliency=opencv-float reproduces that)",
+    "(saliency=opencv-float reproduces that)",
     "pixmix": "100 procedural fractals instead of the ~14,000 downloaded mixing images",
 }
 

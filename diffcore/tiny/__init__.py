@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.checks import check_fields, finite_float, json_text
 from ..models import DigitsCNN
 from ..profiles import ASSETS, TINY_CLIP_CONFIG, TINY_CLIP_WEIGHTS, TINY_T2I_DIR
 from ..prompts import DATASET_TYPE_WORDS, NEGATIVE_PROMPTS, PAPER_TEMPLATE
@@ -138,6 +139,9 @@ class VaeTrainConfig:
     kl_weight: float = 1e-6  # Stable Diffusion's KL weight: latents near-deterministic, scale fixed afterwards
     seed: int = 0  # model init, batch order and posterior samples
 
+    def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
+
 
 @dataclass(frozen=True)
 class T2ITrainConfig:
@@ -149,6 +153,9 @@ class T2ITrainConfig:
     ema_decay: float = 0.999  # EMA of weights, shipped instead of the raw ones: less noisy samples
     seed: int = 0  # model init, captions, noise, timesteps
 
+    def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
+
 
 @dataclass(frozen=True)
 class ClipTrainConfig:
@@ -157,6 +164,9 @@ class ClipTrainConfig:
     lr: float = 1e-3  # 100-step warmup, cosine to 0
     weight_decay: float = 0.05  # ViTs on 898 images overfit without it
     seed: int = 0
+
+    def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,9 @@ class CheckConfig:
     classifier_epochs: int = 20  # checker CNN epochs on the real train split
     seed: int = 0  # checker init; image seeds = derive_seed("tiny-check", seed, setting, class, i)
     sweep: tuple[float, ...] = (2.0, 7.0)  # further guidance scales measured for the contextual setting
+
+    def __post_init__(self):
+        check_fields(self)  # types, finite numbers (engine.checks)
 
 
 # ---------------------------------------------------------------- data and captions
@@ -290,7 +303,7 @@ def clip_bpe_tokenizer():
 def write_bpe_files(folder: Path) -> None:
     """vocab.json + merges.txt, the OpenAI CLIP layout: transformers 4.x (slow tokenizer) and 5.x both load it."""
     vocab, merges = clip_bpe()
-    (folder / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "vocab.json").write_text(json_text({v: i for i, v in enumerate(vocab)}, ensure_ascii=False))
     (folder / "merges.txt").write_text(
         "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
     )
@@ -325,7 +338,7 @@ def _record(out: Path, step: str, info: dict) -> None:
     path = out / TRAINING_JSON.name
     log = json.loads(path.read_text()) if path.exists() else {}
     log[step] = {**info, "provenance": provenance()}
-    path.write_text(json.dumps(log, indent=2) + "\n")
+    path.write_text(json_text(log, indent=2) + "\n")
 
 
 def _world_readable(folder: Path) -> None:
@@ -549,7 +562,7 @@ def train_clip(cfg: ClipTrainConfig, out: Path = ASSETS, device: str | torch.dev
     clip_dir = out / TINY_CLIP_CONFIG.parent.name
     clip_dir.mkdir(parents=True, exist_ok=True)
     config_path = clip_dir / TINY_CLIP_CONFIG.name
-    config_path.write_text(json.dumps(CLIP_MODEL_CONFIG, indent=2) + "\n")
+    config_path.write_text(json_text(CLIP_MODEL_CONFIG, indent=2) + "\n")
     open_clip.add_model_config(config_path)
     with seeded(cfg.seed):
         model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
@@ -794,7 +807,7 @@ def check(cfg: CheckConfig, out: Path = ASSETS, device: str | torch.device = "cp
         "targets": {"generated_contextual_accuracy": 0.8, "clip_zero_shot_accuracy": 0.8},
         "wall_s": round(time.time() - t0, 1),
     }
-    (out / QUALITY_JSON.name).write_text(json.dumps(report, indent=2) + "\n")
+    (out / QUALITY_JSON.name).write_text(json_text(report, indent=2) + "\n")
     return report
 
 
@@ -807,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="optimisation steps (train-*) or denoising steps (check)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N: where the models train / draw")
-    p.add_argument("--guidance-scale", type=float, help="check only: w of Eq. (4), default %(default)s")
+    p.add_argument("--guidance-scale", type=finite_float, help="check only: w of Eq. (4), default %(default)s")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # these models never come from a hub
     # Set here, never at import. 2 = the reference machine's cores; when other torch jobs share those cores, use 1:
@@ -825,5 +838,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.guidance_scale is not None:
             over["guidance_scale"] = args.guidance_scale
         info = check(CheckConfig(**over), args.out, args.device)
-    print(json.dumps(info, indent=2))
+    print(json_text(info, indent=2))
     return 0
