@@ -113,7 +113,7 @@ def use(cfg) -> None:
         opt.step()
         sched.step()
     elif isinstance(cfg, EditConfig):
-        assert prompt_for("digits/0001", "one", cfg)
+        assert prompt_for(0, "one", cfg)
         assert sum(chunks(range(10), cfg.chunk_size or cfg.batch_size), []) == list(range(10))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import experiment as X
 from ..data import PAPER_DATASETS
+from ..engine.checks import json_text
 from ..estimate import H100_S_PER_IMG, PAPER_DISCARD, TRAIN_IMAGES
 from ..profiles import profile as preset
 from . import paper as P
@@ -479,7 +480,7 @@ def generation_hours(exp: X.Experiment) -> float | None:
 
 # ---------------------------------------------------------------- what `diffcore plan` prints
 def as_json(plan: list[Job]) -> str:
-    return json.dumps(
+    return json_text(
         [
             {
                 "kind": j.kind,
