@@ -76,7 +76,8 @@ def one_line_diff(mutant: str) -> str:
 
 def listed_equivalents() -> dict[str, str]:
     """mutant name -> its diff as listed in tests/MUTANTS.md (table rows whose first cell is a mutant name)."""
-    rows = re.findall(r"^\| `(diffcore\.[^`]+__mutmut_\d+)` \| `(.*?)` \|", EQUIVALENTS.read_text(), re.M)
+    text = EQUIVALENTS.read_text(encoding="utf-8") if EQUIVALENTS.is_file() else ""
+    rows = re.findall(r"^\| `(diffcore\.[^`]+__mutmut_\d+)` \| `(.*?)` \|", text, re.M)
     return dict(rows)
 
 
