@@ -8,117 +8,31 @@ Each test fails if the kit behaves like the authors' generation code instead:
     no seeds                                 -> seed = f(run seed, image id, attempt)
     one negative prompt for every dataset    -> the default P_n never names a class of the dataset
 
-The models are stand-ins whose behaviour the test fixes exactly: a "CLIP" whose embedding is the image's pixels
-(the cosine of two binary pictures is |A n B| / sqrt(|A| |B|)), and a text-to-image "pipeline" that returns, for
-each seed, the picture the test chose for it (an unknown seed is an error). So each status, similarity and file
-of the run is known in advance, and a kit that compared other images, used other seeds or another threshold
-would write other ones.
+The models are stand-ins whose behaviour the test fixes exactly (tests/standins.py): a "CLIP" whose embedding is
+the picture's pixels and a "pipeline" that returns, for each seed, the picture the test chose for it. So each
+status, similarity and file of the run is known in advance, and a kit that compared other images, used other
+seeds or another threshold would write other ones. `python scripts/departures.py` makes each of the authors'
+behaviours in a copy of the kit and checks that these tests fail on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from standins import RUN_SEED, SIDE, PicturesBySeed, attempts, picture, pixels, run, seed_of, to_pil, toy_set
 
 import diffcore.counterparts as C
 from diffcore.data import ImageSet, image_folder
 from diffcore.engine.runtime import derive_seed
-from diffcore.filter import ClipEncoder, FilterConfig
-from diffcore.generate import GenerateConfig
 from diffcore.prompts import AUTHORS_NEGATIVE_PROMPT, PromptConfig, class_conflicts
 from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, transforms_for
 
-SIDE = 16  # pictures are SIDE x SIDE, binary, grey (the same in R, G and B)
-RUN_SEED = 11
 AUTHORS_THRESHOLD = 0.6  # the authors' code: keep if cos > 0.6, whatever the class
-SEED_0, SEED_1 = (
-    3141088414978345412,
-    3377832844989662245,
-)  # derive_seed(0, "digits/train/0", 0), derive_seed(7, "toy/a/1.png", 2)
-
-
-def picture(pixels) -> np.ndarray:
-    """(SIDE, SIDE) float32 picture: 1 at the given flat pixel indices, 0 elsewhere."""
-    flat = np.zeros(SIDE * SIDE, np.float32)
-    flat[list(pixels)] = 1.0
-    return flat.reshape(SIDE, SIDE)
-
-
-def to_pil(p: np.ndarray) -> Image.Image:
-    return Image.fromarray((np.repeat(p[:, :, None], 3, axis=2) * 255).astype(np.uint8))
-
-
-class PixelClip(torch.nn.Module):
-    """A stand-in CLIP: the embedding is the picture's pixels (ClipEncoder normalises it)."""
-
-    def __init__(self):
-        super().__init__()
-        self.unused = torch.nn.Parameter(torch.zeros(1))  # ClipEncoder reads the dtype from the parameters
-
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)  # (b, 3*H*W)
-
-
-def pixel_clip() -> ClipEncoder:
-    def preprocess(im: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255).permute(2, 0, 1)  # (3, H, W)
-
-    return ClipEncoder(PixelClip(), preprocess, torch.device("cpu"), batch_size=5)
-
-
-class PicturesBySeed:
-    """A stand-in diffusers pipeline: the picture of each image is the one the test chose for its seed."""
-
-    def __init__(self, by_seed: dict[int, np.ndarray]):
-        self.by_seed, self.calls = by_seed, []
-
-    def __call__(self, prompt, negative_prompt, generator, output_type, **settings):
-        assert output_type == "pt"
-        self.calls.append({"prompt": list(prompt), "negative_prompt": negative_prompt, **settings})
-        seeds = [g.initial_seed() for g in generator]
-        missing = [s for s in seeds if s not in self.by_seed]
-        assert not missing, f"seeds {missing} are none of derive_seed(run seed, image id, attempt)"
-        x = torch.stack([torch.from_numpy(self.by_seed[s]) for s in seeds])  # (b, H, W)
-        return SimpleNamespace(images=x[:, None].expand(-1, 3, -1, -1).clone())  # (b, 3, H, W) in [0, 1]
-
-
-def toy_set(classes: list[str], pictures: list[np.ndarray], labels: list[int]) -> ImageSet:
-    ids = [f"toy/{classes[k]}/{i}.png" for i, k in enumerate(labels)]
-    return ImageSet("toy", classes, ids, labels, loader=lambda i: to_pil(pictures[i]))
-
-
-def seed_of(ds: ImageSet, i: int, attempt: int) -> int:
-    return derive_seed(RUN_SEED, ds.ids[i], attempt)
-
-
-def run(ds, pipe, out, prompt=None, max_attempts=3, batch_size=4, fraction=1.0):
-    gen = GenerateConfig(model="stand-in", steps=1, guidance_scale=3.0, size=SIDE, batch_size=batch_size,
-                         dtype="float32", run_seed=RUN_SEED)  # fmt: skip
-    filt = FilterConfig(z_pairs=1000, max_attempts=max_attempts)
-    prompt = prompt or PromptConfig(dataset_type="toy", negative_prompt="")
-    cp = C.CounterpartConfig(fraction=fraction)
-    info = C.make_counterparts(ds, pipe, pixel_clip(), out, prompt, gen, filt, cp, progress=False, io_threads=0)
-    return info, C.read_manifest(Path(out) / "manifest.csv")
-
-
-def attempts_of(rows, source_id) -> list[dict]:
-    return [r for r in rows if r["source_id"] == source_id]
-
-
-def attempts(rows: list[dict], ds: ImageSet, i: int) -> list[tuple[int, str]]:
-    """(attempt, status) of source i's rows, in order."""
-    return [(int(r["attempt"]), r["status"]) for r in rows if r["source_id"] == ds.ids[i]]
-
-
-def pixels(path: Path) -> np.ndarray:
-    """A written grey picture back as (SIDE, SIDE) 0/1 floats."""
-    return np.asarray(Image.open(path).convert("L"), np.float32) / 255
+SEED_0, SEED_1 = 3141088414978345412, 3377832844989662245  # derive_seed(0, "digits/train/0", 0), (7, "toy/a/1.png", 2)
 
 
 def tree(folder: Path) -> dict[str, str]:
