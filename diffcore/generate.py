@@ -154,7 +154,6 @@ def invalid_images(images: torch.Tensor) -> torch.Tensor:
     return ~finite | (clean.amax(1) - clean.amin(1) < CONSTANT_SPREAD)
 
 
-@torch.no_grad()
 def draw_images(
     pipe, prompts: Sequence[str], negative_prompts: Sequence[str] | None, seeds: Sequence[int], cfg: GenerateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -163,36 +162,37 @@ def draw_images(
     One torch.Generator per image. Generators live on the CPU so that a seed gives the same initial noise on any
     device and at any batch size; the pipeline then moves the noise to its device.
     """
-    if not (len(prompts) == len(seeds)) or (negative_prompts is not None and len(negative_prompts) != len(prompts)):
-        raise ValueError(
-            f"{len(prompts)} prompts, {len(seeds)} seeds and "
-            f"{None if negative_prompts is None else len(negative_prompts)} negative prompts differ"
-        )
-    neg = None if negative_prompts is None or all(n == "" for n in negative_prompts) else list(negative_prompts)
-    check_guidance("" if neg is None else "x", cfg)
-    out, bad = [], []
-    for s in range(0, len(prompts), cfg.batch_size):
-        sl = slice(s, s + cfg.batch_size)
-        gens = [torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]]
-        if hasattr(pipe, "call_pipeline"):  # fastgen.FastGenerator: the same call with cached prompt embeddings
-            images = pipe.call_pipeline(list(prompts[sl]), [None] * len(gens) if neg is None else neg[sl], gens)
-        else:
-            images = pipe(
-                prompt=list(prompts[sl]),
-                negative_prompt=None if neg is None else neg[sl],
-                num_inference_steps=cfg.steps,
-                guidance_scale=cfg.guidance_scale,
-                height=cfg.size,
-                width=cfg.size,
-                generator=gens,
-                output_type="pt",
-            ).images  # (b, 3, H, W)
-        bad.append(invalid_images(images).cpu().numpy())
-        images = images.float().nan_to_num(0.0).clamp(0, 1)
-        out.append((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # (b, H, W, 3)
-    if not out:
-        return np.zeros((0, cfg.size, cfg.size, 3), np.uint8), np.zeros(0, bool)
-    return np.concatenate(out), np.concatenate(bad)
+    with torch.no_grad():  # a block, not a decorator: mutmut (make mutants) leaves decorated functions alone
+        if not (len(prompts) == len(seeds)) or (negative_prompts is not None and len(negative_prompts) != len(prompts)):
+            raise ValueError(
+                f"{len(prompts)} prompts, {len(seeds)} seeds and "
+                f"{None if negative_prompts is None else len(negative_prompts)} negative prompts differ"
+            )
+        neg = None if negative_prompts is None or all(n == "" for n in negative_prompts) else list(negative_prompts)
+        check_guidance("" if neg is None else "x", cfg)
+        out, bad = [], []
+        for s in range(0, len(prompts), cfg.batch_size):
+            sl = slice(s, s + cfg.batch_size)
+            gens = [torch.Generator("cpu").manual_seed(int(x)) for x in seeds[sl]]
+            if hasattr(pipe, "call_pipeline"):  # fastgen.FastGenerator: the same call with cached prompt embeddings
+                images = pipe.call_pipeline(list(prompts[sl]), [None] * len(gens) if neg is None else neg[sl], gens)
+            else:
+                images = pipe(
+                    prompt=list(prompts[sl]),
+                    negative_prompt=None if neg is None else neg[sl],
+                    num_inference_steps=cfg.steps,
+                    guidance_scale=cfg.guidance_scale,
+                    height=cfg.size,
+                    width=cfg.size,
+                    generator=gens,
+                    output_type="pt",
+                ).images  # (b, 3, H, W)
+            bad.append(invalid_images(images).cpu().numpy())
+            images = images.float().nan_to_num(0.0).clamp(0, 1)
+            out.append((images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # (b, H, W, 3)
+        if not out:
+            return np.zeros((0, cfg.size, cfg.size, 3), np.uint8), np.zeros(0, bool)
+        return np.concatenate(out), np.concatenate(bad)
 
 
 def generate_images(

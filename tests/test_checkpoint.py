@@ -105,3 +105,110 @@ def test_a_pickled_checkpoint_carrying_code_is_refused_and_never_run(data, tmp_p
     with pytest.raises(ValueError, match=r"checkpoint=.*refused, not a plain tensor file"):
         _train(data, out)()
     assert not marker.exists()
+
+
+def test_a_run_stopped_in_line_after_an_epoch_resumes_to_the_uninterrupted_weights(data, tmp_path, monkeypatch):
+    """The same resume in this process (so that every line of save/load/restore runs here): stopped right after
+    epoch 2's checkpoint, before the lr steps down at epochs 2 and 3 of 4, and started again, it ends with the
+    uninterrupted run's weights, metrics and per-epoch losses and learning rates."""
+    whole = _train(data, tmp_path / "whole.json", epochs=4)()
+    real_save, out = CK.save, tmp_path / "stopped.json"
+
+    def save_then_stop(path, identity, epoch, *rest):
+        real_save(path, identity, epoch, *rest)
+        if epoch == 2:
+            raise KeyboardInterrupt("stopped after epoch 2")
+
+    monkeypatch.setattr(CK, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        _train(data, out, epochs=4)()
+    monkeypatch.setattr(CK, "save", real_save)
+    resumed = _train(data, out, epochs=4)()
+    assert resumed["resumed_at_epoch"] == 2
+    a, b = _weights(tmp_path / "whole.json"), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["metrics"] == whole["metrics"]
+    assert [(h["train_loss"], h["lr"]) for h in resumed["history"]] == [
+        (h["train_loss"], h["lr"]) for h in whole["history"]
+    ]
+    assert [h["lr"] for h in whole["history"]] == [pytest.approx(v) for v in (0.05, 0.005, 0.0005, 0.0005)]
+
+
+def _loop_objects(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 3], gamma=0.1)
+    return model, opt, sched, {"mix": torch.Generator().manual_seed(seed), "order": torch.Generator().manual_seed(seed)}
+
+
+def test_save_load_restore_bring_back_every_state_the_loop_draws_from(tmp_path):
+    model, opt, sched, gens = _loop_objects(0)
+    for _ in range(2):  # momentum buffers, a scheduler past its first milestone, generators that have drawn
+        model(torch.randn(4, 3)).sum().backward()
+        opt.step()
+        sched.step()
+        torch.rand(3, generator=gens["mix"])
+    identity, path = {"config": {"lr": 0.1}, "real": 60}, tmp_path / "r.ckpt.pt"
+    CK.save(path, identity, 2, [{"epoch": 1}, {"epoch": 2}], model, opt, sched, gens)
+    expected = (torch.get_rng_state(), torch.rand(5), {k: torch.rand(5, generator=g) for k, g in gens.items()})
+    fresh_model, fresh_opt, fresh_sched, fresh_gens = _loop_objects(1)
+    state = CK.load(path, identity)
+    assert CK.restore(state, fresh_model, fresh_opt, fresh_sched, fresh_gens) == (2, [{"epoch": 1}, {"epoch": 2}])
+    assert torch.equal(torch.get_rng_state(), expected[0]) and torch.equal(torch.rand(5), expected[1])
+    assert all(torch.equal(torch.rand(5, generator=fresh_gens[k]), v) for k, v in expected[2].items())
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), fresh_model.parameters()))
+    buffers = [opt.state[p]["momentum_buffer"] for p in model.parameters()]
+    assert all(torch.equal(b, fresh_opt.state[q]["momentum_buffer"]) for b, q in zip(buffers, fresh_model.parameters()))
+    assert fresh_sched.last_epoch == 2 and fresh_sched.milestones == sched.milestones
+    assert isinstance(fresh_sched.milestones, type(sched.milestones))  # a Counter again, as MultiStepLR keeps it
+    fresh_sched.step()
+    assert fresh_opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.1 * 0.1)  # the milestone at 3 still acts
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == CK.FORMAT and raw["epoch"] == 2 and json.loads(raw["identity"]) == identity
+    assert raw["scheduler"]["milestones"] == {2: 1, 3: 1} and type(raw["scheduler"]["milestones"]) is dict
+    assert "cuda" not in raw["rng"]  # no CUDA generator in use here
+
+
+def test_a_checkpoint_of_other_settings_names_every_setting_that_differs(tmp_path):
+    model, opt, sched, gens = _loop_objects(0)
+    path = tmp_path / "r.ckpt.pt"
+    CK.save(path, {"same": 1, "config": {"lr": 0.1}, "gone": 2}, 1, [], model, opt, sched, gens)
+    with pytest.raises(ValueError) as e:
+        CK.load(path, {"same": 1, "config": {"lr": 0.2}, "new": 3})
+    assert str(e.value) == (
+        f"checkpoint={path}: written by a run with other settings (config, gone, new differ); "
+        f"delete it to start over or pass another --out"
+    )
+    for bad in ([1, 2], {"format": "diffcore-train-checkpoint/0"}, {"epoch": 1}):
+        torch.save(bad, path)
+        with pytest.raises(ValueError) as e:
+            CK.load(path, {})
+        assert str(e.value) == (
+            f"checkpoint={path}: not a diffcore-train-checkpoint/1 file; delete it or pass another --out"
+        )
+    path.write_bytes(b"not a torch file at all")
+    with pytest.raises(ValueError, match=r"^checkpoint=.*: refused, not a plain tensor file \(.+\); delete it"):
+        CK.load(path, {})
+
+
+def test_the_cuda_generators_go_into_the_checkpoint_and_come_back_when_cuda_is_in_use(tmp_path, monkeypatch):
+    """CUDA's generators are saved once CUDA is initialised and restored where CUDA is available (checked here
+    with torch.cuda's state functions stood in for: no GPU is needed to test that they are called)."""
+    states, restored = [torch.tensor([7, 8, 9], dtype=torch.uint8)], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    model, opt, sched, gens = _loop_objects(0)
+    CK.save(tmp_path / "idle.pt", {}, 1, [], model, opt, sched, gens)  # available but never initialised
+    assert "cuda" not in torch.load(tmp_path / "idle.pt", weights_only=True)["rng"]
+    CK.restore(CK.load(tmp_path / "idle.pt", {}), *_loop_objects(1))
+    assert restored == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    CK.save(tmp_path / "used.pt", {}, 1, [], model, opt, sched, gens)
+    CK.restore(CK.load(tmp_path / "used.pt", {}), *_loop_objects(1))
+    assert len(restored) == 1 and torch.equal(restored[0][0], states[0])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # resumed where there is no GPU: left alone
+    CK.restore(CK.load(tmp_path / "used.pt", {}), *_loop_objects(1))
+    assert len(restored) == 1

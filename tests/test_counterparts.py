@@ -1,17 +1,21 @@
 """The generate -> filter -> keep-or-retry loop and the generated set on disk."""
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from standins import SIDE, PicturesBySeed, attempts, picture, pixel_clip, seed_of, to_pil, toy_set
+from standins import run as run_standins
 
 import diffcore.counterparts as C
 import diffcore.engine.genset as G
 from diffcore.data import ImageSet, digits
 from diffcore.engine.runtime import derive_seed
-from diffcore.filter import FilterConfig, load_clip
+from diffcore.filter import FilterConfig, class_pairs, class_thresholds, load_clip
 from diffcore.generate import GenerateConfig, generate_images, load_pipeline
 from diffcore.prompts import PromptConfig
 
@@ -222,3 +226,94 @@ def test_a_failed_write_stops_the_run_and_its_rows_are_never_committed(parts, tm
 def test_io_threads_must_not_be_negative(parts, tmp_path):
     with pytest.raises(ValueError, match=r"io_threads=-1: expected >= 0"):
         _run(parts, tmp_path, io_threads=-1)
+
+
+# ---------------------------------------------------------------- with stand-in models (tests/standins.py)
+def _unreadable_set():
+    """Class 'a': A0 and A1 share 8 of 9 pixels (cos 8/9), A2 shares none; a3 does not decode. Class 'b': B0, and
+    b1 that does not decode: 'b' is left without a pair."""
+    a = [picture(range(9)), picture([*range(8), 9]), picture(range(20, 29))]
+    b0 = picture(range(40, 49))
+    pictures = {0: a[0], 1: a[1], 2: a[2], 4: b0}
+
+    def load(i):
+        if i not in pictures:
+            raise OSError(f"cannot identify image file {i}")
+        return to_pil(pictures[i])
+
+    ds = ImageSet("toy", ["a", "b"], [f"toy/{n}.png" for n in range(6)], [0, 0, 0, 0, 1, 1], loader=load)
+    by_seed = {seed_of(ds, i, 0): pictures.get(i, picture(range(100, 109))) for i in range(6)}
+    return ds, by_seed
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_an_unreadable_source_gets_no_counterpart_and_leaves_its_pairs_out_of_tau(tmp_path, caplog, batch_size):
+    ds, by_seed = _unreadable_set()
+    with caplog.at_level(logging.WARNING, logger=C.__name__):
+        info, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path, batch_size=batch_size)
+    tau_a = (8 / 9 + 0 + 0) / 3  # the pairs of A0, A1, A2; none with a3
+    assert info["tau"] == {"a": pytest.approx(tau_a, abs=1e-6), "b": pytest.approx(tau_a, abs=1e-6)}  # b: fallback
+    by_source = {r["source_id"]: r for r in rows}
+    statuses = [by_source[i]["status"] for i in ds.ids]
+    assert len(rows) == 6 and statuses == ["kept", "kept", "kept", "unreadable", "kept", "unreadable"]
+    for sid in (ds.ids[3], ds.ids[5]):
+        r = by_source[sid]
+        assert (r["file"], r["similarity"], r["attempt"]) == ("", "nan", "0")
+        assert caplog.text.count(f"source {sid!r} unreadable, no counterpart: cannot identify image file") == 1
+    assert all(r["source_path"] == "" for r in rows)  # a set built in code has no files
+    s = info["summary"]
+    assert (s["sources"], s["attempts"], s["kept"], s["unreadable"], s["no_counterpart"]) == (6, 4, 4, 2, 2)
+    assert sorted(p.name for p in (tmp_path / "images").rglob("*.png")) == sorted(
+        Path(by_source[i]["file"]).name for i in (ds.ids[0], ds.ids[1], ds.ids[2], ds.ids[4])
+    )
+    assert not (tmp_path / "rejected").exists()
+
+
+def test_nan_and_constant_images_are_invalid_tried_again_and_set_aside(tmp_path):
+    """Source 0: a NaN image, then a constant grey one, then its own picture. Source 1: NaN every time (capped)."""
+    own = [picture(range(9)), picture(range(20, 29))]
+    ds = toy_set(["a"], own, [0, 0])
+    nan, grey = np.full((SIDE, SIDE), np.nan, np.float32), np.full((SIDE, SIDE), 0.5, np.float32)
+    by_seed = {seed_of(ds, 0, 0): nan, seed_of(ds, 0, 1): grey, seed_of(ds, 0, 2): own[0]}
+    by_seed.update({seed_of(ds, 1, a): nan for a in range(3)})
+    info, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path)
+    assert attempts(rows, ds, 0) == [(0, "invalid"), (1, "invalid"), (2, "kept")]
+    assert attempts(rows, ds, 1) == [(0, "invalid"), (1, "invalid"), (2, "invalid-final")]
+    assert [r["similarity"] for r in rows if r["status"] != "kept"] == ["nan"] * 5
+    first = [r for r in rows if r["source_id"] == ds.ids[0]]
+    assert [float(np.asarray(Image.open(tmp_path / r["file"]))[0, 0, 0]) for r in first] == [0, 128, 255]
+    assert first[0]["file"] != first[1]["file"] and first[0]["file"].startswith("rejected/")
+    assert (info["summary"]["invalid"], info["summary"]["no_counterpart"]) == (5, 1)
+
+
+def test_without_save_rejected_only_kept_images_are_written(tmp_path):
+    own = [picture(range(9)), picture(range(20, 29))]
+    ds = toy_set(["a"], own, [0, 0])
+    by_seed = {seed_of(ds, 0, 0): own[1], seed_of(ds, 0, 1): own[0], seed_of(ds, 1, 0): own[1]}
+    _, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path, save_rejected=False)
+    assert [(r["status"], r["file"]) for r in rows] == [
+        ("rejected", ""),
+        ("kept", rows[1]["file"]),
+        ("kept", rows[2]["file"]),
+    ]
+    assert rows[1]["file"].startswith("images/") and (tmp_path / rows[1]["file"]).is_file()
+    assert not (tmp_path / "rejected").exists()
+
+
+def test_tau_pairs_are_drawn_with_the_tau_seed():
+    """z = 2 of the 6 pairs of four pictures: the pairs, hence tau, depend on tau_seed and on nothing else."""
+    pics = [picture(range(k, k + 9)) for k in (0, 3, 5, 8)]  # overlaps 6, 4, 1, 7, 4, 6 pixels of 9
+    ds = toy_set(["a"], pics, [0] * 4)
+    emb = torch.nn.functional.normalize(torch.stack([torch.from_numpy(p).flatten() for p in pics]), dim=-1)
+    taus = {}
+    for seed in (0, 1, 2):
+        got = C.thresholds(ds, pixel_clip(), FilterConfig(z_pairs=2, tau_seed=seed))
+        want = class_thresholds(class_pairs(ds.labels, 1, 2, seed), lambda idx: emb[torch.as_tensor(idx)])
+        assert got == pytest.approx(want, abs=1e-6) and got == C.thresholds(
+            ds, pixel_clip(), FilterConfig(z_pairs=2, tau_seed=seed)
+        )
+        taus[seed] = got[0]
+    assert len(set(round(t, 6) for t in taus.values())) > 1
+    one_each = toy_set(["a", "b"], pics[:2], [0, 1])
+    with pytest.raises(ValueError, match="no class has two or more real images"):
+        C.thresholds(one_each, pixel_clip(), FilterConfig())

@@ -18,6 +18,10 @@ def test_sampled_pairs_are_distinct_and_never_self(n, z):
     assert len({tuple(x) for x in p}) == len(p)
 
 
+def test_expected_pairs_counts_distinct_pairs_up_to_z():
+    assert [expected_pairs(n, 4) for n in range(6)] == [0, 0, 1, 3, 4, 4]  # C(n, 2), at most z
+
+
 def test_tau_equals_brute_force_mean_when_z_covers_all_pairs():
     g = torch.Generator().manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=-1)

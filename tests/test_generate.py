@@ -1,11 +1,20 @@
 """Generation: Eq. (4) equals the pipeline call, seeds are per image, the paper's SDXL/CosXL path runs."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from conftest import char_tokenizer, tiny_text_encoder, tiny_vae
 
-from diffcore.generate import COSXL_SCHEDULER, GenerateConfig, generate_images, load_pipeline
+from diffcore.generate import (
+    COSXL_SCHEDULER,
+    GenerateConfig,
+    check_guidance,
+    draw_images,
+    generate_images,
+    load_pipeline,
+)
 
 CPU = torch.device("cpu")
 
@@ -174,3 +183,102 @@ def test_missing_model_and_bad_settings_fail_before_loading(tmp_path):
         GenerateConfig(size=500)
     with pytest.raises(ValueError, match="steps=0"):
         GenerateConfig(steps=0)
+
+
+class RecordingPipe:
+    """A stand-in diffusers pipeline that records each call and returns the images the test queued."""
+
+    def __init__(self, images: list[torch.Tensor]):
+        self.images, self.calls = list(images), []
+
+    def __call__(self, **kw):
+        self.calls.append({**kw, "seeds": [g.initial_seed() for g in kw["generator"]]})
+        return SimpleNamespace(images=self.images.pop(0))
+
+
+class RecordingFastPipe:
+    """fastgen.FastGenerator's interface: call_pipeline(prompts, negatives, generators)."""
+
+    def __init__(self, images: list[torch.Tensor]):
+        self.images, self.calls = list(images), []
+
+    def call_pipeline(self, prompts, negatives, generators):
+        self.calls.append((list(prompts), list(negatives), [g.initial_seed() for g in generators]))
+        return self.images.pop(0)
+
+
+def test_draw_images_calls_the_pipeline_per_batch_with_eq4s_settings_and_one_generator_per_image():
+    cfg = GenerateConfig(model="x", steps=7, guidance_scale=12.0, size=8, batch_size=2)
+    batches = [torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    batches.append(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)))
+    pipe = RecordingPipe(batches)
+    images, invalid = draw_images(pipe, ["a", "b", "c", "d", "e"], ["n1", "n2", "n3", "n4", "n5"], [5, 6, 7, 8, 9], cfg)
+    assert [c["prompt"] for c in pipe.calls] == [["a", "b"], ["c", "d"], ["e"]]
+    assert [c["negative_prompt"] for c in pipe.calls] == [["n1", "n2"], ["n3", "n4"], ["n5"]]
+    assert [c["seeds"] for c in pipe.calls] == [[5, 6], [7, 8], [9]]
+    for c in pipe.calls:
+        assert (c["num_inference_steps"], c["guidance_scale"], c["height"], c["width"]) == (7, 12.0, 8, 8)
+        assert c["output_type"] == "pt" and all(g.device.type == "cpu" for g in c["generator"])
+    want = (torch.cat(batches) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
+    assert images.dtype == np.uint8 and np.array_equal(images, want)
+    assert invalid.dtype == bool and invalid.tolist() == [False] * 5
+
+
+def test_no_negative_prompt_reaches_the_pipeline_as_none_and_guidance_one_is_refused_only_with_one():
+    """'' for every image: negative_prompt=None (the pipeline's own unconditional embedding, Eq. 3); with a
+    negative prompt, w <= 1 would switch Eq. (4) off and is refused before any call."""
+    cfg = GenerateConfig(model="x", steps=1, guidance_scale=1.0, size=8, batch_size=4)
+    pipe = RecordingPipe([torch.rand(2, 3, 8, 8)] * 3)
+    draw_images(pipe, ["a", "b"], ["", ""], [1, 2], cfg)
+    draw_images(pipe, ["a", "b"], None, [1, 2], cfg)
+    assert [c["negative_prompt"] for c in pipe.calls] == [None, None]
+    with pytest.raises(ValueError) as e:
+        draw_images(pipe, ["a", "b"], ["", "thin"], [1, 2], cfg)
+    assert str(e.value) == (
+        "guidance_scale=1.0 <= 1 turns guidance off, so the negative prompt would be ignored "
+        "(Eq. 4 needs w = 1 + gamma > 1; or pass --negative-prompt '')"
+    )
+    assert len(pipe.calls) == 2
+    check_guidance("thin", GenerateConfig(guidance_scale=1.01))
+    check_guidance("", GenerateConfig(guidance_scale=0.0))
+    with pytest.raises(ValueError, match=r"^guidance_scale=0.5 <= 1 turns guidance off"):
+        check_guidance("thin", GenerateConfig(guidance_scale=0.5))
+    mixed = RecordingPipe([torch.rand(2, 3, 8, 8)])
+    draw_images(mixed, ["a", "b"], ["", "thin"], [1, 2], GenerateConfig(model="x", size=8, guidance_scale=2.0))
+    assert mixed.calls[0]["negative_prompt"] == ["", "thin"]
+
+
+def test_nan_black_and_constant_images_are_flagged_and_written_as_clean_pixels():
+    cfg = GenerateConfig(model="x", steps=1, size=8, batch_size=8)
+    good = torch.rand(8, 8, generator=torch.Generator().manual_seed(0))
+    nan_one = good.clone()
+    nan_one[3, 4] = float("nan")
+    faint, flat = torch.full((8, 8), 0.5), torch.full((8, 8), 0.5)
+    faint[0, 0], flat[0, 0] = 0.5 + 2 / 255, 0.5 + 0.5 / 255  # two levels of 255 apart; half a level apart
+    stack = [good, nan_one, torch.zeros(8, 8), torch.full((8, 8), 0.7), good * 2 - 0.5, faint, flat]
+    x = torch.stack([s.expand(3, 8, 8) for s in stack])  # (7, 3, 8, 8)
+    images, invalid = draw_images(RecordingPipe([x]), list("abcdefg"), None, list(range(7)), cfg)
+    assert invalid.tolist() == [False, True, True, True, False, False, True]
+    assert images[1, 3, 4].tolist() == [0, 0, 0]  # NaN written as 0
+    assert images[4].min() == 0 and images[4].max() == 255  # values outside [0, 1] clipped
+    assert np.array_equal(images[0, :, :, 0], (good * 255).round().to(torch.uint8).numpy())
+
+
+def test_draw_images_with_the_fast_path_and_with_nothing_to_draw():
+    cfg = GenerateConfig(model="x", size=8, batch_size=3)
+    fast = RecordingFastPipe([torch.rand(3, 3, 8, 8), torch.rand(1, 3, 8, 8)])
+    images, invalid = draw_images(fast, list("abcd"), None, [4, 3, 2, 1], cfg)
+    assert fast.calls == [(["a", "b", "c"], [None, None, None], [4, 3, 2]), (["d"], [None], [1])]
+    assert images.shape == (4, 8, 8, 3) and invalid.shape == (4,)
+    fast = RecordingFastPipe([torch.rand(3, 3, 8, 8)])
+    draw_images(fast, list("abc"), ["x", "y", "z"], [4, 3, 2], cfg)
+    assert fast.calls == [(["a", "b", "c"], ["x", "y", "z"], [4, 3, 2])]
+    images, invalid = draw_images(RecordingPipe([]), [], [], [], cfg)
+    assert images.shape == (0, 8, 8, 3) and images.dtype == np.uint8 and invalid.shape == (0,) and invalid.dtype == bool
+    with pytest.raises(ValueError, match=r"^2 prompts, 1 seeds and None negative prompts differ$"):
+        draw_images(RecordingPipe([]), ["a", "b"], None, [1], cfg)
+    with pytest.raises(ValueError, match=r"^2 prompts, 2 seeds and 1 negative prompts differ$"):
+        draw_images(RecordingPipe([]), ["a", "b"], ["n"], [1, 2], cfg)
+    assert np.array_equal(
+        generate_images(RecordingPipe([torch.ones(1, 3, 8, 8)]), ["a"], None, [1], cfg), np.full((1, 8, 8, 3), 255)
+    )

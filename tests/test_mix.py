@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffcore.mix import MixConfig, box_masks, diffcore_mix
+from diffcore.mix import MixConfig, beta, box_masks, diffcore_mix
 
 
 def _batch(b=64, c=3, h=16, w=16, seed=0):
@@ -80,3 +80,81 @@ def test_bad_config_and_shape_mismatch_fail_with_a_clear_message():
         MixConfig(p_pixel=1.5)
     with pytest.raises(ValueError, match="differ in shape"):
         diffcore_mix(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 5, 5))
+
+
+def rand_bbox(height: int, width: int, area: float, cy: int, cx: int) -> torch.Tensor:
+    """CutMix's box (timm's rand_bbox, with cut_rat = sqrt(area) and the centre given), as a (H, W) bool mask."""
+    side = min(max(area, 0.0), 1.0) ** 0.5
+    half_h, half_w = int(height * side) // 2, int(width * side) // 2
+    y1, y2 = min(max(cy - half_h, 0), height), min(max(cy + half_h, 0), height)
+    x1, x2 = min(max(cx - half_w, 0), width), min(max(cx + half_w, 0), width)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+@pytest.mark.parametrize("height,width", [(16, 16), (7, 9), (4, 64), (64, 4)])
+def test_each_box_is_cutmixs_box_around_a_centre_drawn_uniformly_over_the_image(height, width):
+    """Box by box equal to CutMix's convention for the centre drawn (rows, then columns, from the generator);
+    areas outside [0, 1] count as 1 and 0. Every centre of the image is drawn, none outside it."""
+    n = 600
+    area = torch.cat([torch.rand(n - 4, generator=torch.Generator().manual_seed(8)), torch.tensor([0, 1, 1.5, -0.5])])
+    masks = box_masks(n, height, width, area, torch.Generator().manual_seed(9))
+    assert masks.shape == (n, 1, height, width) and masks.dtype == torch.bool
+    g = torch.Generator().manual_seed(9)
+    cy, cx = torch.randint(0, height, (n,), generator=g), torch.randint(0, width, (n,), generator=g)
+    for k in range(n):
+        assert torch.equal(masks[k, 0], rand_bbox(height, width, float(area[k]), int(cy[k]), int(cx[k]))), k
+    assert set(cy.tolist()) == set(range(height)) and set(cx.tolist()) == set(range(width))
+
+
+def test_the_default_draws_are_the_generators_uniform_draws_in_a_fixed_order():
+    """lambda ~ U(0, 1) = Beta(1, 1), the box's area ~ Beta(1, 1), then eta, then the box centres: a seed gives the
+    same mix in every version of the kit (results are recorded with their seeds)."""
+    real, gen = _batch(b=32)
+    out = diffcore_mix(real, gen, MixConfig(), torch.Generator().manual_seed(10))
+    g = torch.Generator().manual_seed(10)
+    lam, area, eta = (torch.rand(32, generator=g) for _ in range(3))
+    assert torch.equal(out.lam, lam) and torch.equal(out.eta, eta < 0.5)
+    assert torch.equal(out.masks, box_masks(32, 16, 16, area, g))
+    assert torch.equal(
+        beta(1.0, 1.0, 5, torch.Generator().manual_seed(3), "cpu"),
+        torch.rand(5, generator=torch.Generator().manual_seed(3)),
+    )
+
+
+@pytest.mark.parametrize("a,b", [(1.0, 3.0), (3.0, 1.0), (2.0, 5.0), (0.5, 0.5)])
+def test_beta_draws_follow_beta_a_b_from_the_generator_alone(a, b):
+    draws = beta(a, b, 40000, torch.Generator().manual_seed(11), "cpu")
+    assert abs(draws.mean().item() - a / (a + b)) < 0.01  # std of the mean < 0.003
+    assert abs(draws.var().item() - a * b / ((a + b) ** 2 * (a + b + 1))) < 0.01
+    torch.manual_seed(0)  # the global generator plays no part
+    again = beta(a, b, 40000, torch.Generator().manual_seed(11), "cpu")
+    assert torch.equal(draws, again)
+
+
+@pytest.mark.parametrize("cfg", [MixConfig(), MixConfig(lam_alpha=2.0, lam_beta=5.0, box_alpha=0.5, p_pixel=0.3)])
+def test_draws_are_made_on_the_generators_device_and_the_mix_lands_on_the_batchs(cfg):
+    """A batch on another device than its generator (here the meta device, which holds no values): every draw is
+    made by the generator, exactly as for a batch on the CPU, and moved; without a generator, the draws are the
+    batch device's own and the CPU's generator is left alone."""
+    cpu, meta = _batch(b=8), [x.to("meta") for x in _batch(b=8)]
+    g_cpu, g_meta = torch.Generator().manual_seed(12), torch.Generator().manual_seed(12)
+    on_cpu, on_meta = diffcore_mix(*cpu, cfg, g_cpu), diffcore_mix(*meta, cfg, g_meta)
+    assert torch.equal(g_meta.get_state(), g_cpu.get_state())  # the same draws, from the generator
+    for out in (on_meta, diffcore_mix(*meta, cfg)):
+        assert {t.device.type for t in out} == {"meta"}
+        assert [(t.shape, t.dtype) for t in out] == [(t.shape, t.dtype) for t in on_cpu]
+    state = torch.get_rng_state()
+    diffcore_mix(*meta, cfg)
+    box_masks(8, 16, 16, torch.empty(8, device="meta"), None, "meta")
+    beta(2.0, 5.0, 8, None, "meta")
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_half_precision_batch_is_mixed_in_its_own_precision():
+    real, gen = (x.to(torch.bfloat16) for x in _batch(b=8))
+    out = diffcore_mix(real, gen, MixConfig(mode="pixel"), torch.Generator().manual_seed(13))
+    assert out.images.dtype == out.lam.dtype == torch.bfloat16
+    lam = out.lam.view(-1, 1, 1, 1)
+    assert torch.equal(out.images, lam * real + (1 - lam) * gen)

@@ -6,11 +6,16 @@ import strict
 from diffcore.cli import main
 from diffcore.prompts import (
     AUTHORS_NEGATIVE_PROMPT,
+    NEGATIVE_PROMPTS,
     PAPER_TEMPLATE,
     PromptConfig,
+    class_conflicts,
     contextual_prompt,
+    final_negative,
     label_words,
+    negative_key_for,
     negative_prompt,
+    words,
 )
 
 
@@ -36,6 +41,57 @@ def test_templates_are_configurable_and_checked():
     with pytest.raises(ValueError, match="only {label} and {dataset_type}"):
         PromptConfig(template="{label} in {place}")
     assert PAPER_TEMPLATE.format(label="x", dataset_type="y")
+
+
+def test_class_names_are_read_as_words():
+    assert label_words("001.Black_footed_Albatross") == "Black footed Albatross"  # CUB's index prefix dropped
+    assert label_words("200.Common_Yellowthroat") == "Common Yellowthroat"
+    assert label_words("Audi  A4_Sedan 2012 ") == "Audi A4 Sedan 2012"  # spaces and underscores folded
+    assert (
+        label_words("2012.5") == "5" and label_words("12.5_mm") == "12.5 mm" and label_words("n01443537") == "n01443537"
+    )
+    assert label_words("007") == "007" and label_words("123ab.cd") == "123ab.cd"  # no index: kept as it is
+    assert words("Traffic lights, Glass; cars-bus 9s") == {"traffic", "light", "glass", "car", "bus", "9s"}
+    assert words("Pass  grass") == {"pass", "grass"} and words("") == set()
+
+
+def test_a_negative_phrase_conflicts_with_a_class_or_the_dataset_type_by_any_word():
+    classes = ["130.Tree_Sparrow", "Cars"]
+    assert class_conflicts("trees,, big car , sparrow bird, birds, sky", classes, "bird") == [
+        ("trees", "130.Tree_Sparrow"),
+        ("big car", "Cars"),
+        ("sparrow bird", "130.Tree_Sparrow"),  # a class named before the type word
+        ("birds", "dataset type 'bird'"),
+    ]
+    assert class_conflicts("", classes) == [] and class_conflicts("sky", []) == []
+
+
+def test_the_final_negative_prompt_drops_every_phrase_naming_a_class_and_refuses_a_given_one():
+    cfg = PromptConfig(negative_key="bird", dataset_type="bird")
+    text, dropped = final_negative(cfg, ["House_Wren", "Brown Creeper", "Scott Oriole"])  # the bird list names none
+    assert (text, dropped) == (NEGATIVE_PROMPTS["bird"], [])
+    text, dropped = final_negative(cfg, ["Cardinal", "Paper Birch", "City  building"])
+    assert dropped == [("building", "City  building"), ("paper texture", "Paper Birch")]
+    assert text == "people, human, car, bus, train, newspaper, cityscape, road, computer, text, watermark"
+    given = PromptConfig(negative_prompt=" blurry ,, Paper texture,", dataset_type="bird")
+    with pytest.raises(ValueError) as e:
+        final_negative(given, ["Paper Birch", "City building"])
+    assert str(e.value) == (
+        "negative_prompt names 'Paper Birch' ('Paper texture'): through Eq. (4) it would steer that class away from "
+        "itself; drop the word, or pass --allow-class-words if it is meant"
+    )
+    meant = PromptConfig(negative_prompt=" blurry ,, Paper texture,", dataset_type="bird", allow_class_words=True)
+    assert final_negative(meant, ["Paper Birch"]) == (" blurry ,, Paper texture,", [])
+    assert final_negative(PromptConfig(negative_prompt="blurry"), ["Paper Birch"]) == ("blurry", [])
+    keys = {d: negative_key_for(d) for d in ("digits", "cub-200-2011", "flowers102", "stanford-cars", "cifar100", "x")}
+    assert keys == {
+        "digits": "digits",
+        "cub-200-2011": "bird",
+        "flowers102": "flower",
+        "stanford-cars": "car",
+        "cifar100": "natural",
+        "x": "natural",
+    }
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffcore.data import ImageSet, digits
 from diffcore.engine.genset import MANIFEST_FIELDS, class_dir, safe_name
 from diffcore.results import load_results, markdown, results_table
-from diffcore.train import PairedTrainingSet, TrainConfig, load_counterparts, topk_correct, train, transforms_for
+from diffcore.train import (
+    PairedTrainingSet,
+    TrainConfig,
+    as_paths,
+    load_counterparts,
+    topk_correct,
+    train,
+    transforms_for,
+)
 
 
 def test_defaults_are_the_papers_recipe():
@@ -69,6 +78,33 @@ def test_paired_set_is_real_images_then_pairs(tmp_path):
     assert set(half) <= set(pairs) and len(half) < len(pairs)
     with pytest.raises(ValueError, match="has no usable counterpart .*none of its 10 sources is among"):
         load_counterparts(digits("test").subset(range(5)), tmp_path, cfg)
+
+
+def test_a_source_may_have_one_generated_file_or_several(tmp_path):
+    """as_paths: one counterpart (a path), several edits (a list) or none; the paired set takes either form."""
+    ds = digits("train").subset(range(3))
+    _fake_generated(tmp_path, ds, every=1)
+    files = sorted(tmp_path.rglob("*.png"))
+    assert as_paths(None) == [] and as_paths(files[0]) == [files[0]] and as_paths(str(files[0])) == [str(files[0])]
+    assert as_paths(files[:2]) == files[:2] and as_paths(tuple(files[:2])) == files[:2]
+    plain = transforms_for(TrainConfig(augment="digits", image_size=32), False)
+    one = PairedTrainingSet(ds, {ds.ids[0]: files[0], ds.ids[2]: str(files[2])}, plain)
+    several = PairedTrainingSet(ds, {ds.ids[0]: [files[0]], ds.ids[2]: [files[2], files[1]]}, plain)
+    assert one.pairs == [(0, files[0]), (2, str(files[2]))] and len(one) == 5
+    assert several.pairs == [(0, files[0]), (2, files[2]), (2, files[1])] and len(several) == 6
+    items = [several[n] for n in range(6)]
+    y = ds.labels
+    assert [it[2:] for it in items] == [
+        (y[0], False),
+        (y[1], False),
+        (y[2], False),
+        (y[0], True),
+        (y[2], True),
+        (y[2], True),
+    ]
+    for n, (i, path) in zip(range(3, 6), several.pairs):  # each pair: its source, and that source's own file
+        with Image.open(path) as im:
+            assert torch.equal(items[n][0], items[i][0]) and torch.equal(items[n][1], plain(im.convert("RGB")))
 
 
 def test_a_composing_method_builds_each_pairs_image_before_augmentation(tmp_path):

@@ -261,22 +261,6 @@ def replay(rows: list[dict], ids: Sequence[str], chosen, batch_size: int, where:
     return len(rows), deque((int(i), next_attempt.get(ids[i], 0)) for i in chosen if ids[i] not in done)
 
 
-def recover_manifest(manifest: Path, ids: Sequence[str], chosen, batch_size: int) -> tuple[list[dict], deque]:
-    """The committed rows and the queue still to do. A torn tail (a cut line, the rows of an unfinished batch) is
-    removed from the file, atomically, so that what follows is appended to whole batches."""
-    rows, torn = parse_manifest(manifest)
-    n, queue = replay(rows, ids, chosen, batch_size, manifest)
-    if torn or n < len(rows):
-        atomic_write_text(manifest, manifest_text(rows[:n], header=True))
-        log.info(
-            "%s: cut the tail of a killed run (%d complete rows of an unfinished batch%s); redoing that batch",
-            manifest.name,
-            len(rows) - n,
-            " and a cut line" if torn else "",
-        )
-    return rows[:n], queue
-
-
 def remove_orphans(out_dir: Path, rows: list[dict]) -> int:
     """Delete what a kill can leave behind: temporary files, and images that no committed row references."""
     referenced = {r["file"] for r in rows if r["file"]}
@@ -517,7 +501,8 @@ class GeneratedSet:
         return got
 
     def recover(self, mine: list[int], world: D.World) -> tuple[dict[int, deque], list[dict]]:
-        """recover_manifest and remove_orphans for this process's chunks: {chunk: queue still to do}, committed rows.
+        """Replay the committed rows of this process's chunks (whole batches kept, a torn tail or cut batch dropped
+        from the file) and remove the files no kept row references: {chunk: queue still to do}, the kept rows.
 
         One process works in manifest.csv: the parts of an earlier run on several processes are folded into it.
         A process among several works in its chunks' part files and touches no file of another chunk.

@@ -4,7 +4,7 @@ Generation and training run for hours to days and will be killed (preemption, ou
 Every file diffcore writes goes through `atomic_open`: the bytes go to `<name>.tmp`, are fsynced, and the
 temporary file is renamed over the final name (a rename is atomic on one file system), so a reader sees the old
 file or the new one, never half of one. Appends (the manifest) are fsynced per batch by `append_durable`; a
-tail torn by a kill is cut off at the next start (counterparts.recover_manifest).
+tail torn by a kill is cut off at the next start (genset.GeneratedSet.recover).
 
 Every path built from data (class names, image ids, manifest entries) goes through `inside`, which refuses
 anything that would resolve outside its root: `..`, absolute paths, symlinks pointing elsewhere.
