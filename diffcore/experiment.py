@@ -156,6 +156,11 @@ def experiment(profile: str = "embedded", **overrides) -> Experiment:
         for step, name_in_step in NAMES.get(name, []):
             by_step[step][name_in_step] = value
     dataset = given.get("dataset", p["dataset"])
+    if dataset == "digits" and given.get("data_root") is not None:  # it would be ignored: digits read no root
+        raise ValueError(
+            f"data_root={given['data_root']}: the digits ship with scikit-learn and read no data root; for the "
+            f"images under it pass dataset='folder' (--dataset folder --data-root {given['data_root']})"
+        )
     by_dataset = {
         "dataset_type": DATASET_TYPE_WORDS.get(dataset, "natural"),  # what the paper's template says
         "negative_key": negative_key_for(dataset),

@@ -75,6 +75,9 @@ def test_a_bad_or_unknown_setting_fails_at_once_in_one_line():
         X.experiment("embedded", stepz=3)
     with pytest.raises(ValueError, match="profile='laptop'"):
         X.experiment("laptop")
+    with pytest.raises(ValueError, match=r"^data_root=/d/mine: the digits .* pass dataset='folder' \(--dataset folder"):
+        X.experiment("embedded", data_root="/d/mine")  # a root the digits would silently ignore
+    assert X.experiment("embedded", dataset="folder", data_root="/d/mine").data_root == "/d/mine"
 
 
 def test_flags_build_the_same_experiment_as_the_api():
