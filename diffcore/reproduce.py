@@ -215,8 +215,17 @@ def parse(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def notebook_path(path: Path) -> str:
+    """A path as the notebooks are given it (they run in the repository root): relative to it when inside it, so
+    that no page shows the build machine's folders (e.g. make's runs/embedded)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def gather_params(a: argparse.Namespace, out: Path) -> dict:
-    params = {"profile": a.profile, "out_dir": str(out)}
+    params = {"profile": a.profile, "out_dir": notebook_path(out)}
     params.update(QUICK if a.quick else {})
     from .plan.jobs import paper_paths
 

@@ -238,13 +238,13 @@ def load_counterparts(ds: ImageSet, generated: str | Path | None, cfg: TrainConf
     if not matched:
         raise ValueError(
             f"generated set {generated} has no usable counterpart for {ds.name}: "
-            f"{no_counterpart_cause(generated, ds, chosen)}"
+            f"{no_counterpart_cause(generated, chosen)}"
         )
     return matched
 
 
-def no_counterpart_cause(generated: str | Path, ds: ImageSet, chosen: set[str]) -> str:
-    """Why a generated set gives none of the `chosen` images of `ds` a counterpart, from its manifest: the filter
+def no_counterpart_cause(generated: str | Path, chosen: set[str]) -> str:
+    """Why a generated set gives none of the `chosen` image ids a counterpart, from its manifest: the filter
     rejected every attempt (with the tau range and the best similarity reached), the images were invalid or the
     sources unreadable, the kept files are gone, or the set was made for other images."""
     rows = read_manifest(Path(generated) / "manifest.csv")

@@ -123,6 +123,13 @@ def test_source_notebooks_are_thin_clean_drivers():
         assert "from diffcore" in "".join(c.source for c in code)
 
 
+def test_the_notebooks_are_given_the_build_folder_relative_to_the_repository_when_inside_it(tmp_path):
+    from diffcore.reproduce import notebook_path
+
+    assert notebook_path(REPO / "runs" / "embedded") == "runs/embedded"  # make's: no machine's folder on a page
+    assert notebook_path(tmp_path) == str(tmp_path)  # outside the repository: as given
+
+
 def test_book_config():
     cfg = yaml.safe_load((REPO / "_config.yml").read_text())
     assert cfg["execute"]["execute_notebooks"] == "off"  # the book shows what papermill ran, never re-runs it
@@ -176,6 +183,14 @@ def test_reproduce_prints_progress_and_builds(quick_book):
         assert f"[{i}/{n}] {p.name} ... ok" in stdout
     assert (out / "book" / "_build" / "html" / "index.html").is_file()
     assert set(json.loads((out / "reproduce.json").read_text())["seconds"]) >= {p.name for p in _notebooks()}
+    stderr = [  # what a reader would see printed in grey under a cell
+        "".join(o["text"])
+        for nb in (out / "notebooks").glob("*.ipynb")
+        for cell in json.loads(nb.read_text())["cells"]
+        for o in cell.get("outputs", [])
+        if o.get("name") == "stderr"
+    ]
+    assert not [t for t in stderr if "TqdmWarning" in t]  # ipywidgets installed: tqdm finds its notebook bar
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ metrics of an uninterrupted run on CPU. Checkpoints are read with weights_only=T
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import time
 from pathlib import Path
@@ -188,8 +189,15 @@ def test_a_checkpoint_of_other_settings_names_every_setting_that_differs(tmp_pat
             f"checkpoint={path}: not a diffcore-train-checkpoint/1 file; delete it or pass another --out"
         )
     path.write_bytes(b"not a torch file at all")
-    with pytest.raises(ValueError, match=r"^checkpoint=.*: refused, not a plain tensor file \(.+\); delete it"):
+    with pytest.raises(pickle.UnpicklingError) as torch_says:
+        torch.load(path, map_location="cpu", weights_only=True)
+    first = str(torch_says.value).splitlines()[0]
+    assert len(first) > 120 and "\n" in str(torch_says.value)  # the message is cut to its first 120 characters
+    with pytest.raises(ValueError) as e:
         CK.load(path, {})
+    assert (
+        str(e.value) == f"checkpoint={path}: refused, not a plain tensor file ({first[:120]}); delete it to start over"
+    )
 
 
 def test_the_cuda_generators_go_into_the_checkpoint_and_come_back_when_cuda_is_in_use(tmp_path, monkeypatch):

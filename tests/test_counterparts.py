@@ -317,3 +317,151 @@ def test_tau_pairs_are_drawn_with_the_tau_seed():
     one_each = toy_set(["a", "b"], pics[:2], [0, 1])
     with pytest.raises(ValueError, match="no class has two or more real images"):
         C.thresholds(one_each, pixel_clip(), FilterConfig())
+
+
+# ---------------------------------------------------------------- guarded after mutation testing (make mutants)
+def _own_pictures(n: int, classes=("a", "b")):
+    """n sources, classes in turn; each seed's picture is its own source's (cos 1 > tau: kept at the first try)."""
+    own = [picture(range(10 * i, 10 * i + 9)) for i in range(n)]
+    ds = toy_set(list(classes), own, [i % len(classes) for i in range(n)])
+    return ds, {seed_of(ds, i, a): own[i] for i in range(n) for a in range(3)}
+
+
+def test_a_source_that_stops_decoding_after_the_thresholds_is_unreadable_with_one_exact_warning(tmp_path, caplog):
+    """A file that changes under a running job: read for tau_k, unreadable for its own S. No counterpart, one line."""
+    own = [picture(range(9)), picture([*range(8), 9]), picture(range(20, 29))]
+    calls = {0: 0, 1: 0, 2: 0}
+
+    def load(i):
+        calls[i] += 1
+        if i == 2 and calls[i] > 1:
+            raise OSError("cannot identify image file 'a2.png'\nsecond line")
+        return to_pil(own[i])
+
+    ids = ["toy/a/0.png", "toy/a/1.png", "toy/a/2.png"]
+    ds = ImageSet("toy", ["a"], ids, [0, 0, 0], loader=load, paths=[f"/data/{i}" for i in ids])
+    by_seed = {seed_of(ds, i, 0): own[i] for i in range(3)}
+    for io_threads in (0, 2):
+        calls.update({0: 0, 1: 0, 2: 0})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=C.__name__):
+            info, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path / str(io_threads), io_threads=io_threads)
+        assert calls[2] == 2  # once for tau_k, once for its own S
+        assert [(r["source_id"], r["status"], r["file"] != "", r["similarity"]) for r in rows] == [
+            ("toy/a/0.png", "kept", True, "1.000000"),
+            ("toy/a/1.png", "kept", True, "1.000000"),
+            ("toy/a/2.png", "unreadable", False, "nan"),
+        ]
+        warnings = [r.getMessage() for r in caplog.records if r.name == C.__name__ and r.levelno == logging.WARNING]
+        assert warnings == [
+            "source '/data/toy/a/2.png' unreadable, no counterpart: cannot identify image file 'a2.png'"
+        ]
+        assert (info["summary"]["kept"], info["summary"]["unreadable"]) == (2, 1)
+
+
+def test_run_json_the_manifest_and_the_log_record_the_settings_model_device_and_skipped_files(tmp_path):
+    ds, by_seed = _own_pictures(4)
+    pipe = PicturesBySeed(by_seed)
+    pipe.device = torch.device("meta")  # the pipeline's device, as the log line names it
+    info, rows = run_standins(ds, pipe, tmp_path)
+    assert {r["model"] for r in rows} == {"stand-in"}
+    s = info["settings"]
+    assert list(s) == ["dataset", "num_images", "prompt", "generate", "filter", "counterparts"]
+    assert (s["dataset"], s["num_images"], s["generate"]["model"], s["filter"]["max_attempts"]) == (
+        "toy",
+        4,
+        "stand-in",
+        3,
+    )
+    assert (s["prompt"]["dataset_type"], s["counterparts"]["fraction"]) == ("toy", 1.0)
+    assert info["dataset_skipped"] == {"count": 0, "by_reason": {}, "entries": []}
+    assert json.loads((tmp_path / "run.json").read_text()) == info
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["generate.rank-00000-of-00001.jsonl"]
+    line = json.loads((tmp_path / "logs" / "generate.rank-00000-of-00001.jsonl").read_text().splitlines()[-1])
+    assert (line["provenance"]["device"], line["sources"], line["attempts_this_start"]) == ("meta", 4, 4)
+
+
+def test_a_negative_prompt_with_guidance_off_is_refused_before_the_folder_is_touched(tmp_path):
+    ds, by_seed = _own_pictures(2)
+    gen = GenerateConfig(model="stand-in", steps=1, guidance_scale=1.0, size=SIDE, batch_size=4, dtype="float32")
+    prompt = PromptConfig(dataset_type="toy", negative_prompt="blurry")
+    with pytest.raises(ValueError, match=r"^guidance_scale=1.0 <= 1 turns guidance off"):
+        C.make_counterparts(
+            ds, PicturesBySeed(by_seed), pixel_clip(), tmp_path / "out", prompt, gen, FilterConfig(),
+            C.CounterpartConfig(), progress=False,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_of_mostly_invalid_images_stops_with_the_vae_hint(tmp_path):
+    ds, _ = _own_pictures(12, classes=("a",))
+    black = np.zeros((SIDE, SIDE), np.float32)
+    by_seed = {seed_of(ds, i, a): black for i in range(12) for a in range(3)}
+    with pytest.raises(ValueError) as e:
+        run_standins(ds, PicturesBySeed(by_seed), tmp_path)
+    assert str(e.value) == (
+        "dtype='float32', vae=None: 32 of 32 generated images are NaN, black or constant; SDXL's VAE overflows in "
+        "fp16: pass --vae <sdxl-vae-fp16-fix> or --dtype bfloat16/float32 (and a new --out)"
+    )
+
+
+def test_a_fraction_generates_for_the_sources_its_selection_seed_chooses(tmp_path):
+    from diffcore.data import choose_fraction
+
+    ds, by_seed = _own_pictures(20)
+    info, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path, fraction=0.5)
+    chosen = choose_fraction(ds, 0.5, C.CounterpartConfig().selection_seed)
+    assert sorted(r["source_id"] for r in rows) == sorted(ds.ids[i] for i in chosen)
+    assert info["summary"]["sources"] == 10
+
+
+def test_a_set_recorded_without_todays_default_fields_resumes(tmp_path):
+    """An older diffcore did not write a field: it did what today's default does, so its set is resumed as done."""
+    ds, by_seed = _own_pictures(4)
+    info, rows = run_standins(ds, PicturesBySeed(by_seed), tmp_path)
+    defaults = {"prompt": PromptConfig(), "generate": GenerateConfig(), "filter": FilterConfig(),
+                "counterparts": C.CounterpartConfig()}  # fmt: skip
+    recorded = json.loads((tmp_path / "run.json").read_text())  # a finished set: its settings are in run.json
+    dropped = {}
+    for section, cfg in defaults.items():
+        default = json.loads(json.dumps(vars(cfg)))
+        dropped[section] = next(f for f, v in recorded["settings"][section].items() if default[f] == v)
+        del recorded["settings"][section][dropped[section]]
+    (tmp_path / "run.json").write_text(json.dumps(recorded))
+    assert set(dropped) == set(defaults)
+    pipe = PicturesBySeed(by_seed)
+    again, rows_again = run_standins(ds, pipe, tmp_path)
+    assert pipe.calls == [] and rows_again == rows and again["summary"] == info["summary"]
+
+
+def test_a_process_among_several_removes_its_own_chunks_stray_files_only(tmp_path):
+    """A Slurm array task (process 0 of 2) restarting after a kill: images of its chunk that no committed row
+    references are deleted (kept and rejected, every attempt), the other chunk's files are left alone."""
+    from diffcore.engine.distributed import World
+
+    ds, _ = _own_pictures(8)
+    gen = GenerateConfig(model="stand-in", steps=1, guidance_scale=3.0, size=SIDE, batch_size=4, dtype="float32")
+    store = C.counterpart_set(ds, tmp_path, PromptConfig(dataset_type="toy"), gen, FilterConfig(max_attempts=3),
+                              C.CounterpartConfig())  # fmt: skip
+    assert [len(c) for c in store.chunks] == [4, 4]
+
+    def files(i):
+        name = (ds.labels[i], ds.classes[ds.labels[i]], ds.ids[i])
+        return [tmp_path / G.kept_file(*name)] + [tmp_path / G.rejected_file(*name, a) for a in range(3)]
+
+    for i in range(8):
+        for f in files(i):
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"stray")
+    queues, kept = store.recover([0], World(rank=0, size=2))
+    assert kept == [] and [i for i, _ in queues[0]] == list(store.chunks[0])
+    mine = [f for i in store.chunks[0] for f in files(i)]
+    theirs = [f for i in store.chunks[1] for f in files(i)]
+    assert not any(f.exists() for f in mine) and all(f.exists() for f in theirs)
+
+
+def test_classes_without_images_are_refused_naming_the_first_five():
+    ds = toy_set([f"c{k}" for k in range(7)], [picture(range(9))], [6])  # c0..c5 have no image
+    with pytest.raises(ValueError) as e:
+        C.check_classes(ds)
+    assert str(e.value) == "toy: class(es) ['c0', 'c1', 'c2', 'c3', 'c4'] have no images; remove them or add images"

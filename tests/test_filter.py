@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from diffcore.filter import FilterConfig, accept, class_pairs, class_thresholds, cosine, expected_pairs, sample_pairs
+from diffcore.filter import (
+    FilterConfig,
+    accept,
+    class_pairs,
+    class_thresholds,
+    cosine,
+    expected_pairs,
+    pairs_needed,
+    sample_pairs,
+)
 
 
 @pytest.mark.parametrize("n,z", [(2, 5), (7, 21), (7, 10), (50, 300), (1300, 1000)])
@@ -51,8 +60,42 @@ def test_class_with_one_image_gets_the_mean_of_the_others_and_none_is_an_error()
     labels = [0, 0, 0, 1, 1, 1, 2]  # class 2 has a single image
     taus = class_thresholds(class_pairs(labels, 3, z=100, seed=0), lambda i: emb[torch.as_tensor(i)])
     assert taus[2] == pytest.approx((taus[0] + taus[1]) / 2)
-    with pytest.raises(ValueError, match="no class has two or more"):
+    with pytest.raises(ValueError) as e:
         class_thresholds(class_pairs([0, 1], 2, z=10, seed=0), lambda i: emb[torch.as_tensor(i)])
+    assert str(e.value) == "no class has two or more real images: tau (Eq. 5) cannot be estimated"
+
+
+def test_a_class_of_one_image_before_the_others_does_not_stop_their_thresholds():
+    emb = torch.nn.functional.normalize(torch.randn(5, 4, generator=torch.Generator().manual_seed(3)), dim=-1)
+    labels = [0, 1, 1, 2, 2]  # the single-image class comes first
+    taus = class_thresholds(class_pairs(labels, 3, z=100, seed=0), lambda i: emb[torch.as_tensor(i)])
+    assert taus[1] == pytest.approx(float(emb[1] @ emb[2]), abs=1e-6)
+    assert taus[2] == pytest.approx(float(emb[3] @ emb[4]), abs=1e-6)
+    assert taus[0] == pytest.approx((taus[1] + taus[2]) / 2, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", range(3, 12))
+def test_every_pair_can_be_drawn_and_exactly_z_are(n):
+    """z = C(n, 2) - 1: each draw has exactly z distinct pairs, and over seeds every pair of range(n) comes up."""
+    total = math.comb(n, 2)
+    seen = set()
+    for seed in range(60):
+        p = sample_pairs(n, total - 1, np.random.default_rng(seed))
+        assert len({tuple(x) for x in p.tolist()}) == len(p) == total - 1
+        seen |= {tuple(x) for x in p.tolist()}
+    assert seen == {(i, j) for i in range(n) for j in range(i + 1, n)}
+
+
+def test_pairs_are_integer_index_pairs_for_every_class_and_empty_ones_stay_empty():
+    pairs = class_pairs([0, 1, 1, 1], 3, z=10, seed=0)  # class 0: one image; class 2: none
+    assert {k: (p.shape, p.dtype) for k, p in pairs.items()} == {
+        0: ((0, 2), np.dtype(np.int64)),
+        1: ((3, 2), np.dtype(np.int64)),
+        2: ((0, 2), np.dtype(np.int64)),
+    }
+    assert pairs_needed(pairs).tolist() == [1, 2, 3]
+    none = pairs_needed({0: pairs[0], 2: pairs[2]})  # nothing to embed
+    assert (none.shape, none.dtype) == ((0,), np.dtype(np.int64))
 
 
 def test_accept_is_strictly_greater_than_tau():
@@ -68,3 +111,12 @@ def test_filter_config_rejects_bad_values():
         FilterConfig(z_pairs=0)
     with pytest.raises(ValueError, match="max_attempts=0"):
         FilterConfig(max_attempts=0)
+
+
+def test_a_class_whose_pairs_are_all_taken_draws_nothing_from_the_generator():
+    """C(n, 2) <= z: every pair, no draw; so the classes after it get the same sample as if it had two images."""
+    z = 10
+    five = class_pairs([0] * 5 + [1] * 30, 2, z=z, seed=0)  # C(5, 2) = 10 = z
+    two = class_pairs([0] * 2 + [1] * 30, 2, z=z, seed=0)  # C(2, 2) = 1 < z
+    assert len(five[0]) == math.comb(5, 2) and len(five[1]) == z
+    assert (five[1] - 5).tolist() == (two[1] - 2).tolist()  # class 1's pairs, as positions within the class

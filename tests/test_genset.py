@@ -191,6 +191,9 @@ def test_rows_that_do_not_follow_the_loop_are_resumed_image_by_image(caplog, tmp
     ]
     assert G.replay_queue(rows, IDS, range(7), 3) is None
     assert G.resume_state(rows) == ({IDS[0], IDS[5], IDS[3]}, {IDS[2]: 2, IDS[0]: 1, IDS[5]: 1, IDS[3]: 1, IDS[1]: 1})
+    # rows of one source out of attempt order (merged by hand): the next attempt follows the highest, so no seed
+    # already drawn is drawn again
+    assert G.resume_state([row(IDS[2], 1, "rejected"), row(IDS[2], 0, "rejected")]) == (set(), {IDS[2]: 2})
     with caplog.at_level(logging.WARNING, logger=G.__name__):
         n, queue = G.replay(rows, IDS, range(7), 3, tmp_path / "manifest.csv")
     assert (n, list(queue)) == (6, [(1, 1), (2, 2), (4, 0), (6, 0)])

@@ -142,7 +142,8 @@ def test_draws_are_made_on_the_generators_device_and_the_mix_lands_on_the_batchs
     g_cpu, g_meta = torch.Generator().manual_seed(12), torch.Generator().manual_seed(12)
     on_cpu, on_meta = diffcore_mix(*cpu, cfg, g_cpu), diffcore_mix(*meta, cfg, g_meta)
     assert torch.equal(g_meta.get_state(), g_cpu.get_state())  # the same draws, from the generator
-    for out in (on_meta, diffcore_mix(*meta, cfg)):
+    is_pair = torch.tensor([True, False] * 4)  # from the loader, on the CPU, while the batch is on the device
+    for out in (on_meta, diffcore_mix(*meta, cfg), diffcore_mix(*meta, cfg, g_meta, is_pair)):
         assert {t.device.type for t in out} == {"meta"}
         assert [(t.shape, t.dtype) for t in out] == [(t.shape, t.dtype) for t in on_cpu]
     state = torch.get_rng_state()
