@@ -47,7 +47,7 @@ def pattern(module: str, function: str) -> str:
 def function_of(mutant: str) -> str:
     """'diffcore.mix.x_beta__mutmut_3' -> 'beta'; 'diffcore.train.xǁEvalSetǁ__len____mutmut_1' -> 'EvalSet.__len__'."""
     mangled = mutant.rpartition(".")[2].partition("__mutmut_")[0]
-    return mangled[2:] if mangled.startswith("x_") else mangled[1:].replace(SEP, ".")
+    return mangled[2:] if mangled.startswith("x_") else mangled[2:].replace(SEP, ".")  # "xǁ" + Class + "ǁ" + name
 
 
 def results() -> dict[str, dict[str, str]]:

@@ -360,7 +360,7 @@ def test_a_source_that_stops_decoding_after_the_thresholds_is_unreadable_with_on
 
 
 def test_run_json_the_manifest_and_the_log_record_the_settings_model_device_and_skipped_files(tmp_path):
-    ds, by_seed = _own_pictures(4)
+    ds, by_seed = _own_pictures(6)  # two batches of 4 and 2
     pipe = PicturesBySeed(by_seed)
     pipe.device = torch.device("meta")  # the pipeline's device, as the log line names it
     info, rows = run_standins(ds, pipe, tmp_path)
@@ -369,7 +369,7 @@ def test_run_json_the_manifest_and_the_log_record_the_settings_model_device_and_
     assert list(s) == ["dataset", "num_images", "prompt", "generate", "filter", "counterparts"]
     assert (s["dataset"], s["num_images"], s["generate"]["model"], s["filter"]["max_attempts"]) == (
         "toy",
-        4,
+        6,
         "stand-in",
         3,
     )
@@ -378,7 +378,7 @@ def test_run_json_the_manifest_and_the_log_record_the_settings_model_device_and_
     assert json.loads((tmp_path / "run.json").read_text()) == info
     assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["generate.rank-00000-of-00001.jsonl"]
     line = json.loads((tmp_path / "logs" / "generate.rank-00000-of-00001.jsonl").read_text().splitlines()[-1])
-    assert (line["provenance"]["device"], line["sources"], line["attempts_this_start"]) == ("meta", 4, 4)
+    assert (line["provenance"]["device"], line["sources"], line["attempts_this_start"]) == ("meta", 6, 6)
 
 
 def test_a_negative_prompt_with_guidance_off_is_refused_before_the_folder_is_touched(tmp_path):

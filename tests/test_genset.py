@@ -310,3 +310,77 @@ def test_remove_orphans_keeps_exactly_the_referenced_files(tmp_path):
         keep + ["notes.txt"]
     )
     assert G.remove_orphans(tmp_path, rows) == 0
+
+
+# ---------------------------------------------------------------- resumes across process counts, in this process
+@pytest.fixture(scope="module")
+def single_in_chunks_of_2(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    run(store_at(out, chunk_size=2))
+    return tree(out)
+
+
+def finish(out):
+    store_at(out, chunk_size=2).finish(lambda agreed, rows: {"rows": len(rows)})
+    return tree(out)
+
+
+def test_a_shard_resumed_after_a_torn_part_file_ends_with_the_single_process_set(single_in_chunks_of_2, tmp_path):
+    """Shard 1 of 2 is killed in the middle of a line of its chunk's part file: the torn tail is cut off before
+    anything is appended to it."""
+    run(store_at(tmp_path, chunk_size=2), World(rank=0, size=2))
+    with pytest.raises(KeyboardInterrupt):
+        run(store_at(tmp_path, chunk_size=2), World(rank=1, size=2), fail_at=1)
+    part = store_at(tmp_path, chunk_size=2).part(1)
+    with open(part, "a", newline="") as f:
+        f.write(G.manifest_text([row(IDS[3], 0, "rejected")])[:9])  # a line cut by the kill
+    run(store_at(tmp_path, chunk_size=2), World(rank=1, size=2))
+    assert G.parse_manifest(part)[1] is False
+    assert finish(tmp_path) == single_in_chunks_of_2
+
+
+def test_a_single_process_run_resumed_as_two_shards_ends_with_the_single_process_set(single_in_chunks_of_2, tmp_path):
+    """Stopped after two batches in manifest.csv, then resumed by two Slurm array tasks: each moves its chunks'
+    committed rows into its part files and goes on."""
+    with pytest.raises(KeyboardInterrupt):
+        run(store_at(tmp_path, chunk_size=2), fail_at=2)
+    run(store_at(tmp_path, chunk_size=2), World(rank=0, size=2))
+    run(store_at(tmp_path, chunk_size=2), World(rank=1, size=2))
+    assert finish(tmp_path) == single_in_chunks_of_2
+
+
+def test_two_shards_resumed_by_one_process_fold_their_parts_into_the_manifest(single_in_chunks_of_2, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        run(store_at(tmp_path, chunk_size=2), World(rank=0, size=2), fail_at=1)
+    with pytest.raises(KeyboardInterrupt):
+        run(store_at(tmp_path, chunk_size=2), World(rank=1, size=2), fail_at=1)
+    run(store_at(tmp_path, chunk_size=2))  # one process: every chunk's rows into manifest.csv, the parts gone
+    assert not (tmp_path / G.PARTS).exists()
+    assert tree(tmp_path) == single_in_chunks_of_2
+
+
+# ---------------------------------------------------------------- more of the manifest read back
+def test_the_manifest_round_trips_any_text_and_a_torn_header_reads_as_empty(tmp_path):
+    path = tmp_path / "manifest.csv"
+    rows = [row(IDS[0], 0, "kept", label=0, prompt="a photo,\r\nwith a line break", negative_prompt='"quoted"')]
+    path.write_text(manifest(rows), newline="")
+    back, torn = G.parse_manifest(path)
+    assert (
+        not torn and back[0]["prompt"] == "a photo,\r\nwith a line break" and back[0]["negative_prompt"] == '"quoted"'
+    )
+    path.write_bytes(manifest(rows).encode().replace(b"a photo", b"a ph\xffto"))  # a byte that is no UTF-8
+    assert G.parse_manifest(path)[0][0]["prompt"] == "a ph\ufffdto,\r\nwith a line break"
+    path.write_text(manifest(rows)[:7], newline="")  # killed while writing the header
+    assert G.parse_manifest(path) == ([], True)
+    path.write_text("source,label,x,y,z\r\n1,2,3,4,5\r\n", newline="")
+    with pytest.raises(ValueError) as e:
+        G.parse_manifest(path)
+    assert str(e.value) == (
+        f"{path}: columns ['source', 'label', 'x', 'y']... are not a diffcore manifest's "
+        f"({G.MANIFEST_FIELDS[:4]}...); use a new --out folder"
+    )
+
+
+def test_rows_of_other_sources_at_the_same_attempts_do_not_follow_the_loop():
+    rows = [row(IDS[1], 0, "kept"), row(IDS[0], 0, "kept"), row(IDS[2], 0, "kept")]  # 0 and 1 swapped
+    assert G.replay_queue(rows, IDS, range(7), 3) is None

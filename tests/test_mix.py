@@ -159,3 +159,28 @@ def test_a_half_precision_batch_is_mixed_in_its_own_precision():
     assert out.images.dtype == out.lam.dtype == torch.bfloat16
     lam = out.lam.view(-1, 1, 1, 1)
     assert torch.equal(out.images, lam * real + (1 - lam) * gen)
+
+
+@pytest.mark.parametrize(
+    "name,mode", [("pixel", "pixel"), ("patch", "patch"), ("genaug", "none"), ("diffcore", "both")]
+)
+def test_each_paired_method_mixes_in_its_own_mode_with_the_given_generator_and_leaves_unpaired_rows(name, mode):
+    """Table 7's rows: the method's mode, not the config's; every draw from the generator it is given (the global
+    RNG untouched: a resumed run replays the same mix); a row without a counterpart passes through unmixed."""
+    from dataclasses import replace
+
+    from diffcore.methods import Batch, build_method
+
+    real, gen = _batch(b=8, seed=4)
+    is_pair = torch.tensor([True, True, False, True, False, True, True, True])
+    batch = Batch(x=real, y=torch.arange(8), num_classes=8, gen=gen, is_pair=is_pair)
+    method = build_method(name)
+    state = torch.get_rng_state()
+    images, y = method.mix(batch, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), state)
+    want = diffcore_mix(real, gen, replace(method.mix_config, mode=mode), torch.Generator().manual_seed(5), is_pair)
+    assert torch.equal(images, want.images) and torch.equal(y, batch.y)
+    assert torch.equal(images[~is_pair], real[~is_pair])
+    if mode == "pixel":
+        lam = want.lam.view(-1, 1, 1, 1)
+        assert torch.allclose(images[is_pair], (lam * real + (1 - lam) * gen)[is_pair])

@@ -198,3 +198,18 @@ def test_evaluation_split_is_checked_before_generation(tmp_path, capsys):
     assert eval_split("cub-200-2011", None, "train") == "train"  # an explicit --test-split wins
     (split / "test").rename(split / "val")
     assert eval_split("folder", str(split)) == "val" and eval_split("digits", None) == "test"
+
+
+def test_a_numbered_class_name_keeps_every_dot_after_its_number():
+    from diffcore.prompts import label_words
+
+    assert label_words("012.St. Bernard") == "St. Bernard"  # CUB-style "NNN." prefix, a dot in the name kept
+    assert label_words("St. Bernard") == "St. Bernard"
+
+
+def test_the_default_negative_prompt_also_loses_a_phrase_naming_the_dataset_type():
+    from diffcore.prompts import PromptConfig, final_negative
+
+    neg, dropped = final_negative(PromptConfig(dataset_type="car", negative_key="aircraft"), ["sedan", "coupe"])
+    assert dropped == [("car", "dataset type 'car'")]
+    assert "car" not in [p.strip() for p in neg.split(",")] and "bus" in neg

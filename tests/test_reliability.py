@@ -312,6 +312,10 @@ def test_invalid_images_are_nan_or_constant():
     x[4, :, :4] = 0.2  # half and half: a real image
     x[4, :, 4:] = 0.8
     assert invalid_images(x).tolist() == [False, True, True, True, False]
+    one_level = torch.zeros(2, 3, 8, 8)  # two grey levels apart by exactly one step of 255: a (faint) picture
+    one_level[:, :, :4] = torch.tensor(1 / 255, dtype=torch.float32)
+    one_level[1, :, :4] = torch.tensor(1 / 255, dtype=torch.float32) * 0.999  # less than one level: constant
+    assert invalid_images(one_level).tolist() == [False, True]
 
 
 class _BrokenDecoder:
