@@ -59,7 +59,7 @@ test: setup
 
 # mutation testing of the method's core (not part of `make test`): mutmut over the functions listed in pyproject.toml,
 # the score per module, and every surviving mutant killed or listed as equivalent in tests/MUTANTS.md.
-# Takes TIME_TBD on a 2-core machine.
+# Takes about an hour on a 2-core machine (1868 mutants; measured 2026-12-01, see tests/MUTANTS.md).
 mutants: setup
 	$(BIN)/python -m pip install -q "mutmut>=3.8,<4"
 	nice -n 10 $(BIN)/python scripts/mutants.py run --max-children 2
