@@ -233,3 +233,16 @@ def test_compile_unet_scopes_trace_without_breaks_and_keep_the_images(scope, cac
     finally:
         torch._dynamo.reset()
     assert torch.equal(plain, compiled)
+
+
+def test_every_method_is_timed_on_a_finite_network(monkeypatch):
+    """The overhead benchmark's batch holds valid pixels: no method's step makes NaN of the shared network (PixMix
+    did on Gaussian tensors, and every method timed after it then ran on NaN weights)."""
+    import diffcore.models as M
+    from diffcore.methods import REGISTRY
+
+    nets, build = [], M.build_model
+    monkeypatch.setattr(M, "build_model", lambda *a, **k: nets.append(build(*a, **k)) or nets[-1])
+    rows = time_training(sorted(REGISTRY), [4], "digits-cnn", 16, steps=2, warmup=1, device="cpu", rounds=1)
+    assert len(rows) == len(REGISTRY) and len(nets) == 1
+    assert all(torch.isfinite(p).all() for p in nets[0].parameters())

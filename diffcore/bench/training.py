@@ -68,12 +68,15 @@ def time_training(
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        x = torch.randn(bs, 3, image_size, image_size, device=dev)  # (B, 3, S, S)
+        # (B, 3, S, S): pixels uniform in [0, 1], normalised as Batch's default mean/std 0.5 say. Gaussian tensors
+        # put pixels outside [0, 1]: PixMix's mixing made NaN of them at the first step, and every later step of
+        # every method then ran on NaN weights (graph cuts on NaN unaries; measured 2026-12-01, embedded profile)
+        x = torch.rand(bs, 3, image_size, image_size, device=dev) * 2 - 1
         batch = Batch(
             x,
             torch.randint(0, num_classes, (bs,), device=dev),
             num_classes,
-            gen=torch.randn_like(x),
+            gen=torch.rand_like(x) * 2 - 1,
             is_pair=torch.ones(bs, dtype=torch.bool, device=dev),
         )
         impl = {k: method_for(TrainConfig(method=m, model=model, method_args=a)) for k, (m, a) in zip(keys, timed)}
