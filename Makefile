@@ -8,7 +8,9 @@ MATHJAX := $(VENV)/mathjax/tex-chtml.js
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all setup run book reproduce main check-book lab test mutants clean
+REHEARSAL ?= runs/rehearsal
+
+.PHONY: all setup run book reproduce main check-book lab test rehearse mutants clean
 
 all: run
 
@@ -50,12 +52,19 @@ check-book:
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
-# ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run
+# ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run;
+# then the tests, then the tiny rehearsal of the paper profile (every paper job and page on stand-ins)
 test: setup
 	$(BIN)/ruff check diffcore tests scripts benchmarks
 	$(BIN)/ruff format --check diffcore tests scripts
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory rehearse
+
+# every job of the paper plan on stand-ins in the real formats (random weights, a few images per class), then every
+# notebook on the paper profile and the paper book, checked in Chromium; from scratch each time (--fresh)
+rehearse: setup
+	$(BIN)/python -m diffcore rehearse --out $(REHEARSAL) --size tiny --fresh
 
 # mutation testing of the method's core (not part of `make test`): mutmut over the functions listed in pyproject.toml,
 # the score per module, and every surviving mutant killed or listed as equivalent in tests/MUTANTS.md.

@@ -1,5 +1,5 @@
-"""`python -m diffcore {generate,merge,train,run,edit,plan,table,estimate,info,bench}`: the method's steps from the
-command line, as argparse over the experiment API (diffcore.experiment).
+"""`python -m diffcore {generate,merge,train,run,edit,plan,table,estimate,info,bench,rehearse}`: the method's steps
+from the command line, as argparse over the experiment API (diffcore.experiment).
 
 The flags are the experiment's setting names (`--gen-batch-size` sets `gen_batch_size`, i.e. GenerateConfig's
 batch_size); their types and help come from the config dataclasses' fields and the comments beside them. Every
@@ -261,6 +261,8 @@ def cmd_plan(args) -> int:
     plan = J.jobs(
         args.profile, tables, args.out, args.seeds, paths.get("data_roots"), paths.get("overrides"), **settings
     )
+    if args.costs:
+        plan = J.with_costs(plan, J.read_costs(args.costs))
     if not args.run:
         print(J.as_json(plan) if args.json else J.as_text(plan))
         return 0
@@ -384,6 +386,12 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
     pl.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     pl.add_argument("--run", action="store_true", help="run every job in order (a finished one is skipped)")
+    pl.add_argument(
+        "--costs",
+        metavar="FILE",
+        help="GPU-hours from a rehearsal's measurements (`diffcore rehearse --size full` writes <out>/costs.json) "
+        "in place of the estimates, where it measured the job",
+    )
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
@@ -391,6 +399,11 @@ def parser() -> argparse.ArgumentParser:
     # its own parser: everything after the word goes to `python -m diffcore.bench`
     sub.add_parser(
         "bench", help="time stock vs diffcore generation and training (see `diffcore bench --help`)", add_help=False
+    )
+    sub.add_parser(
+        "rehearse",
+        help="every paper job on stand-ins in the real formats, then the paper book (see `diffcore rehearse --help`)",
+        add_help=False,
     )
     return ap
 
@@ -414,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench.command import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["rehearse"]:
+        from .rehearse.driver import main as rehearse_main
+
+        return rehearse_main(argv[1:])
     try:
         args = parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (one line, printed by Parser) or --help

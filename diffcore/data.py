@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -483,25 +484,89 @@ def _file_set(
     )
 
 
-_MD5_FAILED = " (the files are there but fail torchvision's md5 check: truncated or not the official archive)"
+# ---------------------------------------------------------------- CIFAR-100: its pickles, read without running code
+# The official cifar-100-python/{train,test,meta} were written by Python 2's cPickle (protocol 2) with numpy: a dict of
+# str keys, lists of ints and strs, and one uint8 array, which names exactly three globals (numpy's array
+# reconstructor, ndarray, dtype). torchvision (datasets/cifar.py) trusts them after an md5 check, which no stand-in
+# can pass; we instead unpickle with only those globals allowed, so no file can make the loader run code.
+_NOT_CIFAR = "truncated or not a CIFAR-100 python pickle"
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's _reconstruct, in numpy._core (numpy 2) or numpy.core (1.x)
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    # Python 3's pickle writes bytes at protocol 2 as _codecs.encode(<str>, "latin1"); nothing else is accepted.
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {type(text).__name__} and encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # the official files (Python 2, numpy 1.x)
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # the same, pickled under numpy 2
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,  # the array's bytes, pickled by Python 3 at protocol 2
+}
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only _CIFAR_GLOBALS: a pickle naming anything else (os.system, builtins.eval,
+    a class whose constructor runs code) is refused before that object is looked up, let alone called."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise _ForbiddenGlobal(f"{module}.{name}") from None
+
+
+def _cifar_pickle(path: Path, *keys: str) -> dict:
+    """One pickle of cifar-100-python as a dict holding `keys`, or a one-line error naming the file."""
+    try:
+        with open(path, "rb") as f:
+            entry = _CifarUnpickler(f, encoding="latin1").load()  # latin1: Python 2 str -> str, as torchvision
+    except _ForbiddenGlobal as e:
+        why = f" (refused: the pickle names {e}, which the official files never do; nothing in it was run)"
+        raise _no_data("cifar100", path, why) from None
+    except Exception as e:  # truncated (EOFError, UnpicklingError), not a pickle, an array state numpy rejects, ...
+        raise _no_data("cifar100", path, f" ({_NOT_CIFAR}: {type(e).__name__})") from None
+    missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+    if missing:
+        raise _no_data("cifar100", path, f" ({_NOT_CIFAR}: no {missing[0]!r} entry)")
+    return entry
+
+
+def _cifar_arrays(base: Path, split: str, num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """(N, 32, 32, 3) uint8 images and N fine labels of one split, checked to be what the official files hold."""
+    path = base / split
+    entry = _cifar_pickle(path, "data", "fine_labels")
+    data, labels = entry["data"], entry["fine_labels"]
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise _no_data("cifar100", path, f" ({_NOT_CIFAR}: 'data' is not an (N, 3072) uint8 array)")
+    if not isinstance(labels, list) or len(labels) != len(data):
+        raise _no_data("cifar100", path, f" ({_NOT_CIFAR}: 'fine_labels' is not a list of {len(data)} labels)")
+    if any(type(y) is not int or not 0 <= y < num_classes for y in labels):
+        raise _no_data("cifar100", path, f" ({_NOT_CIFAR}: a label is not a class index 0..{num_classes - 1})")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 3072) -> (N, 3, 32, 32) -> (N, 32, 32, 3) HWC
+    return images, labels
 
 
 def _cifar100(root: Path, split: str) -> ImageSet:
     base = root / "cifar-100-python"
-    _require("cifar100", base / "train", base / "test", base / "meta")  # torchvision md5-checks all three
-    from torchvision.datasets import CIFAR100
-
-    try:
-        ds = CIFAR100(str(root), train=split == "train", download=False)
-    except RuntimeError:  # torchvision's own message advises download=True, which this kit never does
-        raise _no_data("cifar100", base, _MD5_FAILED) from None
-    images = ds.data  # (N, 32, 32, 3) uint8
-    ids = [f"cifar100/{split}/{i:05d}" for i in range(len(images))]
+    _require("cifar100", base / "train", base / "test", base / "meta")  # the archive has all three
+    names = _cifar_pickle(base / "meta", "fine_label_names")["fine_label_names"]
+    if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+        raise _no_data("cifar100", base / "meta", f" ({_NOT_CIFAR}: 'fine_label_names' is not a list of names)")
+    images, labels = _cifar_arrays(base, split, len(names))
     return ImageSet(
         f"cifar100-{split}",
-        [label_words(c) for c in ds.classes],
-        ids,
-        [int(t) for t in ds.targets],
+        [label_words(c) for c in names],
+        [f"cifar100/{split}/{i:05d}" for i in range(len(images))],
+        labels,
         loader=_ArrayLoader(images),
     )
 
@@ -538,6 +603,9 @@ def _plain_relpath(rel: str, source: Path) -> str:
 def _tiny_annotations(ann: Path) -> list[tuple[str, str]]:
     """(file, wnid) rows of val_annotations.txt (tab-separated: file, wnid, x0, y0, x1, y1)."""
     rows = [line.split("\t") for line in ann.read_text(encoding="utf-8").splitlines() if line.strip()]
+    short = next((n for n, r in enumerate(rows, 1) if len(r) < 2), None)
+    if short is not None:  # e.g. spaces instead of tabs: said here, not as an IndexError
+        raise ValueError(f"{ann}: entry {short} is not '<file> TAB <wnid> TAB ...'; fix or replace that file")
     return [(_plain_name(r[0], ann), _plain_name(r[1], ann)) for r in rows]
 
 
@@ -625,25 +693,75 @@ def _imagenet_1k(root: Path, split: str) -> ImageSet:
     return _file_set(name, split, _wnid_names(root, wnids), root / split, paths, labels, skipped)
 
 
+# Flowers-102 as torchvision's datasets/flowers102.py reads it (same files, order and labels), without its md5 check
+# of the two .mat files, which no stand-in can pass. A .mat file holds arrays only: loading one runs no code.
+FLOWERS102_SPLIT_KEYS = {"train": "trnid", "val": "valid", "test": "tstid"}  # setid.mat: 1-based image numbers
+
+
+def _flowers_mat(path: Path, key: str) -> np.ndarray:
+    """(n,) int64 array `key` of a Flowers-102 .mat file (1-based numbers), or a one-line error naming the file."""
+    from scipy.io import loadmat
+
+    try:
+        values = np.atleast_1d(loadmat(path, squeeze_me=True)[key])  # squeeze_me as torchvision: (1, n) -> (n,)
+    except Exception as e:  # not a .mat (ValueError, MatReadError), truncated, no such variable (KeyError), ...
+        raise _no_data("flowers102", path, f" (not a readable .mat file with {key!r}: {type(e).__name__})") from None
+    numeric = values.ndim == 1 and values.size > 0 and values.dtype.kind in "iuf"  # MATLAB saves doubles by default
+    if not numeric or not np.all(values == np.round(values)) or values.min() < 1:
+        raise _no_data("flowers102", path, f" ({key!r} is not a list of 1-based numbers)")
+    return values.astype(np.int64)
+
+
 def _flowers102(root: Path, split: str) -> ImageSet:
     base = root / "flowers-102"
     _require("flowers102", base / "jpg", base / "imagelabels.mat", base / "setid.mat")
-    from torchvision.datasets import Flowers102
+    labels = _flowers_mat(base / "imagelabels.mat", "labels")  # (N,): class (1-based) of image_<i>.jpg, i = 1..N
+    numbers = _flowers_mat(base / "setid.mat", FLOWERS102_SPLIT_KEYS[split])  # (n,): image numbers of the split
+    if numbers.max() > len(labels):
+        why = f" (it lists image {numbers.max()}, but imagelabels.mat labels only {len(labels)} images)"
+        raise _no_data("flowers102", base / "setid.mat", why)
+    from torchvision.datasets import Flowers102  # only for its class names, a class attribute: no I/O
 
-    try:
-        ds = Flowers102(str(root), split=split, download=False)
-    except RuntimeError:
-        raise _no_data("flowers102", base, _MD5_FAILED) from None
-    # The 102 Oxford names as torchvision ships them (same order as imagelabels.mat, label 1 = "pink primrose").
-    classes = list(getattr(Flowers102, "classes", [])) or [f"flower class {i}" for i in range(102)]
-    # _image_files / _labels: private but unchanged since torchvision 0.12; pinned <= 0.29.1 in pyproject.
-    return _file_set("flowers102", split, classes, base / "jpg", list(ds._image_files), list(ds._labels))
+    # The 102 Oxford names as torchvision ships them (same order as imagelabels.mat, label 1 = "pink primrose");
+    # a set labelled 1..C has its first C classes (a stand-in with fewer classes; the real one has 102).
+    names = list(getattr(Flowers102, "classes", [])) or [f"flower class {i}" for i in range(102)]
+    if labels.max() > len(names):
+        why = f" (label {labels.max()}: Oxford Flowers-102 has {len(names)} classes)"
+        raise _no_data("flowers102", base / "imagelabels.mat", why)
+    paths = [base / "jpg" / f"image_{i:05d}.jpg" for i in numbers]
+    return _file_set(
+        "flowers102", split, names[: labels.max()], base / "jpg", paths, [labels[i - 1] - 1 for i in numbers]
+    )
 
 
 def _cub_table(path: Path) -> dict[int, str]:
-    """'<id> <value>' lines of a CUB metadata file -> {id: value}."""
-    rows = (line.split(None, 1) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return {int(k): v.strip() for k, v in rows}
+    """'<id> <value>' lines of a CUB metadata file -> {id: value}; a malformed line is a one-line error."""
+    table = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split(None, 1)
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ValueError(f"{path}: line {n} is not '<id> <value>'; fix or replace that file")
+        table[int(parts[0])] = parts[1].strip()
+    return table
+
+
+def _cub_check(base: Path, images: dict, labels: dict, is_train: dict, classes: dict) -> None:
+    """Classes are numbered 1..C, every image has a split entry and a label 1..C: else a KeyError later, or a label
+    the classifier has no output for."""
+    if sorted(classes) != list(range(1, len(classes) + 1)):
+        raise ValueError(f"{base / 'classes.txt'}: class ids are not 1..{len(classes)}; fix or replace that file")
+    for fname, table in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train)):
+        missing = sorted(set(images) - set(table))
+        if missing:
+            raise ValueError(f"{base / fname}: no entry for image {missing[0]} of images.txt; fix or replace that file")
+    bad = next((i for i in sorted(images) if not (labels[i].isdigit() and 1 <= int(labels[i]) <= len(classes))), None)
+    if bad is not None:
+        raise ValueError(
+            f"{base / 'image_class_labels.txt'}: image {bad} has class {labels[bad]!r}, not 1..{len(classes)}; "
+            f"fix or replace that file"
+        )
 
 
 def _cub_200_2011(root: Path, split: str) -> ImageSet:
@@ -651,6 +769,7 @@ def _cub_200_2011(root: Path, split: str) -> ImageSet:
     names = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
     _require("cub-200-2011", *(base / n for n in names), base / "images")
     images, labels, is_train, classes = (_cub_table(base / n) for n in names)
+    _cub_check(base, images, labels, is_train, classes)
     keep = sorted(i for i in images if is_train[i] == ("1" if split == "train" else "0"))  # 1 = train
     class_names = [label_words(classes[k]) for k in sorted(classes)]  # '001.Black_footed_Albatross' -> words
     paths = [base / "images" / _plain_relpath(images[i], base / "images.txt") for i in keep]
@@ -669,10 +788,21 @@ def _stanford_cars(root: Path, split: str) -> ImageSet:
         ds = StanfordCars(str(root), split=split, download=False)
     except RuntimeError:
         raise _no_data("stanford-cars", base) from None
+    except Exception as e:  # a malformed .mat: scipy's ValueError/KeyError names neither the file nor the layout
+        why = f" (a .mat file does not read as torchvision's StanfordCars expects: {type(e).__name__})"
+        raise _no_data("stanford-cars", base, why) from None
+    folder = base / f"cars_{split}"
     paths = [Path(p) for p, _ in ds._samples]  # private but unchanged since torchvision 0.13
-    return _file_set(
-        "stanford-cars", split, [str(c) for c in ds.classes], base / f"cars_{split}", paths, [t for _, t in ds._samples]
-    )
+    labels = [int(t) for _, t in ds._samples]
+    odd = next((p for p in paths if p.parent != folder), None)  # an fname such as ../../x or /etc/passwd
+    if odd is not None:
+        raise ValueError(f"{annotations}: entry {str(odd)!r} is not a file name in {folder}; fix or replace that file")
+    if any(not 0 <= t < len(ds.classes) for t in labels):
+        raise ValueError(
+            f"{annotations}: a class is not 1..{len(ds.classes)} (the class_names of cars_meta.mat); "
+            f"fix or replace that file"
+        )
+    return _file_set("stanford-cars", split, [str(c) for c in ds.classes], folder, paths, labels)
 
 
 def caltech101_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -690,9 +820,42 @@ def caltech101_split(labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), np.sort(test)
 
 
+def _caltech101_check(folder: Path) -> None:
+    """What torchvision's Caltech101 (datasets/caltech.py) assumes of 101_ObjectCategories, so that a departure is
+    one line, not a traceback or a split shifted by a phantom file: it takes every entry for a class folder, removes
+    BACKGROUND_Google by name, and numbers a class's files image_0001.jpg .. image_<n>.jpg by counting them."""
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    if "BACKGROUND_Google" not in [e.name for e in entries]:
+        raise ValueError(
+            f"caltech101: no folder {folder / 'BACKGROUND_Google'}; torchvision's Caltech101 (whose class order "
+            f"the split follows) expects it and leaves it out: create it empty or unpack the archive again"
+        )
+    for e in entries:
+        if not e.is_dir() or e.name.startswith("."):
+            raise ValueError(
+                f"caltech101: {e.path} is not a class folder, yet torchvision's Caltech101 would take it for one: "
+                f"move it out"
+            )
+        if e.name == "BACKGROUND_Google":
+            continue
+        files = sorted(os.listdir(e.path))
+        expected = {f"image_{i:04d}.jpg" for i in range(1, len(files) + 1)}
+        odd = next((f for f in files if f not in expected), None)
+        if odd is not None:
+            raise ValueError(
+                f"caltech101: {Path(e.path) / odd} is not one of image_0001.jpg .. image_{len(files):04d}.jpg; "
+                f"torchvision's Caltech101 numbers a class's files by counting them: move it out or renumber"
+            )
+        if len(files) < 2:  # sklearn's stratified split needs two per class
+            raise ValueError(
+                f"caltech101: {e.path} holds {len(files)} image(s); the 80/20 split needs 2 or more per class"
+            )
+
+
 def _caltech101(root: Path, split: str) -> ImageSet:
     folder = root / "caltech101" / "101_ObjectCategories"
     _require("caltech101", folder)  # before torchvision, whose constructor would mkdir root/caltech101
+    _caltech101_check(folder)
     from torchvision.datasets import Caltech101
 
     try:

@@ -25,7 +25,9 @@ from .engine.checks import check_fields
 
 @dataclass(frozen=True)
 class FilterConfig:
-    clip_model: str = "ViT-B-32"  # open_clip name; the authors' code uses CLIP ViT-B/32 (openai)
+    clip_model: str = "ViT-B-32-quickgelu"  # open_clip name. The authors' code uses OpenAI's CLIP ViT-B/32, trained
+    # with QuickGELU (open_clip pretrained.py: ViT-B-32 openai quick_gelu=True); from a local file open_clip builds
+    # exactly the named config, and "ViT-B-32" (GELU) would silently run those weights with the wrong activation
     clip_pretrained: str | None = None  # local weights file (.safetensors/.bin) or an open_clip tag found in the cache
     clip_config: str | None = None  # JSON model config to register first (custom models such as the tiny CLIP)
     z_pairs: int = 1000  # z in Eq. (5): random distinct real pairs per class (paper leaves z open)

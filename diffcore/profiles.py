@@ -71,7 +71,7 @@ PROFILES: dict[str, dict] = {
             "dtype": "auto",
         },  # 19 GB, H100
         "filter": {
-            "clip_model": "ViT-B-32",
+            "clip_model": "ViT-B-32-quickgelu",  # the OpenAI ViT-B/32 weights: QuickGELU (filter.FilterConfig)
             "clip_pretrained": None,
             "z_pairs": 1000,
             "max_attempts": 5,

@@ -127,8 +127,9 @@ def execute(path: Path, out: Path, params: dict) -> float:
     return time.perf_counter() - t0
 
 
-def build_book(out: Path) -> Path:
-    """Stage the book sources with the executed notebooks in <out>/book and build it; warnings fail the build."""
+def build_book(out: Path, notice: str | None = None) -> Path:
+    """Stage the book sources with the executed notebooks in <out>/book and build it; warnings fail the build.
+    notice: a line every page shows at its top (the theme's announcement bar), e.g. the rehearsal's."""
     stage = out / "book"
     missing = [p.name for p in notebooks() if not (out / "notebooks" / p.name).is_file()]
     if missing:
@@ -145,15 +146,17 @@ def build_book(out: Path) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     shutil.copytree(out / "notebooks", stage / "notebooks", dirs_exist_ok=True)
+    import yaml
+
+    cfg = yaml.safe_load((stage / "_config.yml").read_text())
     mathjax = REPO / ".venv" / "mathjax"  # scripts/install_mathjax.sh (make setup): equations render offline
     if (mathjax / "tex-chtml.js").is_file():
-        import yaml
-
         shutil.copytree(mathjax, stage / "_static" / "mathjax", dirs_exist_ok=True)
-        cfg = yaml.safe_load((stage / "_config.yml").read_text())
         sphinx = cfg.setdefault("sphinx", {}).setdefault("config", {})
         sphinx.update(mathjax_path="mathjax/tex-chtml.js", html_static_path=["_static"])
-        (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    if notice:
+        cfg.setdefault("html", {})["announcement"] = notice  # sphinx-book-theme: a bar at the top of every page
+    (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     shutil.rmtree(stage / "_build", ignore_errors=True)  # a stale page must never hide a failed one
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(stage), "--builder", "html", "-W", "-n", "--keep-going"]
@@ -210,6 +213,7 @@ def parse(argv=None) -> argparse.Namespace:
         "notebooks reuse its generated set and results (otherwise they make what they need, seeds [0])",
     )
     ap.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    ap.add_argument("--notice", help="a line shown at the top of every page of the book (e.g. a rehearsal's)")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke run in a few minutes")
     ap.add_argument("--strip", action="store_true", help="clear the outputs of notebooks/*.ipynb and exit")
     return ap.parse_args(argv)
@@ -267,7 +271,7 @@ def main(argv=None) -> int:
     if not a.no_book:
         print("[book] jupyter-book build (warnings are errors) ...", end=" ", flush=True)
         t0 = time.perf_counter()
-        index = build_book(out)
+        index = build_book(out, a.notice)
         timings["book"] = time.perf_counter() - t0
         print(f"ok ({timings['book']:.0f} s)\nthe book: {index}")
     timings["total"] = time.perf_counter() - t_all

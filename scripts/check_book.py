@@ -43,6 +43,7 @@ READ_PAGE = """() => ({
       src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0, w: i.naturalWidth})),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   text: document.body.innerText.length,
+  notice: Array.from(document.querySelectorAll('.bd-header-announcement')).map(e => e.innerText.trim()).join(' '),
 })"""
 
 
@@ -91,9 +92,11 @@ def check_links(page: Path, links: list[str], html: Path, cache: dict) -> list[s
     return bad
 
 
-def check_page(rel: str, info: dict, errors: list[str]) -> list[str]:
-    """What a reader must see on this page."""
+def check_page(rel: str, info: dict, errors: list[str], notice: str | None = None) -> list[str]:
+    """What a reader must see on this page (notice: a line it must show at its top, e.g. the rehearsal's)."""
     bad = [f"{rel}: script error: {e}" for e in errors]
+    if notice and notice not in info["notice"]:
+        bad.append(f"{rel}: the notice {notice!r} is not shown at the top of the page")
     if not info["h1"] or info["text"] < 200:
         bad.append(f"{rel}: no heading or almost no text (did it render?)")
     bad += [f"{rel}: image did not load: {i['src'][:120]}" for i in info["images"] if not i["ok"]]
@@ -108,7 +111,9 @@ def check_page(rel: str, info: dict, errors: list[str]) -> list[str]:
     return bad
 
 
-def check_book(html: Path, chromium: Path, shots: Path | None = None) -> tuple[list[str], list[str]]:
+def check_book(
+    html: Path, chromium: Path, shots: Path | None = None, notice: str | None = None
+) -> tuple[list[str], list[str]]:
     """(problems, one line per checked page)."""
     from playwright.sync_api import sync_playwright
 
@@ -129,7 +134,7 @@ def check_book(html: Path, chromium: Path, shots: Path | None = None) -> tuple[l
             page.goto(path.as_uri(), wait_until="load")
             info = page.evaluate(READ_PAGE)
             rel = str(path.relative_to(html))
-            problems += check_page(rel, info, list(errors)) + check_links(path, info["links"], html, cache)
+            problems += check_page(rel, info, list(errors), notice) + check_links(path, info["links"], html, cache)
             if path == pages[0]:  # the landing page leads to every page
                 linked = {Path(unquote(urlparse(h).path)).resolve() for h in info["links"]}
                 problems += [f"{rel}: no link to {p.relative_to(html)}" for p in pages[1:] if p.resolve() not in linked]
@@ -149,6 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("html", help="the built book: <out>/book/_build/html")
     ap.add_argument("--chromium", help=f"browser executable (default {DEFAULT_CHROMIUM}, else /usr/bin/chromium)")
     ap.add_argument("--shots", help="write a full-page screenshot of every page here")
+    ap.add_argument("--notice", help="a line every page must show at its top (the rehearsal's notice)")
     a = ap.parse_args(argv)
     chromium = chromium_path(a.chromium)
     if chromium is None:
@@ -157,7 +163,7 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return 2
-    problems, seen = check_book(Path(a.html), chromium, Path(a.shots) if a.shots else None)
+    problems, seen = check_book(Path(a.html), chromium, Path(a.shots) if a.shots else None, a.notice)
     print("\n".join(seen))
     print("\n".join(problems) if problems else f"book OK: {len(seen)} pages checked in {chromium}")
     return 1 if problems else 0

@@ -187,8 +187,16 @@ def test_paper_datasets_spec_is_complete():
         assert name in D._READERS
 
 
-# ---------------------------------------------------------------- CIFAR-100 (fake pickles)
+# ---------------------------------------------------------------- CIFAR-100 (pickles in the official format)
+CIFAR_NAMES = ["apple", "aquarium_fish", "bear"]
+
+
+def _cifar_pickle(obj) -> bytes:
+    return pickle.dumps(obj, protocol=2)  # the official files' protocol (they were written by Python 2's cPickle)
+
+
 def _fake_cifar100(root: Path) -> dict[str, np.ndarray]:
+    """cifar-100-python/{train,test,meta} with the official keys; returns the (N, 32, 32, 3) images of each split."""
     rng = np.random.default_rng(0)
     images = {
         "train": rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
@@ -199,14 +207,20 @@ def _fake_cifar100(root: Path) -> dict[str, np.ndarray]:
     base.mkdir(parents=True)
     for split, x in images.items():
         rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # (N, 3*32*32), channel-major as the real files
-        (base / split).write_bytes(pickle.dumps({"data": rows, "fine_labels": labels[split]}))
-    (base / "meta").write_bytes(pickle.dumps({"fine_label_names": ["apple", "aquarium_fish", "bear"]}))
+        entry = {
+            "data": rows,
+            "fine_labels": labels[split],
+            "coarse_labels": [0] * len(x),
+            "filenames": [f"x_{i}.png" for i in range(len(x))],
+            "batch_label": f"{split}ing batch 1 of 1",
+        }
+        (base / split).write_bytes(_cifar_pickle(entry))
+    (base / "meta").write_bytes(_cifar_pickle({"fine_label_names": CIFAR_NAMES, "coarse_label_names": ["a"]}))
     return images
 
 
-def test_cifar100_reads_arrays_with_stable_ids(tmp_path, monkeypatch):
+def test_cifar100_reads_arrays_with_stable_ids(tmp_path):
     images = _fake_cifar100(tmp_path)
-    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *a, **k: True)  # fake md5s
     ds = D.paper_dataset("cifar100", tmp_path, "train")
     assert ds.classes == ["apple", "aquarium fish", "bear"]
     assert ds.ids == [f"cifar100/train/{i:05d}" for i in range(5)] and ds.labels == [2, 0, 1, 2, 0]
@@ -214,16 +228,61 @@ def test_cifar100_reads_arrays_with_stable_ids(tmp_path, monkeypatch):
     assert im.mode == "RGB" and np.array_equal(np.asarray(im), images["train"][3])
     test = D.paper_dataset("cifar100", tmp_path, "test")
     assert test.ids == ["cifar100/test/00000", "cifar100/test/00001"] and test.labels == [1, 0]
+    assert np.array_equal(np.asarray(test.load(1)), images["test"][1])
 
 
-def test_cifar100_failed_md5_is_our_one_line_error(tmp_path):
-    _fake_cifar100(tmp_path)  # files present but not the official ones
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"^cifar100: no data at .*cifar-100-python \(.*md5.*"
-        r"Download it yourself and pass --data-root <dir>$",
-    ):
-        D.paper_dataset("cifar100", tmp_path)
+def _one_line(e: pytest.ExceptionInfo, start: str) -> None:
+    msg = str(e.value)
+    assert msg.startswith(start), msg
+    assert msg.endswith("Download it yourself and pass --data-root <dir>") and "\n" not in msg
+
+
+@pytest.mark.parametrize("split", ["train", "meta"])
+def test_cifar100_truncated_pickle_is_one_line(tmp_path, split):
+    _fake_cifar100(tmp_path)
+    path = tmp_path / "cifar-100-python" / split
+    path.write_bytes(path.read_bytes()[:-40])  # an interrupted download or copy
+    with pytest.raises(FileNotFoundError) as e:
+        D.paper_dataset("cifar100", tmp_path, "train")
+    _one_line(e, f"cifar100: no data at {path} (truncated or not a CIFAR-100 python pickle: ")
+
+
+@pytest.mark.parametrize("split", ["train", "meta"])
+def test_cifar100_pickle_naming_another_global_is_refused_unrun(tmp_path, split):
+    import os
+
+    from hostile import RunsAShellCommand
+
+    _fake_cifar100(tmp_path)
+    marker = tmp_path / "pwned"
+    path = tmp_path / "cifar-100-python" / split
+    path.write_bytes(_cifar_pickle({"data": RunsAShellCommand(marker), "fine_label_names": RunsAShellCommand(marker)}))
+    with pytest.raises(FileNotFoundError) as e:
+        D.paper_dataset("cifar100", tmp_path, "train")
+    system = f"{os.system.__module__}.system"  # posix.system on Linux and macOS
+    _one_line(e, f"cifar100: no data at {path} (refused: the pickle names {system}, which the official files never do")
+    assert not marker.exists()  # the shell command never ran
+
+
+def test_cifar100_content_the_official_files_never_have_is_one_line(tmp_path):
+    _fake_cifar100(tmp_path)
+    train = tmp_path / "cifar-100-python" / "train"
+    start = f"cifar100: no data at {train} (truncated or not a CIFAR-100 python pickle: "
+    for entry, why in [
+        ({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [0, 3]}, "a label is not a class index 0..2)"),
+        ({"data": np.zeros((2, 3072), np.float32), "fine_labels": [0, 1]}, "'data' is not an (N, 3072) uint8 array)"),
+        ({"data": np.zeros((2, 3072), np.uint8), "fine_labels": [0]}, "'fine_labels' is not a list of 2 labels)"),
+        ({"data": np.zeros((2, 3072), np.uint8)}, "no 'fine_labels' entry)"),
+        ([1, 2], "no 'data' entry)"),
+    ]:
+        train.write_bytes(_cifar_pickle(entry))
+        with pytest.raises(FileNotFoundError) as e:
+            D.paper_dataset("cifar100", tmp_path, "train")
+        _one_line(e, start + why)
+    train.write_bytes(b"")
+    with pytest.raises(FileNotFoundError) as e:
+        D.paper_dataset("cifar100", tmp_path, "train")
+    _one_line(e, start + "EOFError)")
 
 
 # ---------------------------------------------------------------- Tiny-ImageNet-200
@@ -316,6 +375,12 @@ def test_tiny_imagenet_val_errors(tiny):
         D.paper_dataset("tiny-imagenet-200", tiny, "val")
 
 
+def test_tiny_imagenet_annotation_without_tabs_is_one_line(tiny):
+    _write(tiny / "val" / "val_annotations.txt", f"val_0.JPEG\t{GOLDFISH}\t0\t0\t7\t7\nval_1.JPEG {GOLDFISH} 0 0 7 7\n")
+    with pytest.raises(ValueError, match=r"val_annotations\.txt: entry 2 is not '<file> TAB <wnid> TAB \.\.\.'; fix"):
+        D.paper_dataset("tiny-imagenet-200", tiny, "val")  # was an IndexError
+
+
 # ---------------------------------------------------------------- ImageNet-1K (ImageFolder)
 def test_imagenet_1k_image_folder_with_synset_names(tmp_path):
     for split in ("train", "val"):
@@ -365,21 +430,93 @@ def test_cub_splits_labels_names(cub):
         D.paper_dataset("cub-200-2011", cub)
 
 
-# ---------------------------------------------------------------- Flowers-102 and Stanford Cars (fake .mat files)
-def test_flowers102_official_splits_and_names(tmp_path, monkeypatch):
+def test_cub_tables_that_disagree_are_one_line(cub):
+    """Before: a KeyError traceback, an unhelpful unpacking error, or labels past the last class read silently."""
+    base = cub / "CUB_200_2011"
+    for fname, text, why in [
+        ("train_test_split.txt", "1 1\n2 0\n3 1\n", r"train_test_split\.txt: no entry for image 4 of images\.txt"),
+        (
+            "image_class_labels.txt",
+            "1 2\n2 1\n3 3\n4 2\n",
+            r"image_class_labels\.txt: image 3 has class '3', not 1\.\.2",
+        ),
+        ("image_class_labels.txt", "1 2\n2\n3 1\n4 2\n", r"image_class_labels\.txt: line 2 is not '<id> <value>'"),
+        (
+            "classes.txt",
+            "1 001.Black_footed_Albatross\n3 002.Laysan_Albatross\n",
+            r"classes\.txt: class ids are not 1\.\.2",
+        ),
+    ]:
+        before = (base / fname).read_text()
+        _write(base / fname, text)
+        with pytest.raises(ValueError, match=rf"^{base}/{why}; fix or replace that file"):
+            D.paper_dataset("cub-200-2011", cub, "train")
+        _write(base / fname, before)
+    assert len(D.paper_dataset("cub-200-2011", cub, "train")) == 2
+
+
+# ---------------------------------------------------------------- Flowers-102 and Stanford Cars (.mat files)
+def _fake_flowers(root: Path, labels: list[int], setid: dict[str, list[int]]) -> Path:
+    """flowers-102/{jpg/image_<i>.jpg, imagelabels.mat, setid.mat} as the official files: (1, n) arrays, 1-based."""
     from scipy.io import savemat
 
-    base = tmp_path / "flowers-102"
-    for i in range(1, 7):
+    base = root / "flowers-102"
+    for i in range(1, len(labels) + 1):
         _img(base / "jpg" / f"image_{i:05d}.jpg")
-    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 2, 1, 2, 102, 1]])})
-    savemat(base / "setid.mat", {"trnid": np.array([[1, 2]]), "valid": np.array([[3, 4]]), "tstid": np.array([[5, 6]])})
-    monkeypatch.setattr("torchvision.datasets.flowers102.check_integrity", lambda *a, **k: True)  # fake md5s
+    savemat(base / "imagelabels.mat", {"labels": np.array([labels], dtype=np.uint8)})
+    savemat(base / "setid.mat", {k: np.array([v], dtype=np.uint16) for k, v in setid.items()})
+    return base
+
+
+FLOWER_SPLITS = {"trnid": [1, 2], "valid": [3, 4], "tstid": [5, 6]}
+
+
+def test_flowers102_official_splits_and_names(tmp_path):
+    _fake_flowers(tmp_path, [1, 2, 1, 2, 102, 1], FLOWER_SPLITS)
     train = D.paper_dataset("flowers102", tmp_path, "train")
     assert len(train.classes) == 102 and train.classes[0] == "pink primrose"
     assert train.ids == ["flowers102/train/image_00001.jpg", "flowers102/train/image_00002.jpg"]
     assert train.labels == [0, 1]
     assert D.paper_dataset("flowers102", tmp_path, "test").labels == [101, 0]
+
+
+def test_flowers102_reads_what_torchvision_reads(tmp_path):
+    from torchvision.datasets import Flowers102
+
+    class Unchecked(Flowers102):  # torchvision's reader minus its md5 check, which only the official files pass
+        def _check_integrity(self):
+            return True
+
+    splits = {"trnid": [6, 2, 4], "valid": [1, 7], "tstid": [3, 5]}  # unsorted, as nothing promises sorted
+    _fake_flowers(tmp_path, [3, 1, 2, 3, 1, 2, 2], splits)
+    for split in ("train", "val", "test"):
+        ours, theirs = D.paper_dataset("flowers102", tmp_path, split), Unchecked(str(tmp_path), split=split)
+        assert ours.paths == [str(p) for p in theirs._image_files] and ours.labels == theirs._labels
+        assert ours.classes == Flowers102.classes[:3]  # labels 1..3: three classes
+    _fake_flowers(tmp_path / "one", [1, 2], {"trnid": [2], "valid": [1], "tstid": [1]})
+    assert D.paper_dataset("flowers102", tmp_path / "one").labels == [1]  # torchvision: 'int' has no 'tolist'
+
+
+def test_flowers102_malformed_mat_is_one_line(tmp_path):
+    from scipy.io import savemat
+
+    base = _fake_flowers(tmp_path, [1, 2, 1, 2, 1, 2], FLOWER_SPLITS)
+    setid = base / "setid.mat"
+    for write, why in [
+        (lambda: setid.write_bytes(b"MATLAB 5.0 MAT-file, truncated"), "(not a readable .mat file with 'trnid': "),
+        (lambda: savemat(setid, {"trnid": np.array([[1, 9]])}), "(it lists image 9, but imagelabels.mat labels only 6"),
+        (lambda: savemat(setid, {"trnid": np.array([[0, 1]])}), "('trnid' is not a list of 1-based numbers)"),
+        (lambda: savemat(setid, {"valid": np.array([[1]])}), "(not a readable .mat file with 'trnid': KeyError)"),
+    ]:
+        write()
+        with pytest.raises(FileNotFoundError) as e:
+            D.paper_dataset("flowers102", tmp_path, "train")
+        _one_line(e, f"flowers102: no data at {setid} {why}")
+    savemat(setid, {k: np.array([v]) for k, v in FLOWER_SPLITS.items()})
+    savemat(base / "imagelabels.mat", {"labels": np.array([[1, 2, 103, 1, 1, 1]])})
+    with pytest.raises(FileNotFoundError) as e:
+        D.paper_dataset("flowers102", tmp_path, "train")
+    _one_line(e, f"flowers102: no data at {base / 'imagelabels.mat'} (label 103: Oxford Flowers-102 has 102 classes)")
 
 
 def test_stanford_cars(tmp_path):
@@ -400,6 +537,27 @@ def test_stanford_cars(tmp_path):
     assert train.classes == list(names) and train.labels == [1, 0]
     assert train.ids == ["stanford-cars/train/00001.jpg", "stanford-cars/train/00002.jpg"]
     assert D.paper_dataset("stanford-cars", tmp_path, "test").ids[0] == "stanford-cars/test/00001.jpg"
+
+
+def test_stanford_cars_annotations_the_devkit_never_has_are_one_line(tmp_path):
+    from scipy.io import savemat
+
+    test_stanford_cars(tmp_path)
+    mat = tmp_path / "stanford_cars" / "devkit" / "cars_train_annos.mat"
+    for fname, cls, why in [
+        ("../../../outside.jpg", 1, r"entry '.*outside\.jpg' is not a file name in .*cars_train; fix or replace"),
+        ("/etc/passwd", 1, r"entry '/etc/passwd' is not a file name in .*cars_train; fix or replace"),
+        ("00001.jpg", 3, r"a class is not 1\.\.2 \(the class_names of cars_meta\.mat\); fix or replace"),
+    ]:
+        ann = np.zeros(2, dtype=[("fname", "O"), ("class", "O")])
+        ann["fname"], ann["class"] = [fname, "00002.jpg"], [cls, 1]
+        savemat(mat, {"annotations": ann})
+        with pytest.raises(ValueError, match=rf"^{mat}: {why}"):
+            D.paper_dataset("stanford-cars", tmp_path, "train")
+    mat.write_bytes(b"not a .mat file" * 10)
+    with pytest.raises(FileNotFoundError) as e:
+        D.paper_dataset("stanford-cars", tmp_path, "train")
+    _one_line(e, f"stanford-cars: no data at {tmp_path / 'stanford_cars'} (a .mat file does not read as torchvision")
 
 
 # ---------------------------------------------------------------- Caltech-101 (our seeded split)
@@ -427,6 +585,36 @@ def test_caltech101_guidedmixup_split(tmp_path):
         for i in sorted(theirs.tolist())
     ]
     assert D.paper_dataset("caltech101", tmp_path, "test").ids == test.ids
+
+
+def test_caltech101_folders_torchvision_would_misread_are_one_line(tmp_path):
+    folder = tmp_path / "caltech101" / "101_ObjectCategories"
+    for i in range(1, 4):
+        _img(folder / "accordion" / f"image_{i:04d}.jpg")
+    with pytest.raises(
+        ValueError, match=r"^caltech101: no folder .*BACKGROUND_Google; torchvision's .*create it empty"
+    ):
+        D.paper_dataset("caltech101", tmp_path)  # torchvision's own error: 'list.remove(x): x not in list'
+    (folder / "BACKGROUND_Google").mkdir()
+    assert D.paper_dataset("caltech101", tmp_path).classes == ["accordion"]
+    for stray, why in [
+        (
+            folder / "accordion" / ".DS_Store",
+            r"accordion/\.DS_Store is not one of image_0001\.jpg \.\. image_0004\.jpg",
+        ),
+        (
+            folder / "accordion" / "image_0005.jpg",
+            r"accordion/image_0005\.jpg is not one of image_0001\.jpg \.\. image_0004\.jpg",
+        ),
+        (folder / "notes.txt", r"notes\.txt is not a class folder, yet torchvision's Caltech101 would take it for one"),
+    ]:
+        _write(stray, "x")
+        with pytest.raises(ValueError, match=rf"^caltech101: {folder}/{why}"):
+            D.paper_dataset("caltech101", tmp_path)
+        stray.unlink()
+    _img(folder / "yin_yang" / "image_0001.jpg")
+    with pytest.raises(ValueError, match=r"yin_yang holds 1 image\(s\); the 80/20 split needs 2 or more per class$"):
+        D.paper_dataset("caltech101", tmp_path)
 
 
 # ---------------------------------------------------------------- few_shot, choose_fraction

@@ -152,28 +152,6 @@ def test_sdxl_edm_euler_vprediction_path_runs_with_negative_prompt_and_vae_slot(
     assert np.abs(again[0].astype(int) - imgs[1].astype(int)).max() <= 1
 
 
-def test_single_file_model_is_loaded_with_local_config_and_authors_scheduler(sdxl_dirs, tmp_path, monkeypatch):
-    from diffusers import StableDiffusionXLPipeline
-
-    ckpt = tmp_path / "cosxl.safetensors"
-    ckpt.write_bytes(b"stand-in: from_single_file is replaced below")
-    calls = {}
-
-    def fake_from_single_file(path, **kw):
-        calls.update(kw, path=path)
-        return tiny_sdxl_pipeline()
-
-    monkeypatch.setattr(StableDiffusionXLPipeline, "from_single_file", staticmethod(fake_from_single_file))
-    with pytest.raises(ValueError, match="pass config_dir="):
-        load_pipeline(GenerateConfig(model=str(ckpt)), CPU, torch.float32)
-    cfg = GenerateConfig(model=str(ckpt), config_dir=str(sdxl_dirs / "pipe"), size=16)
-    pipe = load_pipeline(cfg, CPU, torch.float32)
-    assert calls["path"] == str(ckpt) and calls["config"] == str(sdxl_dirs / "pipe")
-    assert calls["local_files_only"] is True
-    assert type(pipe.scheduler).__name__ == "EDMEulerScheduler"
-    assert pipe.scheduler.config.prediction_type == "v_prediction"
-
-
 def test_missing_model_and_bad_settings_fail_before_loading(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_pipeline(GenerateConfig(model=str(tmp_path / "nope")), CPU, torch.float32)

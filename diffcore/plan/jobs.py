@@ -9,6 +9,7 @@ planned is what runs; tests/test_plan.py checks the paper profile's plan against
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -232,7 +233,9 @@ class Job:
     out: str  # the set's folder, or the result file
     needs: str | None = None  # the set a training run reads (a generate/edit job's `out`)
     feeds: tuple[str, ...] = ()  # the table cells its numbers go to ("Table 3 / CIFAR-100 / Mixup / top-1")
-    gpu_hours: float | None = None  # estimated on one H100 (see estimate_hours); None: not estimated
+    gpu_hours: float | None = None  # on one GPU: estimated for an H100 (train_hours, generation_hours) or from a
+    # rehearsal's measured costs (with_costs); None: neither
+    hours_from: str = "estimated"  # "estimated", or "measured on <device>" (diffcore plan --costs)
     note: str = ""  # how it stands to the paper: "as the paper", "approximated: ...", "not run: ..."
     refused: str | None = None  # why it cannot run here (a missing input), said in one line when it is run
 
@@ -455,17 +458,25 @@ def model_gflops(arch: str, image_size: int, num_classes: int = 1000) -> float:
 _GFLOPS: dict = {}
 
 
+def train_steps(exp: X.Experiment, fraction: float, control: bool = False) -> int | None:
+    """Optimizer steps of one paper-scale training run: epochs x batches of every real image plus the pairs of
+    `fraction` (the equal-steps control: twice the real images); None where the dataset's size is unknown here."""
+    n = train_images(exp)
+    if n is None:
+        return None
+    per_epoch = n * (2 if control else 1 + fraction)
+    return exp.train.epochs * math.ceil(per_epoch / exp.train.batch_size)
+
+
 def train_hours(exp: X.Experiment, fraction: float, control: bool = False) -> float | None:
     """Estimated H100 hours of one training run: steps x the measured ResNet-50 step time, scaled by FLOPs (x3 for
     forward + backward is in the measured step). An epoch is every real image plus the pairs of `fraction`."""
-    n = train_images(exp)
-    if n is None or exp.profile != "paper":
+    steps = train_steps(exp, fraction, control)
+    if steps is None or exp.profile != "paper":
         return None
     key = (exp.train.model, exp.train.image_size)
     if key not in _GFLOPS:
         _GFLOPS[key] = model_gflops(*key)
-    per_epoch = n * (2 if control else 1 + fraction)
-    steps = exp.train.epochs * math.ceil(per_epoch / exp.train.batch_size)
     return steps * RESNET50_STEP_S * max(1.0, _GFLOPS[key] / RESNET50_GFLOP) / 3600
 
 
@@ -476,6 +487,66 @@ def generation_hours(exp: X.Experiment) -> float | None:
     if n is None or exp.profile != "paper":
         return None
     return n / (1 - PAPER_DISCARD) * H100_S_PER_IMG / 3600
+
+
+# ---------------------------------------------------------------- GPU-hours, measured by a rehearsal
+def read_costs(path: str | Path) -> dict:
+    """A rehearsal's costs.json (`diffcore rehearse --size full`), checked: a tiny rehearsal's seconds are those of
+    the stand-ins' toy widths, never a paper job's, so they are refused."""
+    try:
+        costs = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"costs={path}: no such file (`diffcore rehearse` writes <out>/costs.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"costs={path}: not JSON ({e}); a rehearsal writes it whole or not at all") from None
+    if not isinstance(costs, dict) or costs.get("kind") != "diffcore-rehearsal" or "measured" not in costs:
+        raise ValueError(f"costs={path}: not a rehearsal's costs.json (written by `diffcore rehearse`)")
+    if costs.get("size") != "full":
+        raise ValueError(
+            f"costs={path}: measured by a {costs.get('size')!r} rehearsal, whose models are toy-sized; the paper's "
+            f"costs come from `diffcore rehearse --size full` on the GPU that will run the plan"
+        )
+    return costs
+
+
+def _measured_hours(job: Job, row: dict) -> float | None:
+    """A paper job's hours from the measured seconds per unit of the same job at rehearsal scale: per optimizer step
+    x the paper run's steps; per generated image x the training images / (1 - the paper's discard rate); per edit x
+    the images x DiffuseMix's prompts."""
+    per = row.get("s_per_unit")
+    n = train_images(job.exp)
+    if per is None or n is None:
+        return None
+    if job.kind == "train":
+        method = job.exp.train.method
+        uses = P.uses_set(method)
+        steps = train_steps(job.exp, (job.exp.train.fraction or 1.0) if uses else 0.0, job.row == CONTROL)
+        return None if steps is None else per * steps / 3600
+    if job.kind == "generate":
+        return per * n / (1 - PAPER_DISCARD) / 3600
+    return per * n * len(job.exp.edit.prompts) / 3600
+
+
+def with_costs(plan: list[Job], costs: dict) -> list[Job]:
+    """The plan with each job's hours from the rehearsal's measurement of the same job (kind, table, column, row),
+    and where the rehearsal ran out of memory, that said with the largest batch that fits."""
+    device = costs.get("provenance", {}).get("device_name") or costs.get("provenance", {}).get("device", "?")
+    key = lambda r: (r["kind"], r["table"], r["column"], r["row"])  # noqa: E731 - the seed does not change a cost
+    measured = {key(r): r for r in costs["measured"]}
+    failed = {key(r): r for r in costs.get("failures", [])}
+    out = []
+    for job in plan:
+        k = key({"kind": job.kind, "table": job.table, "column": job.column, "row": job.row})
+        if k in failed:
+            f = failed[k]
+            fits = f.get("largest_batch_that_fits")
+            note = f"failed on {device}: {f['error']}" + (f"; largest batch that fits: {fits}" if fits else "")
+            out.append(dataclasses.replace(job, gpu_hours=None, hours_from=note))
+        elif k in measured and (hours := _measured_hours(job, measured[k])) is not None:
+            out.append(dataclasses.replace(job, gpu_hours=hours, hours_from=f"measured on {device}"))
+        else:
+            out.append(job)
+    return out
 
 
 # ---------------------------------------------------------------- what `diffcore plan` prints
@@ -492,6 +563,7 @@ def as_json(plan: list[Job]) -> str:
                 "needs": j.needs,
                 "feeds": list(j.feeds),
                 "gpu_hours": j.gpu_hours,
+                "hours_from": j.hours_from,
                 "note": j.note,
                 "refused": j.refused,
                 "command": j.command(),
@@ -503,6 +575,14 @@ def as_json(plan: list[Job]) -> str:
     )
 
 
+def _hours_from(jobs: list[Job]) -> str:
+    """'H100, estimated', or how many of the jobs' hours a rehearsal measured, and on what."""
+    measured = [j.hours_from for j in jobs if j.hours_from.startswith("measured")]
+    if not measured:
+        return "H100, estimated"
+    return f"{len(measured)} of {len(jobs)} {sorted(set(measured))[0]}, the rest estimated for an H100"
+
+
 def as_text(plan: list[Job]) -> str:
     """A table per paper table: each job, its key settings, its GPU-hours; the totals."""
     lines, total = [], 0.0
@@ -511,25 +591,26 @@ def as_text(plan: list[Job]) -> str:
         hours = sum(j.gpu_hours or 0.0 for j in rows)
         total += hours
         lines += [
-            f"\n## {table}: {len(rows)} jobs, ~{hours:,.1f} GPU-hours (H100, estimated)",
-            "| job | column | row | seed | network, input, epochs, batch, lr | GPU-h | status |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"\n## {table}: {len(rows)} jobs, ~{hours:,.1f} GPU-hours ({_hours_from(rows)})",
+            "| job | column | row | seed | network, input, epochs, batch, lr | GPU-h | GPU-h from | status |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for j in rows:
             t = j.exp.train
+            gen = j.exp.edit if j.kind == "edit" else j.exp.generate
             what = (
                 f"{t.model}, {t.image_size} px, {t.epochs} ep, b{t.batch_size}, lr {t.lr:g}"
                 if j.kind == "train"
-                else f"{j.exp.generate.steps} steps, w={j.exp.generate.guidance_scale:g}, {j.exp.generate.size} px"
+                else f"{gen.steps} steps, w={gen.guidance_scale:g}, {gen.size} px, b{gen.batch_size}"
             )
             gpu = "—" if j.gpu_hours is None else f"{j.gpu_hours:,.2f}"
-            lines.append(
-                f"| {j.kind} | {j.column} | {j.row} | {'' if j.seed is None else j.seed} | {what} | {gpu} | {j.note} |"
-            )
+            seed = "" if j.seed is None else j.seed
+            src = "" if j.gpu_hours is None and j.hours_from == "estimated" else j.hours_from
+            lines.append(f"| {j.kind} | {j.column} | {j.row} | {seed} | {what} | {gpu} | {src} | {j.note} |")
     lines.append(
-        f"\ntotal: {len(plan)} jobs, ~{total:,.1f} GPU-hours on one H100 (estimates: generation at the "
-        f"measured {H100_S_PER_IMG} s/img and {100 * PAPER_DISCARD:.1f}% discarded; training at the measured "
-        f"ResNet-50 step time scaled by FLOPs; `diffcore plan --json` has every setting)"
+        f"\ntotal: {len(plan)} jobs, ~{total:,.1f} GPU-hours on one GPU ({_hours_from(plan)}; estimates: generation "
+        f"at the measured H100 {H100_S_PER_IMG} s/img and {100 * PAPER_DISCARD:.1f}% discarded; training at the "
+        f"measured H100 ResNet-50 step time scaled by FLOPs; `diffcore plan --json` has every setting)"
     )
     return "\n".join(lines)
 

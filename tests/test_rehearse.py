@@ -1,0 +1,121 @@
+"""The rehearsal's bookkeeping: measured costs into the plan (`diffcore plan --costs`), the largest batch that fits
+after an out-of-memory failure, the sizes it changes. The rehearsal itself (every paper job and page on stand-ins)
+runs in `make test` as `make rehearse`, not here: it takes minutes."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from diffcore import cli
+from diffcore.estimate import PAPER_DISCARD, TRAIN_IMAGES
+from diffcore.plan import jobs as J
+from diffcore.rehearse import driver as R
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return J.jobs("paper", ["Table 4"])
+
+
+def _costs(rows, failures=(), size="full", device="NVIDIA H200"):
+    return {
+        "kind": "diffcore-rehearsal",
+        "size": size,
+        "measured": list(rows),
+        "failures": list(failures),
+        "provenance": {"device": "cuda", "device_name": device},
+    }
+
+
+def _row(job, s_per_unit):
+    return {**R.job_key(job), "seed": job.seed, "s_per_unit": s_per_unit}
+
+
+def test_measured_seconds_become_the_paper_jobs_hours(plan):
+    gen = next(j for j in plan if j.kind == "generate" and j.column == "CUB")
+    mixup = next(j for j in plan if j.kind == "train" and j.column == "CUB" and j.row == "Mixup")
+    d100 = next(j for j in plan if j.kind == "train" and j.column == "CUB" and j.row == "DiffCoRe-Mix-100")
+    control = next(j for j in plan if j.kind == "train" and j.column == "CUB" and j.row == J.CONTROL)
+    costs = _costs([_row(gen, 0.3), _row(mixup, 0.02), _row(d100, 0.02), _row(control, 0.02)])
+    out = {(j.column, j.row): j for j in J.with_costs(plan, costs)}
+    n = TRAIN_IMAGES["cub-200-2011"]  # 5,994 training images
+    steps = 300 * math.ceil(n / 16)  # Mixup: every real image once per epoch, batch 16, 300 epochs
+    assert out[("CUB", "Mixup")].gpu_hours == pytest.approx(0.02 * steps / 3600, rel=1e-12)
+    assert out[("CUB", "DiffCoRe-Mix-100")].gpu_hours == pytest.approx(0.02 * 300 * math.ceil(2 * n / 16) / 3600)
+    assert out[("CUB", J.CONTROL)].gpu_hours == out[("CUB", "DiffCoRe-Mix-100")].gpu_hours  # as many steps
+    assert out[("CUB", "counterparts")].gpu_hours == pytest.approx(0.3 * n / (1 - PAPER_DISCARD) / 3600)
+    assert out[("CUB", "Mixup")].hours_from == "measured on NVIDIA H200"
+    unmeasured = out[("Cars", "Mixup")]
+    assert unmeasured.hours_from == "estimated" and unmeasured.gpu_hours == J.train_hours(unmeasured.exp, 0.0)
+
+
+def test_an_out_of_memory_job_is_reported_with_the_largest_batch_that_fits(plan):
+    cutmix = next(j for j in plan if j.kind == "train" and j.column == "Caltech" and j.row == "CutMix")
+    failure = {**R.job_key(cutmix), "error": "OutOfMemoryError: CUDA out of memory", "largest_batch_that_fits": 8}
+    got = next(j for j in J.with_costs(plan, _costs([], [failure])) if j.row == "CutMix" and j.column == "Caltech")
+    assert got.gpu_hours is None
+    assert got.hours_from == "failed on NVIDIA H200: OutOfMemoryError: CUDA out of memory; largest batch that fits: 8"
+
+
+def test_costs_from_a_tiny_rehearsal_or_not_a_rehearsal_are_refused(tmp_path):
+    f = tmp_path / "costs.json"
+    f.write_text(json.dumps(_costs([], size="tiny")))
+    with pytest.raises(ValueError, match=r"a 'tiny' rehearsal, whose models are toy-sized"):
+        J.read_costs(f)
+    f.write_text('{"kind": "diffcore-rehearsal", "size": "full", "meas')
+    with pytest.raises(ValueError, match=r"^costs=.*: not JSON"):
+        J.read_costs(f)
+    f.write_text("[]")
+    with pytest.raises(ValueError, match=r"not a rehearsal's costs.json"):
+        J.read_costs(f)
+    with pytest.raises(FileNotFoundError, match=r"diffcore rehearse` writes <out>/costs.json"):
+        J.read_costs(tmp_path / "none.json")
+
+
+def test_plan_costs_from_the_command_line(plan, tmp_path, capsys):
+    gen = next(j for j in plan if j.kind == "generate" and j.column == "CUB")
+    f = tmp_path / "costs.json"
+    f.write_text(json.dumps(_costs([_row(gen, 0.3)])))
+    assert cli.main(["plan", "--profile", "paper", "--table", "4", "--costs", str(f)]) == 0
+    text = capsys.readouterr().out
+    assert "| generate | CUB | counterparts |  | 50 steps, w=12, 512 px, b32 | 0.56 | measured on NVIDIA H200 |" in text
+    assert "1 of 39 measured on NVIDIA H200, the rest estimated for an H100" in text
+    assert cli.main(["plan", "--profile", "paper", "--table", "4", "--costs", str(tmp_path / "no.json")]) == 2
+
+
+def test_the_largest_batch_that_fits_is_found_by_halving(plan, tmp_path, monkeypatch):
+    job = next(j for j in plan if j.kind == "train" and j.column == "CUB" and j.row == "Mixup")
+    tried = []
+
+    def run_job(trial, progress=False):
+        tried.append((trial.exp.train.batch_size, trial.out))
+        if trial.exp.train.batch_size > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(J, "run_job", run_job)
+    assert R.largest_batch(job, tmp_path / "probe", "cpu") == 4
+    assert [b for b, _ in tried] == [8, 4]  # 16 failed in the real run
+    assert all(str(tmp_path / "probe") in out for _, out in tried)  # never into the job's own result
+    monkeypatch.setattr(J, "run_job", lambda trial, progress=False: (_ for _ in ()).throw(ValueError("bad")))
+    with pytest.raises(ValueError, match="bad"):  # anything but out-of-memory is the job's own failure
+        R.largest_batch(job, tmp_path / "probe", "cpu")
+
+
+def test_a_rehearsal_changes_sizes_only():
+    """What a rehearsal gives the paper code path beyond the paths a real run gives: sizes, nothing else."""
+    sizes = {"steps", "size", "epochs", "image_size"}
+    for size, s in R.SIZES.items():
+        assert set(s["overrides"]) <= sizes, size
+        assert set(s["edit"]) <= {"steps", "size"}, size
+    cfg = R.settings(R.Path("/w"), R.Path("/d"), "tiny")
+    paths = J.paper_paths("/w", "/d")
+    assert {k: v for k, v in cfg["overrides"].items() if k not in sizes} == paths["overrides"]
+    assert cfg["data_roots"] == paths["data_roots"] and cfg["edit"]["model"] == "/w/instruct-pix2pix"
+    exp = J.jobs("paper", ["Table 7"], "/tmp/r", [0], cfg["data_roots"], cfg["overrides"], cfg["edit"])[1].exp
+    paper = J.jobs("paper", ["Table 7"], "/tmp/r", [0], cfg["data_roots"], paths["overrides"])[1].exp
+    for step in ("prompt", "filter", "counterparts"):
+        assert getattr(exp, step) == getattr(paper, step), step
+    assert dataclasses.replace(exp.train, epochs=300, image_size=224) == paper.train
