@@ -170,7 +170,7 @@ def experiment_of(args: argparse.Namespace) -> X.Experiment:
     over = overrides_of(args, [*X.NAMES, *TOP_FLAGS, "test_split", "seeds"])
     if getattr(args, "command", None) == "edit":
         edit_names = [f.name for f in dataclasses.fields(X.EditConfig)]
-        over = {k: v for k, v in over.items() if k in TOP_FLAGS}
+        over = {k: v for k, v in over.items() if k in X.EDIT_FLAGS}
         over["edit"] = {
             ("run_seed" if n == "seed" else n): getattr(args, n)
             for n in [*edit_names, "seed"]
@@ -335,10 +335,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_edit_flags(parser) -> None:
-    """`diffcore edit`: the data flags and DiffuseMix's EditConfig fields (--seed sets its run_seed)."""
+    """`diffcore edit`: the data flags, the device and DiffuseMix's EditConfig fields (--seed sets its run_seed)."""
     parser.add_argument("--profile", default="embedded", help="embedded (default, offline CPU) or paper")
     for name, (kind, help_) in TOP_FLAGS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=help_)
+    add_setting(parser, "device", "train", "device")
     for f in dataclasses.fields(X.EditConfig):
         add_setting(parser, "seed" if f.name == "run_seed" else f.name, "edit", f.name)
 

@@ -344,13 +344,18 @@ def main_job(exp: Experiment, out: str | Path, force: bool = False, echo: Callab
 def command_line(exp: Experiment, command: str, **extra) -> str:
     """The `python -m diffcore <command>` line that builds this experiment and runs `command` on it: the profile
     and every override as its flag (the flag of a setting is its name), then `extra` (e.g. out=..., generated=...).
-    Shown beside every number the book prints, so that each can be made again from a shell."""
+    Shown beside every number the book prints, so that each can be made again from a shell. `diffcore edit` reads
+    the data, the device and the editor's settings only (EDIT_FLAGS); every other command all but the editor's."""
     import shlex
 
     flags: list[str] = ["--profile", exp.profile]
     given = {k: v for k, v in {**exp.overrides, **extra}.items() if v is not None}
-    for step in STEPS:  # a step given as a dict: its fields by their flat names (edit's under `diffcore edit`)
-        for name_in_step, value in given.pop(step, {}).items():
+    steps = {step: given.pop(step, {}) for step in STEPS}  # a step given as a dict of its fields
+    if command == "edit":  # the editor's fields, by their own names; the other steps' settings change no edit
+        given = {k: v for k, v in given.items() if k in EDIT_FLAGS or k in extra}
+        given.update({_flat_name("edit", k, command): v for k, v in steps["edit"].items()})
+    for step, fields in steps.items():  # the other steps' dicts: their fields by their flat names
+        for name_in_step, value in fields.items() if step != "edit" and command != "edit" else ():
             given.setdefault(_flat_name(step, name_in_step, command), value)
     for name, value in given.items():
         flag = "--" + name.replace("_", "-")
@@ -364,6 +369,10 @@ def command_line(exp: Experiment, command: str, **extra) -> str:
         else:
             flags += [flag, str(value)]
     return f"python -m diffcore {command} " + shlex.join(flags)
+
+
+# What `diffcore edit` reads beside the editor's own settings: the data and the device.
+EDIT_FLAGS = ("dataset", "data_root", "few_shot", "extra_splits", "io_threads", "device")
 
 
 def _flat_name(step: str, name_in_step: str, command: str) -> str:

@@ -119,3 +119,31 @@ def test_a_rehearsal_changes_sizes_only():
     for step in ("prompt", "filter", "counterparts"):
         assert getattr(exp, step) == getattr(paper, step), step
     assert dataclasses.replace(exp.train, epochs=300, image_size=224) == paper.train
+
+
+def test_every_job_of_the_rehearsed_plan_shows_a_command_that_builds_its_experiment(tmp_path):
+    """The command beside each job (book pages, `plan --json`) must rebuild what the job runs, also with an editor
+    given and the rehearsal's sizes: `diffcore edit` with the editor's flags only, the others without them."""
+    import shlex
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / J.WRN_WEIGHTS).write_bytes(b"")  # TrainConfig checks that the file is there
+    cfg = R.settings(tmp_path / "w", tmp_path / "d", "tiny")
+    jobs = R.plan(tmp_path, cfg, None, "cpu")
+    assert len(jobs) == 126 and not [j for j in jobs if j.refused]  # the editor and the WRN weights: all can run
+    for job in jobs:
+        argv = shlex.split(job.command())
+        parsed = cli.experiment_of(cli.parser().parse_args(argv[3:]))
+        if job.kind == "edit":
+            assert parsed.edit == job.exp.edit and parsed.device == job.exp.device == "cpu", job.command()
+            assert (parsed.dataset, parsed.data_root, parsed.few_shot) == (
+                job.exp.dataset,
+                job.exp.data_root,
+                job.exp.few_shot,
+            )
+        else:
+            mine, theirs = parsed.settings(), job.exp.settings()
+            mine.pop("edit"), theirs.pop("edit")
+            assert mine == theirs, job.command()
+    pretrained = {j.table for j in jobs if j.kind == "train" and j.exp.train.pretrained}
+    assert pretrained == {"Table 5"}  # the WRN weights fine-tune Table 5's columns, never another table's network

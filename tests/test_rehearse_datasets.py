@@ -22,9 +22,13 @@ def written(tmp_path_factory) -> dict[str, Path]:
     return R.write_datasets(tmp_path_factory.mktemp("data"), "tiny", seed=0)
 
 
+def _classes(name: str) -> int:
+    return TINY["flowers_classes"] if name == "flowers102" else TINY["classes"]
+
+
 def _class_names(name: str) -> list[str]:
     """What the reader must call the stand-in's classes: the real datasets' first names, as the kit words them."""
-    n = TINY["classes"]
+    n = _classes(name)
     if name == "flowers102":
         from torchvision.datasets import Flowers102
 
@@ -61,7 +65,7 @@ def _sizes_ok(name: str, size: tuple[int, int]) -> bool:
 def test_the_kit_reads_every_split_as_the_real_dataset(written, name, split):
     ds = D.open_dataset(name, str(written[name]), split)  # verifies every file, as a real run does
     assert ds.classes == _class_names(name)
-    assert ds.class_counts().tolist() == [_per_class(name, split)] * TINY["classes"]
+    assert ds.class_counts().tolist() == [_per_class(name, split)] * _classes(name)
     if (name, split) == ("tiny-imagenet-200", "train"):  # the real archive has a <wnid>_boxes.txt per class too
         boxes = [written[name] / "train" / w / f"{w}_boxes.txt" for w, _ in R.TINY_IMAGENET[: TINY["classes"]]]
         assert [Path(p) for p, _ in ds.skipped] == boxes
@@ -80,7 +84,7 @@ def test_train_and_evaluation_split_name_the_same_classes(written, name):
 
 def test_flowers_train_is_the_ten_per_class_of_table_2(written):
     ds = D.open_dataset("flowers102", str(written["flowers102"]), "train", shots=10, seed=3)
-    assert ds.class_counts().tolist() == [10] * TINY["classes"]
+    assert ds.class_counts().tolist() == [10] * TINY["flowers_classes"]
 
 
 def test_cifar_pickles_are_python2_protocol_2_naming_only_the_official_globals(written):

@@ -84,6 +84,7 @@ SETUPS: dict[str, dict[str, dict[str, dict]]] = {
     },
 }
 TABLES = tuple(SETUPS)
+FINE_TUNES = "pretrained_lr_scale"  # a setup with it fine-tunes a pretrained network (Table 5)
 TRAINING_KEYS = ("arch", "epochs", "batch_size", "lr", "image_size", "augment")  # a setting that makes new runs
 # Table 5 on the paper profile fine-tunes torchvision's ImageNet-1K Wide-ResNet-101-2 (IMAGENET1K_V1).
 WRN_WEIGHTS = "wide_resnet101_2.pth"
@@ -189,7 +190,10 @@ def columns(
     chosen = setups or SETUPS[table][profile_name]
     out = {}
     for label, s in chosen.items():
-        s = {**s, **{k: v for k, v in settings.items() if v is not None}}
+        # pretrained: the weights Table 5 fine-tunes (`diffcore plan --weights` finds them), for the columns that
+        # fine-tune only (a pretrained_lr_scale), never a network trained from scratch in another table
+        given = {k: v for k, v in settings.items() if v is not None and (k != "pretrained" or FINE_TUNES in s)}
+        s = {**s, **given}
         gen, res = column_dirs(out_dir, profile_name, s)
         over = {k: v for k, v in s.items() if k not in ("tag", "edits")}
         requires = None
