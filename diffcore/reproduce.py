@@ -127,7 +127,13 @@ def execute(path: Path, out: Path, params: dict) -> float:
     return time.perf_counter() - t0
 
 
-def build_book(out: Path, notice: str | None = None) -> Path:
+FOOTERS = {
+    "paper": "Numbers from the paper profile: the paper's datasets and models from local files, each run as its "
+    "page's 'what ran' table says (schedule, hardware, command)."
+}
+
+
+def build_book(out: Path, notice: str | None = None, profile: str = "embedded") -> Path:
     """Stage the book sources with the executed notebooks in <out>/book and build it; warnings fail the build.
     notice: a line every page shows at its top (the theme's announcement bar), e.g. the rehearsal's."""
     stage = out / "book"
@@ -154,6 +160,8 @@ def build_book(out: Path, notice: str | None = None) -> Path:
         shutil.copytree(mathjax, stage / "_static" / "mathjax", dirs_exist_ok=True)
         sphinx = cfg.setdefault("sphinx", {}).setdefault("config", {})
         sphinx.update(mathjax_path="mathjax/tex-chtml.js", html_static_path=["_static"])
+    if profile != "embedded":  # the sources' footer speaks of the embedded profile's stand-in numbers
+        cfg.setdefault("html", {})["extra_footer"] = FOOTERS.get(profile, "")
     if notice:
         cfg.setdefault("html", {})["announcement"] = notice  # sphinx-book-theme: a bar at the top of every page
     (stage / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
@@ -271,7 +279,7 @@ def main(argv=None) -> int:
     if not a.no_book:
         print("[book] jupyter-book build (warnings are errors) ...", end=" ", flush=True)
         t0 = time.perf_counter()
-        index = build_book(out, a.notice)
+        index = build_book(out, a.notice, a.profile)
         timings["book"] = time.perf_counter() - t0
         print(f"ok ({timings['book']:.0f} s)\nthe book: {index}")
     timings["total"] = time.perf_counter() - t_all

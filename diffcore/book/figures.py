@@ -20,6 +20,9 @@ def show(df: pd.DataFrame, caption: str | None = None, links: bool = False):
     from IPython.display import HTML
 
     html = df.to_html(index=False, na_rep="—", escape=not links, float_format=lambda v: f"{v:.2f}")
+    # long unbroken cells (the paper profile's commands carry every weights path) wrap instead of being cut off at
+    # the page's edge; a table still too wide scrolls sideways
+    html = f'<div style="overflow-x: auto; overflow-wrap: anywhere">{html}</div>'
     return HTML((f"<p><em>{caption}</em></p>" if caption else "") + html)
 
 

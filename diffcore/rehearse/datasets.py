@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..data import CALTECH101_TEST_FRACTION, PAPER_DATASETS
+from ..engine.checks import json_text
 
 # Presets: images per class and resolution. "tiny": a CPU or CI runs every paper job on it in minutes. "full": a GPU
 # measures seconds per step at the paper's batch sizes and resolutions (the images are as large as the real ones).
@@ -467,7 +468,7 @@ def write_datasets(
         shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
         tmp.mkdir()
         WRITERS[name](tmp, size, seed)
-        marker.write_text(json.dumps(want) + "\n", encoding="utf-8")  # first: a set counts as there only with both
+        marker.write_text(json_text(want) + "\n", encoding="utf-8")  # first: a set counts as there only with both
         os.replace(tmp, dest)
         if progress:
             files = sum(1 for p in dest.rglob("*") if p.is_file())

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.checks import json_text
 from ..engine.runtime import derive_seed, provenance
 
 # ---------------------------------------------------------------- presets
@@ -538,7 +539,7 @@ def write_sdxl_config(dst: Path, size: str, seed: int) -> None:
 
     cfg = _check_size(size)
     dst.mkdir()
-    (dst / "model_index.json").write_text(json.dumps(SDXL_MODEL_INDEX, indent=2) + "\n")
+    (dst / "model_index.json").write_text(json_text(SDXL_MODEL_INDEX, indent=2) + "\n")
     EulerDiscreteScheduler(**SDXL_SCHEDULER).save_config(dst / "scheduler")
     with torch.device("meta"):  # configs only: no weights are drawn
         UNet2DConditionModel(**cfg["unet"]).save_config(dst / "unet")
@@ -554,7 +555,7 @@ def save_tokenizer(tokenizer, dst: Path) -> None:
     folders hold (a CLIPTokenizer loads from either)."""
     tokenizer.save_pretrained(dst)
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    (dst / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    (dst / "vocab.json").write_text(json_text(model["vocab"], ensure_ascii=False))
     merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
     (dst / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
 
@@ -627,7 +628,7 @@ def _claim(root: Path, size: str, seed: int) -> None:
             )
         return
     root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**want, "provenance": provenance()}, indent=2) + "\n")
+    path.write_text(json_text({**want, "provenance": provenance()}, indent=2) + "\n")
 
 
 def write_weights(
