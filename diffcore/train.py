@@ -572,7 +572,8 @@ def _fit(
             loss = epochs[-1]["train_loss"]
             log.warning("epoch %d: training loss %s: the run diverged (lower --lr)", epoch + 1, loss)
         if ckpt is not None and world.is_main:
-            CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), opt, sched, gens)
+            last = epoch + 1 == cfg.epochs  # nothing trains after it: no momentum buffers (half the file)
+            CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), None if last else opt, sched, gens)
     D.share_buffers(model, world)  # evaluate, everywhere, the model that rank 0 saved
     final = evaluate(model, test_loader, device, world)
     return {"final": final, "epochs": epochs, "resumed_at": start or None}

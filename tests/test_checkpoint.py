@@ -90,6 +90,7 @@ def test_resume_after_the_last_epoch_only_evaluates(data, reference, tmp_path):
     CK.checkpoint_path(out).write_bytes(CK.checkpoint_path(ref).read_bytes())
     r = _train(data, out)()
     assert r["resumed_at_epoch"] == EPOCHS and r["metrics"] == json.loads(ref.read_text())["metrics"]
+    assert torch.load(CK.checkpoint_path(ref), weights_only=True)["optimizer"] is None  # done: weights, no momentum
 
 
 def test_checkpoint_of_other_settings_is_refused_in_one_line(data, reference, tmp_path):

@@ -4,9 +4,10 @@ uninterrupted one ends (same machine, same device; tests/test_checkpoint.py kill
 Written at every epoch end, atomically (safety.atomic_open: a kill mid-write leaves the previous checkpoint), as a
 torch file of tensors and plain containers that is read back with `torch.load(weights_only=True)`, which runs no
 pickled code. It holds the model (under "state_dict", so models.load_weights reads the trained classifier), the
-optimizer (momentum buffers), the scheduler, the epoch, the history, and every random state the loop draws from:
-torch's global CPU generator (the transforms, in-process loading), the data-order generator (shuffling and
-worker seeds), the mixing generator, and CUDA's generators when there are any.
+optimizer (momentum buffers; not after the last epoch, when nothing trains any more), the scheduler, the epoch, the
+history, and every random state the loop draws from: torch's global CPU generator (the transforms, in-process
+loading), the data-order generator (shuffling and worker seeds), the mixing generator, and CUDA's generators when
+there are any.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def save(
     epoch: int,
     history: list[dict],
     model: torch.nn.Module,
-    opt: torch.optim.Optimizer,
+    opt: torch.optim.Optimizer | None,
     sched,
     generators: dict[str, torch.Generator],
 ) -> None:
+    """opt None: the schedule is done, and a resume only evaluates, so the momentum buffers (as large as the model)
+    are left out; the final checkpoint holds the trained weights for the pages that read them (Grad-CAM)."""
     sched_state = sched.state_dict()
     sched_state["milestones"] = dict(sched_state.get("milestones", {}))  # a Counter is no plain container
     rng = {"torch": torch.get_rng_state(), **{f"gen/{k}": g.get_state() for k, g in generators.items()}}
@@ -50,7 +53,7 @@ def save(
         "epoch": epoch,
         "history": history,
         "state_dict": model.state_dict(),
-        "optimizer": opt.state_dict(),
+        "optimizer": None if opt is None else opt.state_dict(),
         "scheduler": sched_state,
         "rng": rng,
     }
@@ -85,7 +88,8 @@ def restore(
 ) -> tuple[int, list[dict]]:
     """Load `state` into the loop's objects; returns (epochs done, history so far)."""
     model.load_state_dict(state["state_dict"])
-    opt.load_state_dict(state["optimizer"])
+    if state["optimizer"] is not None:  # None: saved after the last epoch (see save)
+        opt.load_state_dict(state["optimizer"])
     sched_state = dict(state["scheduler"])
     sched_state["milestones"] = Counter(sched_state["milestones"])
     sched.load_state_dict(sched_state)
