@@ -259,7 +259,14 @@ def cmd_plan(args) -> int:
     paths = J.paper_paths(args.weights, args.data)
     settings = {"device": args.device, "pretrained": paths.get("pretrained")}
     plan = J.jobs(
-        args.profile, tables, args.out, args.seeds, paths.get("data_roots"), paths.get("overrides"), **settings
+        args.profile,
+        tables,
+        args.out,
+        args.seeds,
+        paths.get("data_roots"),
+        paths.get("overrides"),
+        paths.get("edit"),
+        **settings,
     )
     if args.costs:
         plan = J.with_costs(plan, J.read_costs(args.costs))
@@ -382,7 +389,7 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument(
         "--weights",
         help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, sdxl-vae-fp16-fix/, "
-        "clip-vit-b-32/open_clip_model.safetensors, wide_resnet101_2.pth",
+        "clip-vit-b-32/open_clip_model.safetensors, wide_resnet101_2.pth (Table 5), instruct-pix2pix/ (DiffuseMix)",
     )
     pl.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
     pl.add_argument("--device", help="auto | cpu | cuda | cuda:N")

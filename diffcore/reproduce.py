@@ -209,8 +209,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--params-file", help="JSON object of notebook parameters")
     ap.add_argument(
         "--weights",
-        help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, "
-        "sdxl-vae-fp16-fix/, clip-vit-b-32/open_clip_model.safetensors",
+        help="paper profile: folder with cosxl.safetensors, sdxl-base-1.0/, sdxl-vae-fp16-fix/, "
+        "clip-vit-b-32/open_clip_model.safetensors, wide_resnet101_2.pth (Table 5), instruct-pix2pix/ (DiffuseMix)",
     )
     ap.add_argument("--data", help="paper profile: folder with one sub-folder per dataset (cub-200-2011/, ...)")
     ap.add_argument("--device", help="auto | cpu | cuda")

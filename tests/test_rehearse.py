@@ -104,16 +104,18 @@ def test_the_largest_batch_that_fits_is_found_by_halving(plan, tmp_path, monkeyp
         R.largest_batch(job, tmp_path / "probe", "cpu")
 
 
-def test_a_rehearsal_changes_sizes_only():
+def test_a_rehearsal_changes_sizes_only(tmp_path):
     """What a rehearsal gives the paper code path beyond the paths a real run gives: sizes, nothing else."""
     sizes = {"steps", "size", "epochs", "image_size"}
     for size, s in R.SIZES.items():
         assert set(s["overrides"]) <= sizes, size
         assert set(s["edit"]) <= {"steps", "size"}, size
-    cfg = R.settings(R.Path("/w"), R.Path("/d"), "tiny")
-    paths = J.paper_paths("/w", "/d")
+    (tmp_path / "w" / J.EDITOR).mkdir(parents=True)  # a weights folder with the editor: paper_paths finds it
+    cfg = R.settings(tmp_path / "w", tmp_path / "d", "tiny")
+    paths = J.paper_paths(str(tmp_path / "w"), str(tmp_path / "d"))
     assert {k: v for k, v in cfg["overrides"].items() if k not in sizes} == paths["overrides"]
-    assert cfg["data_roots"] == paths["data_roots"] and cfg["edit"]["model"] == "/w/instruct-pix2pix"
+    assert cfg["data_roots"] == paths["data_roots"] and cfg["edit"] == {**paths["edit"], "steps": 2, "size": 64}
+    assert paths["edit"] == {"model": str(tmp_path / "w" / "instruct-pix2pix")}
     exp = J.jobs("paper", ["Table 7"], "/tmp/r", [0], cfg["data_roots"], cfg["overrides"], cfg["edit"])[1].exp
     paper = J.jobs("paper", ["Table 7"], "/tmp/r", [0], cfg["data_roots"], paths["overrides"])[1].exp
     for step in ("prompt", "filter", "counterparts"):
@@ -126,7 +128,7 @@ def test_every_job_of_the_rehearsed_plan_shows_a_command_that_builds_its_experim
     given and the rehearsal's sizes: `diffcore edit` with the editor's flags only, the others without them."""
     import shlex
 
-    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / J.EDITOR).mkdir(parents=True)
     (tmp_path / "w" / J.WRN_WEIGHTS).write_bytes(b"")  # TrainConfig checks that the file is there
     cfg = R.settings(tmp_path / "w", tmp_path / "d", "tiny")
     jobs = R.plan(tmp_path, cfg, None, "cpu")
@@ -147,3 +149,19 @@ def test_every_job_of_the_rehearsed_plan_shows_a_command_that_builds_its_experim
             assert mine == theirs, job.command()
     pretrained = {j.table for j in jobs if j.kind == "train" and j.exp.train.pretrained}
     assert pretrained == {"Table 5"}  # the WRN weights fine-tune Table 5's columns, never another table's network
+
+
+def test_plan_with_a_weights_folder_finds_table_5s_weights_and_the_editor(tmp_path, capsys):
+    """`diffcore plan --weights W` (and reproduce --weights W) find wide_resnet101_2.pth and instruct-pix2pix/ in W,
+    as the rehearsal's folder has them: nothing of the paper plan is then refused."""
+    w = tmp_path / "w"
+    assert cli.main(["plan", "--profile", "paper", "--weights", str(w), "--json"]) == 0
+    refused = {r["row"] for r in json.loads(capsys.readouterr().out) if r["refused"]}
+    assert {"edits", "DiffuseMix", "SnapMix"} <= refused  # no editor, no Table 5 weights: refused in one line each
+    (w / J.EDITOR).mkdir(parents=True)
+    (w / J.WRN_WEIGHTS).write_bytes(b"")
+    assert cli.main(["plan", "--profile", "paper", "--weights", str(w), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert not [r for r in rows if r["refused"]] and len(rows) == 126
+    edit = next(r for r in rows if r["kind"] == "edit")
+    assert edit["settings"]["edit"]["model"] == str(w / "instruct-pix2pix")

@@ -95,9 +95,12 @@ WRN_HINT = (
 )
 
 
+EDITOR = "instruct-pix2pix"  # <weights>/instruct-pix2pix/: DiffuseMix's editor, a local diffusers folder
+
+
 def paper_paths(weights: str | None, data: str | None) -> dict:
-    """--weights / --data -> {"overrides", "pretrained", "data_roots"}, with the file names README's "Running the
-    paper profile" uses."""
+    """--weights / --data -> {"overrides", "pretrained", "edit", "data_roots"}, with the file names README's "Running
+    the paper profile" uses; Table 5's weights and DiffuseMix's editor where the folder holds them."""
     out: dict = {}
     if weights:
         w = Path(weights)
@@ -109,6 +112,8 @@ def paper_paths(weights: str | None, data: str | None) -> dict:
         }
         if (w / WRN_WEIGHTS).is_file():
             out["pretrained"] = str(w / WRN_WEIGHTS)
+        if (w / EDITOR).is_dir():
+            out["edit"] = {"model": str(w / EDITOR)}
     if data:
         out["data_roots"] = {name: str(Path(data) / name) for name in PAPER_DATASETS}
     return out

@@ -91,7 +91,7 @@ def settings(weights: Path, data: Path, size: str) -> dict:
     s = SIZES[size]
     return {
         "overrides": {**paths["overrides"], **s["overrides"]},
-        "edit": {"model": str(weights / "instruct-pix2pix"), **s["edit"]},
+        "edit": {**paths["edit"], **s["edit"]},
         "data_roots": paths["data_roots"],
         "pretrained": paths.get("pretrained"),
         "notebooks": s["notebooks"],
