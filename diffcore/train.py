@@ -36,6 +36,7 @@ from .engine.runtime import check_device_name, derive_seed, provenance
 from .engine.safety import atomic_write_text
 from .methods import REGISTRY, Batch, Method, build_method
 from .mix import MixConfig
+from .results import encode_predictions
 
 log = logging.getLogger(__name__)
 
@@ -308,19 +309,31 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor, ks=(1, 5)) -> list[int]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, world: D.World = D.SINGLE) -> dict:
-    """Top-1/top-5/loss over the loader; under torchrun each rank's share, summed over ranks (the same numbers)."""
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, device: torch.device, world: D.World = D.SINGLE, ids=None
+) -> dict:
+    """Top-1/top-5/loss over the loader; under torchrun each rank's share, summed over ranks (the same numbers).
+    ids: the evaluation set's image ids, in order: then also "predictions", every image's top-5 classes and label
+    (results.encode_predictions), so that two runs can be compared image by image without retraining."""
     model = D.unwrap(model).eval()  # no DDP forward: ranks may hold different numbers of evaluation batches
-    n, c1, c5, loss = 0, 0, 0, 0.0
+    n, c1, c5, loss, tops, labels = 0, 0, 0, 0.0, [], []
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         a, b = topk_correct(logits, y)
         n, c1, c5 = n + len(y), c1 + a, c5 + b
+        if ids is not None:
+            tops.append(logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu())  # (B, k), best first
+            labels.append(y.cpu())
     n, c1, c5, loss = D.sum_over_ranks([n, c1, c5, loss], world)
     n, c1, c5 = int(n), int(c1), int(c5)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
+    out = {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "n": n}
+    if ids is not None:
+        rows = torch.cat([torch.cat(tops), torch.cat(labels)[:, None]], 1).numpy()  # (n_rank, k + 1)
+        rows = D.gather_eval_rows(rows, n, world)  # (n, k + 1) in the set's order
+        out["predictions"] = encode_predictions(rows[:, :-1], rows[:, -1], ids)
+    return out
 
 
 def method_for(cfg: TrainConfig) -> Method:
@@ -429,9 +442,11 @@ def train(
         model = D.wrap_ddp(model, world, device)
         history = _fit(model, tr, te, cfg, device, progress and world.is_main, ckpt, identity, world)
         by_split = {
-            name: evaluate(model, eval_loader(ds, cfg, world), device, world)
+            name: evaluate(model, eval_loader(ds, cfg, world), device, world, ids=ds.ids)
             for name, ds in (extra_tests or {}).items()
         }
+    predictions = {test_split: history["final"].pop("predictions")}  # per image: top-5 classes and label
+    predictions |= {name: m.pop("predictions") for name, m in by_split.items()}
     result = {
         "kind": "diffcore-train-result",
         "method": cfg.method,
@@ -445,6 +460,7 @@ def train(
         "metrics": history["final"],
         **({"metrics_by_split": {test_split: history["final"], **by_split}} if extra_tests else {}),
         "history": history["epochs"],
+        "predictions": predictions,
         "resumed_at_epoch": history["resumed_at"],
         "checkpoint": None if ckpt is None else str(ckpt),
         "wall_time_s": time.perf_counter() - t0,
@@ -575,7 +591,7 @@ def _fit(
             last = epoch + 1 == cfg.epochs  # nothing trains after it: no momentum buffers (half the file)
             CK.save(ckpt, identity, epoch + 1, epochs, D.unwrap(model), None if last else opt, sched, gens)
     D.share_buffers(model, world)  # evaluate, everywhere, the model that rank 0 saved
-    final = evaluate(model, test_loader, device, world)
+    final = evaluate(model, test_loader, device, world, ids=te.ds.ids)
     return {"final": final, "epochs": epochs, "resumed_at": start or None}
 
 

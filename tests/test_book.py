@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from diffcore import results
 from diffcore.book import tables
 from diffcore.plan import paper
 
@@ -68,10 +69,10 @@ def test_each_number_appears_in_the_paper_text():
 
 def test_rows_follow_the_registry(monkeypatch):
     """A method missing from the registry reads 'not yet run' with the paper's number; one that is there but has
-    no result reads 'not run'; a result gives mean ± std over its seeds."""
+    no result reads 'not run'; a result gives its mean over its seeds with the 95% interval and n."""
     ours = pd.DataFrame(
         [
-            {"method": "mixup", "control": False, "fraction": None, "seed": s, "top1": t, "top5": 99.0}
+            {"method": "mixup", "control": False, "fraction": None, "seed": s, "top1": t, "top5": 99.0, "n_test": 100}
             for s, t in ((0, 90.0), (1, 92.0))
         ]
     )
@@ -86,7 +87,10 @@ def test_rows_follow_the_registry(monkeypatch):
     )
     table = tables.side_by_side("Table 4", {"digits": ours}, ["top1"])
     row = table.set_index(("", "method (paper row)"))
-    assert row.loc["Mixup", ("ours: digits", "top-1")] == "91.00 ± 1.00 (n = 2)"
+    cell = row.loc["Mixup", ("ours: digits", "top-1")]
+    assert cell == results.interval([90.0, 92.0], [100, 100]).text() and cell.endswith("(n = 2)")
+    lo, hi = (float(x) for x in cell.split("[")[1].split("]")[0].split(", "))
+    assert lo < 90.0 and 92.0 < hi  # the seeds' spread and 100 test images each
     assert row.loc["Mixup", ("ours: digits", "seeds")] == 2
     assert row.loc["CutMix", ("ours: digits", "top-1")] == "not run"
     assert row.loc["PuzzleMix", ("ours: digits", "top-1")] == paper.NOT_YET_RUN

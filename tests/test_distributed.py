@@ -211,6 +211,10 @@ def test_ddp_training_two_processes(two_processes):
         saved, DataLoader(EvalSet(test_ds, transforms_for(cfg, False)), batch_size=64), torch.device("cpu")
     )
     assert (again["top1"], again["top5"], again["n"]) == (r0["metrics"]["top1"], r0["metrics"]["top5"], 10)
+    # every image's predictions, gathered from the two ranks' shares in the set's order, as one process sees them
+    loader = DataLoader(EvalSet(test_ds, transforms_for(cfg, False)), batch_size=64)
+    alone = evaluate(saved, loader, torch.device("cpu"), ids=test_ds.ids)["predictions"]
+    assert json.loads((tmp_path / "result-0.json").read_text())["predictions"]["test"] == alone
     assert again["loss"] == pytest.approx(r0["metrics"]["loss"], rel=1e-6)
     # the same global batches: without BatchNorm and augmentation, 2 processes end where 1 process does
     one = W.fit_linear(World())

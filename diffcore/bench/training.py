@@ -111,6 +111,7 @@ def time_training(
                     "batch_size": bs,
                     "ms_per_batch": ms,
                     "overhead_pct": (ms - base) / base * 100,
+                    "ms_rounds": times[k],  # per interleaved round, in order: paired with vanilla's round by round
                     "model": model,
                     "image_size": image_size,
                     "device": str(dev),

@@ -25,6 +25,7 @@ from ..generate import load_pipeline
 from ..plan import jobs as J
 from ..plan.jobs import CONTROL, Column
 from ..plan.paper import METRIC_NAMES, NOT_YET_RUN, method_cell, paper_wide, resolve, uses_set
+from ..results import Difference, Interval, correct, interval, paired_difference, unpaired_difference
 
 
 def quiet():
@@ -250,6 +251,8 @@ def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
             continue
         uses = r["counts"]["pairs"] > 0 or r["method"] in ("diffcore", "genaug", "pixel", "patch")
         by_split = r.get("metrics_by_split", {})
+        preds = r.get("predictions") or {}  # none in files written before 2026-12-08: intervals say so
+        test_split = next(iter(preds), None)  # the evaluation split comes first (train.train)
         rows.append(
             {
                 "method": r["method"],
@@ -261,6 +264,10 @@ def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
                 "top5": r["metrics"]["top5"],
                 "test_top1": r["metrics"]["top1"],
                 "valid_top1": by_split.get("val", {}).get("top1", np.nan),
+                "n_test": r["metrics"].get("n") or r["counts"]["test"],
+                "n_valid": by_split.get("val", {}).get("n"),
+                "pred_test": preds.get(test_split),  # results.encode_predictions: top-5 and label per image
+                "pred_valid": preds.get("val"),
                 "pairs": r["counts"]["pairs"],
                 "real": r["counts"]["real"],
                 "dataset": r["dataset"],
@@ -273,22 +280,81 @@ def our_results(folder: str | Path, match: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _ours_for(ours: pd.DataFrame, label: str, metric: str) -> tuple[str, int]:
-    control = label == CONTROL
+def runs_of(ours: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The result rows of one paper row label (its method, fraction, control or not), one per seed."""
     method, fraction, _ = resolve(label)
-    if method is None:
-        return NOT_YET_RUN, 0
-    if ours.empty:
-        return "not run", 0
-    sel = ours[(ours.method == method) & (ours.control == control)]
+    if method is None or ours.empty:
+        return ours.iloc[0:0] if not ours.empty else pd.DataFrame()
+    sel = ours[(ours.method == method) & (ours.control == (label == CONTROL))]
     if fraction is not None and uses_set(method):
         sel = sel[np.isclose(sel.fraction.astype(float), fraction)]
+    return sel.sort_values("seed")
+
+
+# metric -> (the result rows' column of test-image counts, of per-example predictions, top-k)
+OUTCOMES = {
+    "top1": ("n_test", "pred_test", 1),
+    "test_top1": ("n_test", "pred_test", 1),
+    "top5": ("n_test", "pred_test", 5),
+    "valid_top1": ("n_valid", "pred_valid", 1),
+}
+
+
+def outcomes(sel: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
+    """Per seed of `sel`, the (N,) bool per-example outcomes of `metric`; None unless every run stored them on the
+    same images (result files written before 2026-12-08 did not)."""
+    _, pred, k = OUTCOMES[metric]
+    stored = list(sel[pred]) if pred in sel else []
+    if not stored or any(not isinstance(x, dict) for x in stored):
+        return None
+    if len({x["ids_sha256"] for x in stored}) != 1:
+        return None
+    return [correct(x, k) for x in stored]
+
+
+def interval_of(sel: pd.DataFrame, metric: str) -> Interval | None:
+    """Mean of `metric` over the seeds of `sel` with its 95% interval (results.interval); None: not measured."""
+    v = sel[metric].to_numpy(float)
+    if not len(v) or np.isnan(v).any():
+        return None
+    n_col = OUTCOMES[metric][0]
+    ns = sel[n_col].to_numpy(float) if n_col in sel else np.full(len(v), np.nan)
+    if np.isnan(ns).any():
+        return None
+    return interval(v, ns.astype(int), outcomes(sel, metric))
+
+
+def compare(ours: pd.DataFrame, a: str, b: str, metric: str = "top1") -> Difference | None:
+    """Row `a` minus row `b` on `metric`, over the seeds both ran: paired over the same images where both stored
+    per-example predictions (results.paired_difference), else unpaired; None where either is missing."""
+    ra, rb = runs_of(ours, a), runs_of(ours, b)
+    if ra.empty or rb.empty:
+        return None
+    seeds = sorted(set(ra.seed) & set(rb.seed))
+    if seeds:
+        ra, rb = ra[ra.seed.isin(seeds)], rb[rb.seed.isin(seeds)]
+    oa, ob = outcomes(ra, metric), outcomes(rb, metric)
+    if seeds and oa is not None and ob is not None and len(oa[0]) == len(ob[0]):
+        same = ra[OUTCOMES[metric][1]].iloc[0]["ids_sha256"] == rb[OUTCOMES[metric][1]].iloc[0]["ids_sha256"]
+        if same:
+            return paired_difference(oa, ob)
+    runs = lambda r: (r[metric].to_numpy(float), r[OUTCOMES[metric][0]].to_numpy(int))  # noqa: E731
+    if any(np.isnan(runs(r)[0]).any() for r in (ra, rb)):
+        return None
+    return unpaired_difference(runs(ra), runs(rb))
+
+
+def _ours_for(ours: pd.DataFrame, label: str, metric: str) -> tuple[str, int]:
+    """A cell of ours: mean [95% interval] (n = seeds), or why there is none."""
+    if resolve(label)[0] is None:
+        return NOT_YET_RUN, 0
+    sel = runs_of(ours, label)
     if sel.empty:
         return "not run", 0
-    v = sel[metric].to_numpy(float)
-    if np.isnan(v).all():
-        return "not measured on this profile", len(v)
-    return (f"{v[0]:.2f} (n = 1)" if len(v) == 1 else f"{v.mean():.2f} ± {v.std():.2f} (n = {len(v)})"), len(v)
+    iv = interval_of(sel, metric)
+    if iv is None:
+        return "not measured on this profile", len(sel)
+    return iv.text(), len(sel)
 
 
 def schedule_overhead(ours: pd.DataFrame) -> pd.DataFrame:
@@ -318,8 +384,8 @@ def side_by_side(
     metrics: list[str],
     extra_labels: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
-    """The paper's rows and numbers, then ours (one seed: its value, n = 1; more: mean ± population std) per
-    column and metric.
+    """The paper's rows and numbers, then ours per column and metric: mean [95% interval] (n = seeds), the interval
+    over the seeds and the test images (one seed: the test set's only, said in the cell; diffcore.results).
 
     Columns are two-level: ("paper: <dataset>", metric) and ("ours: <column>", metric | "seeds").
     A row whose method is not registered reads "not yet run"; registered but without a result, "not run".

@@ -287,6 +287,21 @@ def train_batches(dataset, batch_size: int, generator: torch.Generator, world: W
     return RankBatches(order, len(dataset), batch_size, world)
 
 
+def gather_eval_rows(rows, n: int, world: World):
+    """The (n, ...) numpy rows of a whole evaluation set from each rank's share (rank r holds items r, r + N, ...;
+    eval_indices), in the set's order; the rows themselves for one process."""
+    import numpy as np
+
+    if world.group_size == 1:
+        return rows
+    parts = [None] * world.group_size
+    dist.all_gather_object(parts, rows)  # small: a few integers per image
+    out = np.empty((n, *rows.shape[1:]), dtype=rows.dtype)
+    for r, part in enumerate(parts):
+        out[r :: world.group_size] = part
+    return out
+
+
 def eval_indices(n: int, world: World) -> range:
     """This rank's share of an evaluation set: every image exactly once over all ranks (no padding, unlike
     DistributedSampler, which repeats images to even out the shares and so would skew the metrics)."""
