@@ -48,9 +48,13 @@ check-book:
 	$(BIN)/python scripts/check_book.py $(OUT)/book/_build/html; \
 	else echo "check-book: skipped, no Chromium (scripts/install_chromium.sh could not unpack Debian's chromium)"; fi
 
-# JupyterLab on notebooks/: change a notebook's parameters cell and run it top to bottom (it writes to runs/embedded)
+# JupyterLab on notebooks/: change a notebook's parameters cell and run it top to bottom (it writes to runs/embedded).
+# It prints the URL with its token; root (a container) needs --allow-root. From another machine:
+# make lab LAB_FLAGS="--ip 0.0.0.0 --port 8888 --no-browser", or an SSH tunnel (book/intro.md, "Run it")
+LAB_FLAGS ?=
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@echo "make lab: JupyterLab on notebooks/; open the http://...?token=... URL it prints below (Ctrl+C twice stops it)"
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 # ruff (lint + format check) and the import-layer contracts first: seconds, and they fail before the tests run;
 # then the tests, then the tiny rehearsal of the paper profile (every paper job and page on stand-ins)

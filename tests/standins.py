@@ -113,3 +113,23 @@ def attempts(rows: list[dict], ds: ImageSet, i: int) -> list[tuple[int, str]]:
 def pixels(path: Path) -> np.ndarray:
     """A written grey picture back as (SIDE, SIDE) 0/1 floats."""
     return np.asarray(Image.open(path).convert("L"), np.float32) / 255
+
+
+# ---------------------------------------------------------------- a set with every outcome (figures.explore)
+def every_outcome_set(root: Path, save_rejected: bool = True) -> ImageSet:
+    """An ImageFolder tree root/train/{a,b}/<i>.png and its set root/generated, made by the real loop with the
+    stand-ins (3 attempts at most). The pictures of a class are disjoint, so tau_k = 0 and an attempt is kept only
+    when it shares pixels with its own source: a/0 is kept at once, a/1 rejected then kept, a/2 never kept (its
+    three attempts are a/0's picture), b/3 and b/4 kept at once. Returns the dataset (image_folder)."""
+    from diffcore.data import image_folder
+
+    own = [picture(range(9 * i, 9 * i + 9)) for i in range(5)]  # disjoint 9-pixel pictures
+    for i, name in enumerate(["a"] * 3 + ["b"] * 2):
+        (root / "train" / name).mkdir(parents=True, exist_ok=True)
+        to_pil(own[i]).save(root / "train" / name / f"{i}.png")
+    ds = image_folder(root / "train")
+    by_seed = {seed_of(ds, i, 0): own[i] for i in (0, 3, 4)}
+    by_seed |= {seed_of(ds, 1, 0): own[0], seed_of(ds, 1, 1): own[1]}
+    by_seed |= {seed_of(ds, 2, a): own[0] for a in range(3)}
+    run(ds, PicturesBySeed(by_seed), root / "generated", save_rejected=save_rejected)
+    return ds

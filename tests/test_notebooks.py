@@ -56,7 +56,7 @@ def test_table_notebook_runs_and_a_parameter_override_changes_it(tmp_path, monke
     assert sorted(p.name for p in results.glob("*.json")) == ["diffcore-100-seed0.json", "vanilla-seed0.json"]
     row = lambda html: html.split("<td>DiffCoRe-Mix-100</td>")[1].split("</tr>")[0]
     assert "not run" in row(_html(a)) and "(n = " not in row(_html(a))
-    assert "(n = 1)" in row(_html(b))  # the override trained it, and the table shows our number (one seed)
+    assert "(n = 1, test set only)" in row(_html(b))  # the override trained it: our number, one seed, its interval
     assert "69.84" in row(_html(b))  # beside the paper's Table 2 number
 
 

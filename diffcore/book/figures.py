@@ -4,12 +4,17 @@ HTML tables a page shows. Every function returns something a notebook cell displ
 from __future__ import annotations
 
 import io
+from html import escape
 from pathlib import Path
+from textwrap import fill
 
 import numpy as np
 import pandas as pd
 
 from .. import experiment as X
+from ..engine.genset import source_of
+from ..engine.images import load_rgb
+from ..engine.safety import inside
 from ..plan.jobs import Column
 from ..plan.paper import METRIC_NAMES, label_of, paper_numbers, row_label
 from .tables import manifest_frame
@@ -316,3 +321,233 @@ def fig7_plot(cost: pd.DataFrame):
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return png(fig)
+
+
+# ---------------------------------------------------------------- the filter, attempt by attempt: an explorer
+EXPLORE_OUTCOMES = ("all", "kept at once", "rejected, then kept", "never kept")
+NOT_STORED = "not stored (save_rejected off)"
+
+
+def live_frontend() -> bool:
+    """Whether a frontend that renders and answers ipywidgets drives this kernel. A kernel started by a Jupyter
+    server (JupyterLab, Notebook 7, Binder) gets the session's name in JPY_SESSION_NAME; papermill and nbclient
+    start theirs without it, so the book gets a figure instead of a dead control with its state embedded (a
+    papermill run started from a cell inside JupyterLab inherits the variable: explore(..., interactive=False)
+    there). Colab starts its kernel its own way and renders the core widgets."""
+    import os
+    import sys
+
+    return bool(os.environ.get("JPY_SESSION_NAME")) or "google.colab" in sys.modules
+
+
+def source_outcomes(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per source of a manifest (manifest_frame): class, attempts, and its outcome (EXPLORE_OUTCOMES[1:]):
+    kept at its first attempt, kept after rejected or invalid attempts, or never kept (the retry cap was reached or
+    its image does not decode). In manifest order."""
+    g = df.groupby("source_id", sort=False)
+    out = pd.DataFrame(
+        {"label": g.label.first(), "class_name": g.class_name.first(), "attempts": g.size(), "kept": g.kept.any()}
+    )
+    first_kept = df[df.kept].groupby("source_id").attempt.min().reindex(out.index)
+    out["outcome"] = np.where(~out.kept, "never kept", np.where(first_kept == 0, "kept at once", "rejected, then kept"))
+    return out.reset_index()
+
+
+class Explorer:
+    """A generated set seen source by source: the real image and every attempt made for it (seed, CLIP similarity
+    S, the class's tau_k, kept or rejected), from its manifest (one row per attempt). `ds`: the dataset the set was
+    made from (X.train_set(exp)), for the real images; without it they come from the manifest's source paths (an
+    ImageFolder's files), where they exist."""
+
+    def __init__(self, generated: str | Path, ds=None):
+        self.generated = Path(generated)
+        self.df = manifest_frame(self.generated) if (self.generated / "manifest.csv").is_file() else pd.DataFrame()
+        if self.df.empty:
+            raise FileNotFoundError(f"{self.generated}/manifest.csv: no generated set here; run `diffcore generate`")
+        self.sources = source_outcomes(self.df)
+        self.ds, self.index = ds, {} if ds is None else {sid: i for i, sid in enumerate(ds.ids)}
+
+    def classes(self) -> list[tuple[str, int]]:
+        """(label: name, label) of every class in the set, in label order: a dropdown's options."""
+        named = self.sources.drop_duplicates("label").sort_values("label")
+        return [(f"{r.label}: {r.class_name}", int(r.label)) for r in named.itertuples()]
+
+    def pick(self, label: int | None = None, outcome: str = "all") -> pd.DataFrame:
+        """The sources of class `label` (None: every class) with that outcome, those with the most attempts first."""
+        if outcome not in EXPLORE_OUTCOMES:
+            raise ValueError(f"outcome {outcome!r}: expected one of {EXPLORE_OUTCOMES}")
+        s = self.sources
+        s = s if label is None else s[s.label == label]
+        s = s if outcome == "all" else s[s.outcome == outcome]
+        return s.sort_values("attempts", ascending=False, kind="stable")
+
+    def attempts(self, source: str) -> pd.DataFrame:
+        rows = self.df[self.df.source_id == source].sort_values("attempt")
+        if rows.empty:
+            raise ValueError(f"{self.generated}: no attempt for source {source!r} in its manifest")
+        return rows
+
+    def real_image(self, source: str) -> tuple[np.ndarray | None, str]:
+        """(the source image, '') or (None, why it cannot be shown)."""
+        sid, path = source_of(source), self.attempts(source).source_path.iloc[0]
+        try:
+            if sid in self.index:
+                return np.asarray(self.ds.load(self.index[sid]).convert("RGB")), ""
+            if path and Path(path).is_file():
+                return np.asarray(load_rgb(path)), ""
+        except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+            return None, "does not decode"
+        return None, "not in the dataset given" if self.ds is not None else "pass the dataset to see it"
+
+    def missing(self, row) -> str:
+        """Why an attempt has no picture to show ('' when it has one)."""
+        if row.status == "unreadable":
+            return "source unreadable: nothing generated"
+        if not row.file:  # only kept images are written when the set was made with save_rejected off
+            return NOT_STORED
+        return "" if inside(self.generated, row.file).is_file() else "file missing"
+
+    def picture(self, row) -> np.ndarray | None:
+        """An attempt's generated image, None when missing(row) says why there is none."""
+        return None if self.missing(row) else np.asarray(load_rgb(inside(self.generated, row.file)))
+
+    def figure(self, source: str):
+        """Fig.: the real image, then every attempt titled with its S against tau_k and the filter's verdict."""
+        import matplotlib.pyplot as plt
+
+        rows = self.attempts(source)
+        fig, axes = plt.subplots(1, len(rows) + 1, figsize=(1.7 * (len(rows) + 1), 2.1), squeeze=False)
+        real, why = self.real_image(source)
+        cells = [(real, why, f"real\n{rows.class_name.iloc[0][:18]}", "black")]
+        for r in rows.itertuples():
+            img, why = self.picture(r), self.missing(r)
+            verdict = "kept" if r.kept else r.status
+            mark = ">" if r.kept else "≤"
+            s = "S n/a" if np.isnan(r.similarity) else f"S={r.similarity:.3f} {mark} τ={r.tau:.3f}"
+            cells.append((img, why, f"attempt {r.attempt}: {verdict}\n{s}", "black" if r.kept else "firebrick"))
+        for ax, (img, why, title, color) in zip(axes[0], cells):
+            ax.set_xticks([]), ax.set_yticks([])
+            if img is not None:
+                ax.imshow(img)
+            else:
+                ax.text(
+                    0.5,
+                    0.5,
+                    fill(why, 16),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="dimgray",
+                    transform=ax.transAxes,
+                )
+            ax.set_title(title, fontsize=7, color=color)
+        fig.tight_layout()
+        return fig
+
+    def view(self, source: str):
+        """HTML for one source: a line on what is shown, its attempts as a table (seed, S, tau_k, S - tau_k,
+        status, file) and the figure; the same in JupyterLab's explorer and in the book."""
+        import base64
+
+        from IPython.display import HTML
+
+        rows = self.attempts(source)
+        table = pd.DataFrame(
+            {
+                "attempt": rows.attempt,
+                "seed": rows.seed.astype(str),  # 64-bit: as text, never rounded through a float
+                "S (cosine)": rows.similarity,
+                "τ_k": rows.tau,
+                "S − τ_k": rows.similarity - rows.tau,
+                "outcome": rows.status,
+                "image": [self.missing(r) or r.file for r in rows.itertuples()],
+            }
+        )
+        html = table.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4f}")
+        img = base64.b64encode(png(self.figure(source)).data).decode("ascii")  # inline: one output, one cell
+        not_stored = (table.image == NOT_STORED).any()
+        note = (
+            " This set was made with <code>save_rejected</code> off (the paper profile's setting: only kept images "
+            "are written, to save disk), so a rejected attempt is listed without its picture."
+            if not_stored
+            else ""
+        )
+        head = (
+            f"<p><em>{escape(rows.class_name.iloc[0])}, source <code>{escape(source)}</code>: the real image and its "
+            f"{len(rows)} attempt(s); an attempt is kept when S &gt; τ_k (Eq. 5), else generated again with the "
+            f"next seed.{note}</em></p>"
+        )
+        return HTML(f'{head}<div style="overflow-x: auto">{html}</div><img src="data:image/png;base64,{img}"/>')
+
+    def label_of(self, class_name: str | None) -> int | None:
+        """The label of a class of the set by its name (None stays None: every class)."""
+        if class_name is None:
+            return None
+        named = dict(zip(self.sources.class_name, self.sources.label))
+        if class_name not in named:
+            raise ValueError(f"class {class_name!r} is not in {self.generated}; it has {sorted(named)[:10]}...")
+        return int(named[class_name])
+
+    def widget(self, source: str, outcome: str = "all"):
+        """Dropdowns for the class and the source, toggle buttons for the outcome, the view of the chosen source
+        (ipywidgets: interactive only where a kernel answers them, e.g. JupyterLab)."""
+        import ipywidgets as W
+        from IPython.display import display
+
+        label = int(self.attempts(source).label.iloc[0])
+        cls = W.Dropdown(options=self.classes(), value=label, description="class")
+        kind = W.ToggleButtons(options=EXPLORE_OUTCOMES, value=outcome, description="outcome")
+        src = W.Dropdown(description="source", layout=W.Layout(width="34em"))
+        out = W.Output()
+
+        busy = False  # set while the source list is refilled: one redraw per change, not one per option set
+
+        def show(change=None):
+            if busy:
+                return
+            out.clear_output(wait=True)
+            with out:
+                display(
+                    self.view(src.value) if src.value else W.HTML("<em>no source of this class has this outcome</em>")
+                )
+
+        def choices(change=None, keep=None):
+            nonlocal busy
+            picked, busy = self.pick(cls.value, kind.value), True
+            src.options = [
+                (f"{r.source_id}: {r.attempts} attempt(s), {r.outcome}", r.source_id) for r in picked.itertuples()
+            ]
+            src.value = keep if keep in set(picked.source_id) else (src.options[0][1] if src.options else None)
+            busy = False
+            show()
+
+        src.observe(show, "value")
+        cls.observe(choices, "value")
+        kind.observe(choices, "value")
+        choices(keep=source)
+        return W.VBox([W.HBox([cls, src]), kind, out])
+
+
+def explore(
+    generated: str | Path,
+    ds=None,
+    class_name: str | None = None,
+    outcome: str = "all",
+    source: str | None = None,
+    interactive: bool | None = None,
+):
+    """Every attempt of a generated set's sources: the real image, each attempt's seed, S and tau_k, kept or
+    rejected. It opens on `source`, else on the source with the most attempts among those of `class_name` (None:
+    every class) with that `outcome` (EXPLORE_OUTCOMES). Where a live frontend runs (`interactive` None:
+    live_frontend()) dropdowns then choose the class and the source, and toggle buttons the outcome; elsewhere
+    (papermill, the book) it is the view of that one source. Works on any folder `diffcore generate` wrote; `ds`,
+    the dataset it was made from, shows the real images."""
+    ex = Explorer(generated, ds)
+    if source is None:
+        picked = ex.pick(ex.label_of(class_name), outcome)
+        if picked.empty:
+            where = "" if class_name is None else f" of class {class_name!r}"
+            raise ValueError(f"{generated}: no source{where} has the outcome {outcome!r}; try outcome='all'")
+        source = picked.source_id.iloc[0]
+    live = live_frontend() if interactive is None else interactive
+    return ex.widget(source, outcome) if live else ex.view(source)
