@@ -19,11 +19,13 @@ import io
 import json
 import logging
 import re
+import shlex
 import sys
 import tokenize
 import types
 import typing
 from functools import cache
+from pathlib import Path
 
 from . import experiment as X
 from .engine.checks import json_text
@@ -249,19 +251,25 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    """Every job of the profile's tables: settings, table cells, GPU-hours; --run runs them in order."""
+    """Every job of the profile's tables: settings, table cells, GPU-hours; --run runs them in order (--job: one of
+    them); --slurm writes them as Slurm job arrays (diffcore.plan.slurm)."""
     from .plan import jobs as J
 
     tables = [f"Table {t.removeprefix('Table').strip()}" for t in args.table or []] or None
     unknown = sorted(set(tables or []) - set(J.TABLES))
     if unknown:
         raise ValueError(f"table={unknown}: expected one of {[t.removeprefix('Table ') for t in J.TABLES]}")
-    paths = J.paper_paths(args.weights, args.data)
+    check_plan_flags(args)
+    where = {"out": args.out or f"runs/{args.profile}", "weights": args.weights, "data": args.data}
+    if args.slurm:  # every task must find the same files from wherever Slurm starts it
+        where = {k: str(Path(v).absolute()) if v else v for k, v in where.items()}
+    paths = J.paper_paths(where["weights"], where["data"])
     settings = {"device": args.device, "pretrained": paths.get("pretrained")}
+    settings |= {"epochs": args.epochs, "few_shot": args.few_shot}
     plan = J.jobs(
         args.profile,
         tables,
-        args.out,
+        where["out"],
         args.seeds,
         paths.get("data_roots"),
         paths.get("overrides"),
@@ -270,16 +278,79 @@ def cmd_plan(args) -> int:
     )
     if args.costs:
         plan = J.with_costs(plan, J.read_costs(args.costs))
+    if args.slurm:
+        return write_slurm(args, plan, tables, where)
+    if args.job:
+        plan = [J.find_job(plan, args.job, where["out"])]
+        if args.merge:
+            J.merge_job(plan[0])
+            print(f"merged: {plan[0].out}", flush=True)
+            return 0
     if not args.run:
         print(J.as_json(plan) if args.json else J.as_text(plan))
         return 0
     for k, job in enumerate(plan, 1):
-        print(
-            f"[{k}/{len(plan)}] {job.kind} {job.table} / {job.column} / {job.row}"
-            f"{'' if job.seed is None else f' seed {job.seed}'}: {job.command()}",
-            flush=True,
+        where = f"[{k}/{len(plan)}] {job.kind} {job.table} / {job.column} / {job.row}" + (
+            "" if job.seed is None else f" seed {job.seed}"
         )
+        if not job.refused and J.finished(job):  # a re-run task of a Slurm array says so, and does nothing
+            print(f"{where}: finished, skipped ({job.out} is there)", flush=True)
+            continue
+        print(f"{where}: {job.command()}", flush=True)
         J.run_job(job, progress=True)
+        if job.kind != "train" and not J.finished(job):  # a task of a Slurm array made its shard only
+            print(f"{where}: shard {world_from_env().tag} done; `--merge --job` finishes the set", flush=True)
+    return 0
+
+
+def check_plan_flags(args) -> None:
+    """The plan flags that go together, checked before anything is planned."""
+    if args.slurm and (args.run or args.job or args.merge):
+        raise ValueError("--slurm writes the jobs as Slurm arrays, whose tasks run --run --job: pass it alone")
+    if args.merge and (args.job is None or args.run):
+        raise ValueError("--merge needs --job NAME (the set whose array shards it merges) and no --run")
+    if args.job is not None and not (args.run or args.merge):
+        raise ValueError(f"--job {args.job}: pass --run (run it) or --merge (merge its shards) with it")
+    if args.slurm and args.profile == "paper" and not (args.weights and args.data):
+        raise ValueError(
+            "--slurm on the paper profile needs --weights and --data: every task reads the models and datasets "
+            "from them (`diffcore plan --help` names each file)"
+        )
+
+
+def write_slurm(args, plan: list, tables: list[str] | None, where: dict) -> int:
+    """`plan --slurm DIR`: the submission, and what it holds. where: the absolute out, weights and data folders."""
+    from .plan import slurm as S
+
+    opts = S.SlurmOptions(
+        set_tasks=args.set_tasks,
+        partition=args.partition,
+        account=args.account,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_task=args.cpus_per_task,
+        mem=args.mem,
+        time=S.time_limits(args.time),
+        extra=tuple(args.sbatch or ()),
+    )
+    task = [sys.executable, "-m", "diffcore", "plan", "--profile", args.profile]
+    task += [x for t in tables or [] for x in ("--table", t.removeprefix("Table "))]
+    task += ["--out", where["out"]] + (["--seeds", *map(str, args.seeds)] if args.seeds else [])
+    for flag, value in (("--weights", where["weights"]), ("--data", where["data"]), ("--device", args.device)):
+        task += [flag, value] if value else []
+    for flag, value in (("--epochs", args.epochs), ("--few-shot", args.few_shot)):
+        task += [flag, str(value)] if value is not None else []
+    written_by = shlex.join(["python", "-m", "diffcore", *args.argv])
+    scripts = S.write(plan, where["out"], args.slurm, opts, task, Path.cwd(), written_by)
+    folder = Path(args.slurm)
+    for s in scripts:
+        size = "one job" if s.tasks is None else f"array of {s.tasks}"
+        after = f", after {', '.join(a[:2] for a in s.after)}" if s.after else ""
+        print(f"{folder / s.name}.sbatch: {size}{after} ({s.what})")
+    record = json.loads((folder / "plan.json").read_text())
+    for what in ("done", "refused"):  # left out: finished already, or cannot run here (plan.json says why)
+        if record[what]:
+            print(f"left out, {what}: {len(record[what])} jobs ({', '.join(list(record[what])[:3])}, ...)")
+    print(f"submit: bash {folder / 'submit.sh'}   (logs in {folder / 'logs'}/, job ids in {folder / 'job-ids'})")
     return 0
 
 
@@ -351,6 +422,30 @@ def add_edit_flags(parser) -> None:
         add_setting(parser, "seed" if f.name == "run_seed" else f.name, "edit", f.name)
 
 
+def add_slurm_flags(parser) -> None:
+    """`diffcore plan --slurm DIR` and the sbatch options of its scripts (diffcore.plan.slurm)."""
+    g = parser.add_argument_group("Slurm (with --slurm DIR; book/scale-out.md)")
+    g.add_argument("--slurm", metavar="DIR", help="write the jobs as Slurm job arrays and a submit.sh into DIR")
+    g.add_argument("--set-tasks", type=int, default=4, metavar="N", help="array tasks (shards) per set (default 4)")
+    g.add_argument("--partition", help="sbatch --partition of every job")
+    g.add_argument("--account", help="sbatch --account of every job")
+    g.add_argument("--gpus-per-job", type=int, metavar="N", help="GPUs of each generation, edit and training task")
+    g.add_argument("--cpus-per-task", type=int, metavar="N", help="sbatch --cpus-per-task (and OMP_NUM_THREADS)")
+    g.add_argument("--mem", help="sbatch --mem of every job, e.g. 64G")
+    g.add_argument(
+        "--time",
+        action="append",
+        metavar="[PHASE=]LIMIT",
+        help="sbatch --time, per phase (generate, edit, merge, train) or for all; repeatable",
+    )
+    g.add_argument(
+        "--sbatch",
+        action="append",
+        metavar="OPTION",
+        help="one more #SBATCH option for every job, e.g. --sbatch=--qos=high",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(prog="diffcore", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -395,11 +490,24 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     pl.add_argument("--run", action="store_true", help="run every job in order (a finished one is skipped)")
     pl.add_argument(
+        "--job",
+        metavar="NAME",
+        help="with --run: only this job, named by its output path relative to --out (e.g. generated-digits-10shot)",
+    )
+    pl.add_argument(
+        "--merge", action="store_true", help="with --job: merge a set's Slurm array shards (diffcore merge)"
+    )
+    pl.add_argument(
+        "--epochs", type=int, metavar="N", help="training epochs of every run (default: each table's schedule)"
+    )
+    pl.add_argument("--few-shot", type=int, metavar="K", help="K training images per class (default: each table's)")
+    pl.add_argument(
         "--costs",
         metavar="FILE",
         help="GPU-hours from a rehearsal's measurements (`diffcore rehearse --size full` writes <out>/costs.json) "
         "in place of the estimates, where it measured the job",
     )
+    add_slurm_flags(pl)
     tb = sub.add_parser("table", help="print the results table of a folder")
     tb.add_argument("folder")
     i = sub.add_parser("info", help="print a profile's settings and this machine's provenance")
@@ -443,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as e:  # a bad flag (one line, printed by Parser) or --help
         return e.code if isinstance(e.code, int) else 2
+    args.argv = argv  # the command as given (`plan --slurm` writes it into submit.sh)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -258,24 +258,33 @@ def make_edits(
     content."""
     store = edit_set(ds, out_dir, cfg)
     items = edit_items(ds, cfg)
-
-    def run_info(agreed: dict, rows: list[dict]) -> dict:
-        return {
-            "settings": store.settings,
-            "summary": {**G.summarize(rows, ds.classes, {}, len(items)), "images": len(items) // len(cfg.prompts)},
-            "dataset_skipped": skipped_summary(ds),
-        }
-
     return store.run(
         world,
         dict,
         lambda batch, pool, agreed: _edit_batch(ds, items, batch, pipe, store, cfg, model_name or cfg.model),
-        run_info,
+        lambda agreed, rows: _run_info(ds, store, cfg, rows),
         io_threads=io_threads,
         progress=progress,
         device=getattr(pipe, "device", None),
         desc="edits",
     )
+
+
+def finish_edits(ds: ImageSet, out_dir: str | Path, cfg: EditConfig) -> dict:
+    """After a Slurm array of edit tasks (`diffcore plan --merge`): the shards -> manifest.csv and run.json, as
+    finish_counterparts does for the counterparts (see GeneratedSet.finish)."""
+    store = edit_set(ds, out_dir, cfg)
+    return store.finish(lambda agreed, rows: _run_info(ds, store, cfg, rows))
+
+
+def _run_info(ds: ImageSet, store: G.GeneratedSet, cfg: EditConfig, rows: list[dict]) -> dict:
+    """run.json of a finished edited set: settings, counts, the dataset's skipped files."""
+    edits = len(store.chosen)  # every chosen image with every prompt
+    return {
+        "settings": store.settings,
+        "summary": {**G.summarize(rows, ds.classes, {}, edits), "images": edits // len(cfg.prompts)},
+        "dataset_skipped": skipped_summary(ds),
+    }
 
 
 def _edit_batch(ds, items, batch: G.Batch, pipe, store: G.GeneratedSet, cfg: EditConfig, model_name: str):

@@ -31,7 +31,7 @@ from pathlib import Path
 from . import data as D
 from . import train as T
 from .counterparts import CounterpartConfig, check_out_dir, finish_counterparts, make_counterparts
-from .edit import EditConfig, load_editor, make_edits
+from .edit import EditConfig, finish_edits, load_editor, make_edits
 from .engine.checks import check_fields, json_text
 from .engine.distributed import World, backend_for, device_for, from_main, init_process_group, world_from_env
 from .engine.runtime import resolve_device, resolve_dtype
@@ -265,6 +265,13 @@ def edit(
     pipe = load_editor(exp.edit, device, resolve_dtype(exp.edit.dtype, device))
     init_process_group(world, "gloo")
     return make_edits(ds, pipe, out, exp.edit, world=world, io_threads=exp.io_threads, progress=progress)
+
+
+def merge_edits(exp: Experiment, out: str | Path, ds: D.ImageSet | None = None) -> dict:
+    """After a Slurm array of `edit` tasks: the shards -> manifest.csv and run.json (what `merge` does for the
+    counterparts)."""
+    ds = ds if ds is not None else train_set(exp)
+    return finish_edits(ds, out, exp.edit)
 
 
 # ---------------------------------------------------------------- training: Eq. (6)-(8)

@@ -633,20 +633,89 @@ def control_epochs(job: Job) -> int:
     return max(1, round(job.exp.train.epochs * (real + pairs) / real))
 
 
+def finished(job: Job) -> bool:
+    """Its output is there: a set's run.json (written last, once every shard is merged), or a training's result
+    file (written once the run has ended)."""
+    if job.kind == "train":
+        return Path(job.out).is_file()
+    return (Path(job.out) / "run.json").is_file()
+
+
 def run_job(job: Job, data=None, progress: bool = False):
     """Run one job unless its output is there (a finished set, a result file); returns the trained model's
-    Trained for a training job that ran, else None. A job that cannot run here is refused in one line."""
+    Trained for a training job that ran, else None. A job that cannot run here is refused in one line.
+
+    Under a Slurm array (SLURM_ARRAY_TASK_ID) a set job makes only the task's shard of the set (engine.distributed)
+    and `merge_job` finishes it once every task is done; a training job runs whole in any case."""
     if job.refused:
         raise ValueError(f"{job.table} / {job.column} / {job.row}: {job.refused}")
+    if finished(job):
+        return None
     if job.kind == "generate":
-        if not (Path(job.out) / "run.json").is_file():
-            X.generate(job.exp, job.out, progress=progress)
+        X.generate(job.exp, job.out, progress=progress)
         return None
     if job.kind == "edit":
-        if not (Path(job.out) / "run.json").is_file():
-            X.edit(job.exp, job.out, progress=progress)
-        return None
-    if Path(job.out).is_file():
+        X.edit(job.exp, job.out, progress=progress)
         return None
     exp = job.exp.replace(epochs=control_epochs(job)) if job.row == CONTROL else job.exp
     return X.train(exp, job.out, None if job.row == CONTROL else job.needs, data, progress=progress)
+
+
+def merge_job(job: Job) -> None:
+    """`diffcore merge` for a set job made by a Slurm array: its shards -> manifest.csv and run.json (nothing to do
+    where run.json is there). Refused in one line while a shard is unfinished."""
+    if job.kind == "train":
+        raise ValueError(f"job {job.out}: a training run has no shards to merge; only generate and edit jobs do")
+    if job.refused:
+        raise ValueError(f"{job.table} / {job.column} / {job.row}: {job.refused}")
+    if not finished(job):
+        (X.merge if job.kind == "generate" else X.merge_edits)(job.exp, job.out)
+
+
+# ---------------------------------------------------------------- a job by its name
+def job_id(job: Job, out_dir: str | Path) -> str:
+    """A job's stable name: its output's path relative to the build folder (`generated-digits-10shot`,
+    `results-digits-10shot-30ep/vanilla-seed0.json`), the absolute path where it lies outside. Unlike an index into
+    the plan, it names the same job whichever tables are planned and whatever rows a newer diffcore adds, and two
+    tables that share a run (same set, same result file) share its name, so it runs once."""
+    out, build = Path(job.out).absolute(), Path(out_dir).absolute()
+    return out.relative_to(build).as_posix() if out.is_relative_to(build) else out.as_posix()
+
+
+# What a set's files depend on (the rest of an experiment, e.g. the network a table trains, does not change them)
+SET_SETTINGS = {
+    "generate": ("dataset", "data_root", "few_shot", "prompt", "generate", "filter", "counterparts"),
+    "edit": ("dataset", "data_root", "few_shot", "edit"),
+}
+
+
+def what_it_makes(job: Job) -> dict:
+    """The settings a job's output depends on: a set's generation settings; a training run's every setting."""
+    settings = job.exp.settings()
+    keys = SET_SETTINGS.get(job.kind, tuple(settings))
+    return {"kind": job.kind, "needs": job.needs, **{k: settings[k] for k in keys}}
+
+
+def unique_jobs(plan: list[Job], out_dir: str | Path) -> dict[str, Job]:
+    """{job id: job}, each output once: tables share runs and sets (Tables 4 and 5 of the paper profile generate
+    CUB's counterparts into one folder). Two jobs that would make one output differently are refused in one line."""
+    out: dict[str, Job] = {}
+    for job in plan:
+        name = job_id(job, out_dir)
+        if name in out and (a := what_it_makes(out[name])) != (b := what_it_makes(job)):
+            differ = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise ValueError(f"job {name}: planned twice with other settings ({', '.join(differ)} differ)")
+        out.setdefault(name, job)
+    return out
+
+
+def find_job(plan: list[Job], name: str, out_dir: str | Path) -> Job:
+    """The plan's job of that name (job_id), or a one-line refusal naming a few of the names there are."""
+    named = unique_jobs(plan, out_dir)
+    if name not in named:
+        some = ", ".join(list(named)[:4])
+        raise ValueError(
+            f"job={name!r}: no such job in this plan; expected an output path relative to --out {out_dir}, "
+            f"e.g. {some} ({len(named)} in all)"
+        )
+    return named[name]
