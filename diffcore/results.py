@@ -232,7 +232,8 @@ class Difference:
     p_mcnemar: float | None  # exact McNemar test on the discordant images pooled over seeds (paired only)
 
     def text(self) -> str:
-        test = f"paired, McNemar p = {self.p_mcnemar:.2g}" if self.paired else "unpaired: no per-example predictions"
+        test = "paired" if self.paired else "unpaired: no per-example predictions"
+        test += "" if self.p_mcnemar is None else f", McNemar p = {self.p_mcnemar:.2g}"
         return f"{self.diff:+.2f} [{self.lo:+.2f}, {self.hi:+.2f}] (n = {self.seeds}, {test})"
 
 

@@ -165,3 +165,27 @@ def test_a_claim_of_several_comparisons_needs_every_one(monkeypatch):
     mixed = C._decide([("a", d(1, 3)), ("b", d(-0.5, 2))])
     assert mixed.verdict == R.INCONCLUSIVE and mixed.detail.startswith("b;") and "1 of 2" in mixed.detail
     assert C._decide([("a", d(1, 3)), ("b", d(-2, -0.5))]).verdict == R.CONTRADICTED
+
+
+def test_the_overhead_claim_pairs_the_timing_rounds():
+    """Table 6's claim from bench rows with their interleaved rounds: a t interval over the rounds' paired overhead
+    differences; far apart: supported; rounds that disagree: inconclusive; rows without rounds: a point, said."""
+    import pandas as pd
+
+    def rows(diffcore, comixup, saliencymix):
+        ms = {"vanilla": [10.0, 10.2, 9.9], "diffcore": diffcore, "comixup": comixup, "saliencymix": saliencymix}
+        return [
+            {"method": m, "variant": "", "batch_size": 16, "ms_rounds": r, "overhead_pct": 100 * (r[1] - 10.2) / 10.2}
+            for m, r in ms.items()
+        ]
+
+    ev = lambda overhead: C.Evidence("embedded", {}, {}, overhead, pd.DataFrame(), pd.DataFrame())  # noqa: E731
+    far = C.overhead_below(ev(rows([10.5, 10.7, 10.4], [30.0, 31.0, 29.5], [20.0, 20.5, 19.8])))
+    assert far.verdict == R.SUPPORTED and far.test == "t interval over timing rounds"
+    assert far.difference.endswith("(n = 3, paired)")
+    noisy = C.overhead_below(ev(rows([10.5, 14.0, 10.4], [12.0, 10.9, 12.5], [20.0, 20.5, 19.8])))
+    assert noisy.verdict == R.INCONCLUSIVE
+    old = [{k: v for k, v in r.items() if k != "ms_rounds"} for r in rows([10.5] * 3, [30.0] * 3, [20.0] * 3)]
+    point = C.overhead_below(ev(old))
+    assert point.verdict == R.SUPPORTED and point.test == C.NO_INTERVAL
+    assert point.detail.endswith("(timed before rounds were stored)")
