@@ -47,66 +47,28 @@ from pathlib import Path
 
 import torch
 
+from ..bench.models import SDXL_TEXT, SDXL_TEXT_2, SDXL_UNET, SDXL_VAE
 from ..engine.checks import json_text
 from ..engine.runtime import derive_seed, provenance
 
 # ---------------------------------------------------------------- presets
-# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json, equivalently Stability-AI/generative-models
-# configs/inference/sd_xl_base.yaml (model_channels 320, channel_mult [1, 2, 4], num_res_blocks 2,
-# transformer_depth [1, 2, 10], context_dim 2048, adm_in_channels 2816, num_head_channels 64). 2,567,463,684 parameters.
-SDXL_UNET_FULL = dict(
-    sample_size=128,  # latent side: 1024 px / 8
-    in_channels=4,
-    out_channels=4,
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    block_out_channels=(320, 640, 1280),
-    layers_per_block=2,
-    transformer_layers_per_block=(1, 2, 10),
-    attention_head_dim=(5, 10, 20),  # diffusers' SDXL config names the head COUNTS so (head width 64)
-    cross_attention_dim=2048,  # 768 (CLIP ViT-L) + 1280 (OpenCLIP bigG) hidden states, concatenated
-    use_linear_projection=True,
-    addition_embed_type="text_time",
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=2816,  # 6 micro-conditioning numbers x 256 + 1280 pooled text embedding
-    norm_num_groups=32,
-)
-# stabilityai/stable-diffusion-xl-base-1.0 vae/config.json (the SD VAE architecture, SDXL's scaling factor).
-SDXL_VAE_FULL = dict(
-    sample_size=1024,
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    scaling_factor=0.13025,
-    force_upcast=True,  # SDXL's VAE overflows in fp16 (REFERENCE); the fp16-fix folder sets False
-)
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (bench.models.SDXL_UNET, which the GPU benchmarks time),
+# equivalently Stability-AI/generative-models configs/inference/sd_xl_base.yaml (model_channels 320, channel_mult
+# [1, 2, 4], num_res_blocks 2, transformer_depth [1, 2, 10], context_dim 2048, adm_in_channels 2816, num_head_channels
+# 64): 2,567,463,684 parameters. attention_head_dim (5, 10, 20) names head COUNTS (head width 64); cross_attention_dim
+# 2048 = 768 (CLIP ViT-L) + 1280 (OpenCLIP bigG) hidden states; projection_class_embeddings_input_dim 2816 = 6
+# micro-conditioning numbers x 256 + the 1280 pooled text embedding.
+SDXL_UNET_FULL = dict(SDXL_UNET)
+# stabilityai/stable-diffusion-xl-base-1.0 vae/config.json (the SD VAE architecture, SDXL's scaling factor): the
+# benchmarks' SDXL_VAE with the file's force_upcast (SDXL's VAE overflows in fp16, REFERENCE; the fp16-fix sets False).
+SDXL_VAE_FULL = {**SDXL_VAE, "in_channels": 3, "out_channels": 3, "force_upcast": True}
 # text_encoder/config.json of SDXL base and of SD 1.5: CLIP ViT-L/14's text tower (QuickGELU), 123,060,480 parameters.
 # eos_token_id 2 is what those files say: transformers then pools at the argmax id (<|endoftext|>, the largest).
-CLIP_L_TEXT_FULL = dict(
-    vocab_size=49408,
-    max_position_embeddings=77,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_attention_heads=12,
-    num_hidden_layers=12,
-    projection_dim=768,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-    bos_token_id=0,
-    eos_token_id=2,
-    pad_token_id=1,
-)
+TEXT_FILE = dict(vocab_size=49408, max_position_embeddings=77, layer_norm_eps=1e-5, bos_token_id=0, eos_token_id=2,
+                 pad_token_id=1)  # fmt: skip
+CLIP_L_TEXT_FULL = {**SDXL_TEXT, **TEXT_FILE}  # the benchmarks' widths (bench.models), the files' ids
 # text_encoder_2/config.json of SDXL base: OpenCLIP ViT-bigG/14's text tower (GELU), 694,659,840 parameters.
-OPEN_CLIP_G_TEXT_FULL = {
-    **CLIP_L_TEXT_FULL,
-    **dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32),
-    **dict(projection_dim=1280, hidden_act="gelu"),
-}
+OPEN_CLIP_G_TEXT_FULL = {**SDXL_TEXT_2, **TEXT_FILE}
 # timbrooks/instruct-pix2pix unet/config.json: SD 1.5's UNet with conv_in widened to 8 channels (noisy latent + image
 # latent), 859,532,484 parameters.
 SD15_UNET_FULL = dict(
