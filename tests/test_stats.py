@@ -189,3 +189,26 @@ def test_the_overhead_claim_pairs_the_timing_rounds():
     point = C.overhead_below(ev(old))
     assert point.verdict == R.SUPPORTED and point.test == C.NO_INTERVAL
     assert point.detail.endswith("(timed before rounds were stored)")
+
+
+@pytest.mark.parametrize("profile", ["embedded", "paper"])
+def test_every_claim_answers_with_a_finding_when_nothing_was_measured(profile):
+    """Each claim on a build whose pages wrote nothing (or one batch size, one fraction): a Finding, not measurable,
+    on either profile (the rehearsal found a claim that answered with a bare tuple on the paper profile)."""
+    import pandas as pd
+
+    ev = C.Evidence(
+        profile,
+        {t: {} for t in C.J.TABLES},
+        {t: {} for t in C.J.TABLES},
+        [{"method": "vanilla", "variant": "", "batch_size": 16, "ms_per_batch": 1.0, "overhead_pct": 0.0}],
+        pd.DataFrame({"fraction %": [50], "seconds": [1.0], "discarded %": [10.0], "attempts": [10], "kept": [9]}),
+        pd.DataFrame(),
+    )
+    table = C.verdicts(ev)
+    assert len(table) == len(C.CLAIMS)
+    for claim in C.CLAIMS:
+        found = claim.verdict(ev)
+        assert isinstance(found, C.Finding) and found.verdict in (
+            R.SUPPORTED, R.CONTRADICTED, R.INCONCLUSIVE, C.NOT_MEASURABLE
+        ), claim.text  # fmt: skip

@@ -258,7 +258,7 @@ def scales_better(ev: Evidence) -> Finding:
     t = {(r["method"], r["batch_size"]): r["ms_per_batch"] for r in ev.overhead}
     sizes = sorted({b for _, b in t})
     if len(sizes) < 2 or not all((m, b) in t for m in ("diffcore", "mixup") for b in (sizes[0], sizes[-1])):
-        return NOT_MEASURABLE, "the Table 6 page has not timed Mixup and DiffCoRe-Mix at two batch sizes"
+        return Finding(NOT_MEASURABLE, "the Table 6 page has not timed Mixup and DiffCoRe-Mix at two batch sizes")
     grow = {m: t[(m, sizes[-1])] / t[(m, sizes[0])] for m in ("diffcore", "mixup")}
     return _point(
         grow["diffcore"] < grow["mixup"],
